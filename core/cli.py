@@ -1,0 +1,96 @@
+"""Command-line tools: ``flask --app wsgi worker | cron | dev | seed-demo``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+from flask import Flask, current_app
+from flask.cli import with_appcontext
+from rq.cron import CronScheduler
+
+from core.extensions import db, redis_store
+from core.queue import PERIODIC_JOBS, bind_worker_app, make_worker
+
+DemoSeeder = Callable[[], list[str]]
+DEMO_SEEDERS: list[tuple[int, DemoSeeder]] = []
+
+
+def demo_seeder(order: int) -> Callable[[DemoSeeder], DemoSeeder]:
+    """Register a function that adds demo data and returns lines to print; lower runs first."""
+
+    def register(func: DemoSeeder) -> DemoSeeder:
+        DEMO_SEEDERS.append((order, func))
+        return func
+
+    return register
+
+
+@click.command("worker")
+@click.option("--burst", is_flag=True, help="Stop when the queues are empty.")
+@click.option("--simple", is_flag=True, help="Run jobs in this process rather than forking.")
+@with_appcontext
+def worker_command(burst: bool, simple: bool) -> None:
+    """Run an RQ worker on the high, default and bulk queues, with RQ's scheduler."""
+    bind_worker_app(current_app._get_current_object())
+    db.engine.dispose()  # forked work horses open their own connections
+    make_worker(simple=simple).work(burst=burst, with_scheduler=True)
+
+
+@click.command("cron")
+@with_appcontext
+def cron_command() -> None:
+    """Enqueue the periodic jobs (closing, purging, reconciling) on their schedules.
+
+    Run exactly one of these per deployment.
+    """
+    scheduler = CronScheduler(connection=redis_store.connection)
+    for job in PERIODIC_JOBS:
+        scheduler.register(job.func, job.queue, interval=job.interval, cron=job.cron)
+    scheduler.start()
+
+
+@click.command("seed-demo")
+@with_appcontext
+def seed_demo_command() -> None:
+    """Load demo data on the first run; print the demo login on every run."""
+    login_file = Path(current_app.instance_path) / "demo-login.txt"
+    if not login_file.exists():
+        lines: list[str] = []
+        for _, seeder in sorted(DEMO_SEEDERS, key=lambda pair: pair[0]):
+            lines.extend(seeder())
+        db.session.commit()
+        login_file.write_text("\n".join(lines) + "\n")
+    click.echo(login_file.read_text(), nl=False)
+
+
+@click.command("dev")
+@click.option("--port", default=lambda: int(os.environ.get("PORT", 5000)), show_default="5000")
+@with_appcontext
+def dev_command(port: int) -> None:
+    """Serve the app on 127.0.0.1 with a worker and the scheduler beside it; Ctrl-C stops all."""
+    app: Flask = current_app._get_current_object()
+    redis_store.connection.ping()  # start the embedded Redis before the helpers look for it
+    flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
+    helpers = [subprocess.Popen([*flask, "worker"]), subprocess.Popen([*flask, "cron"])]
+    click.echo(f"Groundswell is running on http://127.0.0.1:{port}  (Ctrl-C to stop)")
+    try:
+        app.run(host="127.0.0.1", port=port, debug=True, use_reloader=False)
+    finally:
+        for helper in helpers:
+            helper.terminate()
+        for helper in helpers:
+            try:
+                helper.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+
+
+def register(app: Flask) -> None:
+    """Add the commands to ``app``."""
+    for command in (worker_command, cron_command, seed_demo_command, dev_command):
+        app.cli.add_command(command)

@@ -1,0 +1,53 @@
+"""Form pieces shared by every feature: the base form and the invalid-form status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask_wtf import FlaskForm
+
+# The status for a form that was posted but did not validate.
+INVALID_FORM_STATUS = 422
+
+_CONTROL_CHARACTERS = {chr(c) for c in range(32) if chr(c) not in "\t\r\n"} | {"\x7f"}
+
+
+def strip_whitespace(value: Any) -> Any:
+    """Filter for text fields: drop surrounding spaces."""
+    return value.strip() if isinstance(value, str) else value
+
+
+class Form(FlaskForm):
+    """Base for every form: checks the CSRF token and refuses control characters.
+
+    Control characters (NUL above all) are refused here once, because some databases
+    reject them and no field of ours has a use for them.
+    """
+
+    def validate(self, extra_validators: Any = None) -> bool:
+        valid = super().validate(extra_validators)
+        for field in self:
+            if isinstance(field.data, str) and _CONTROL_CHARACTERS.intersection(field.data):
+                field.errors = [*field.errors, "Please remove the unusual characters here."]
+                valid = False
+        return valid
+
+
+class ActionForm(Form):
+    """A form with nothing but its CSRF token, for buttons that change state."""
+
+
+def form_page(template: str, form: FlaskForm, status: int | None = None, **context: Any):
+    """Render a page holding ``form``: 422 if it was posted and refused, else 200."""
+    from flask import render_template
+
+    if status is None:
+        status = INVALID_FORM_STATUS if form.is_submitted() and form.errors else 200
+    return render_template(template, form=form, **context), status
+
+
+def safe_next(target: str | None, fallback: str) -> str:
+    """Follow a ``next`` parameter only to a path on this site."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return fallback

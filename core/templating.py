@@ -1,0 +1,63 @@
+"""Template filters and globals shared by every feature."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import nh3
+from flask import Flask, current_app
+from flask_wtf.csrf import generate_csrf
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+# A small, safe subset: text formatting, lists, quotes and links; no raw HTML, no images.
+MARKDOWN_TAGS = {"p", "br", "strong", "em", "ul", "ol", "li", "blockquote", "a", "code", "h3", "h4"}
+_markdown = MarkdownIt("commonmark", {"html": False}).disable(["image", "heading"])
+
+
+def render_markdown(text: str | None) -> Markup:
+    """Render user-written Markdown to sanitised HTML."""
+    html = _markdown.render(text or "")
+    cleaned = nh3.clean(
+        html,
+        tags=MARKDOWN_TAGS,
+        attributes={"a": {"href"}},
+        url_schemes={"http", "https", "mailto"},
+        link_rel="nofollow noopener ugc",
+    )
+    return Markup(cleaned)
+
+
+def format_datetime(value: datetime | None, style: str = "%-d %B %Y, %H:%M UTC") -> str:
+    """Human-readable date and time."""
+    return value.strftime(style) if value else ""
+
+
+def format_date(value: datetime | None) -> str:
+    """Human-readable date."""
+    return value.strftime("%-d %B %Y") if value else ""
+
+
+# Index pages of the features, shown in the main navigation once their blueprint has them.
+NAV_LINKS = [
+    ("petitions.index", "Petitions"),
+    ("campaigns.index", "Campaigns"),
+    ("chapters.index", "Chapters"),
+]
+
+
+def site_links() -> list[tuple[str, str]]:
+    """The navigation links whose pages exist."""
+    return [(endpoint, label) for endpoint, label in NAV_LINKS if endpoint in current_app.view_functions]
+
+
+def register(app: Flask) -> None:
+    """Install the filters and globals on ``app``."""
+    app.jinja_env.globals["csrf_token"] = generate_csrf
+    app.jinja_env.globals["site_links"] = site_links
+    app.jinja_env.filters["markdown"] = render_markdown
+    app.jinja_env.filters["datetime"] = format_datetime
+    app.jinja_env.filters["date"] = format_date
+    app.jinja_env.filters["number"] = lambda n: f"{n:,}"
+    app.jinja_env.trim_blocks = True
+    app.jinja_env.lstrip_blocks = True

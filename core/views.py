@@ -1,0 +1,85 @@
+"""Site-wide pages: home, health check, and the development outbox."""
+
+from __future__ import annotations
+
+from email import message_from_bytes
+from email.policy import default as default_policy
+
+from flask import Blueprint, abort, current_app, jsonify, render_template
+from flask_login import current_user
+from sqlalchemy import text
+
+from core.extensions import db, redis_store
+from core.hooks import home_sections
+from core.mail import outbox_folder
+
+bp = Blueprint("core", __name__)
+dev_bp = Blueprint("dev", __name__, url_prefix="/dev")
+
+
+@bp.get("/")
+def home():
+    member = current_user if current_user.is_authenticated else None
+    sections = [html for _, html in home_sections.send(current_app._get_current_object(), member=member) if html]
+    return render_template("core/home.html", sections=sections)
+
+
+def _database_ok() -> bool:
+    try:
+        db.session.execute(text("SELECT 1"))
+        return True
+    except Exception:
+        current_app.logger.exception("health check: database")
+        db.session.rollback()
+        return False
+
+
+def _redis_ok() -> bool:
+    try:
+        return bool(redis_store.connection.ping())
+    except Exception:
+        current_app.logger.exception("health check: redis")
+        return False
+
+
+@bp.get("/healthz")
+def healthz():
+    checks = {"database": _database_ok(), "redis": _redis_ok()}
+    healthy = all(checks.values())
+    body = {
+        "status": "ok" if healthy else "unavailable",
+        **{name: "ok" if ok else "down" for name, ok in checks.items()},
+    }
+    return jsonify(body), 200 if healthy else 503
+
+
+def _outbox_messages():
+    folder = outbox_folder()
+    files = sorted(folder.glob("*.eml"), reverse=True) if folder.exists() else []
+    for path in files[:200]:
+        yield path.stem, message_from_bytes(path.read_bytes(), policy=default_policy)
+
+
+@dev_bp.before_request
+def only_in_debug():
+    if not current_app.debug:
+        abort(404)
+
+
+@dev_bp.get("/outbox")
+def outbox():
+    return render_template("core/outbox.html", messages=list(_outbox_messages()))
+
+
+@dev_bp.get("/outbox/<name>")
+def outbox_message(name: str):
+    path = outbox_folder() / f"{name}.eml"
+    if not name.isalnum() or not path.exists():
+        abort(404)
+    message = message_from_bytes(path.read_bytes(), policy=default_policy)
+    text_part = message.get_body(preferencelist=("plain",))
+    return render_template(
+        "core/outbox_message.html",
+        message=message,
+        text=text_part.get_content() if text_part else "",
+    )

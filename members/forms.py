@@ -1,0 +1,126 @@
+"""Forms for accounts."""
+
+from __future__ import annotations
+
+from wtforms import BooleanField, EmailField, PasswordField, StringField
+from wtforms.validators import Email, EqualTo, InputRequired, Length
+
+from core.forms import Form, strip_whitespace
+
+PASSWORD_HELP = "At least 10 characters. A few unrelated words make a strong password."
+
+
+def _email_field(label: str = "Email address") -> EmailField:
+    return EmailField(
+        label,
+        filters=[strip_whitespace],
+        validators=[
+            InputRequired("Please enter your email address."),
+            Length(max=254, message="An email address can be at most 254 characters."),
+            Email("Please enter a valid email address, like name@example.org."),
+        ],
+        render_kw={"autocomplete": "email"},
+    )
+
+
+def _new_password_fields() -> tuple[PasswordField, PasswordField]:
+    password = PasswordField(
+        "Password",
+        description=PASSWORD_HELP,
+        validators=[
+            InputRequired("Please choose a password."),
+            Length(min=10, max=128, message="Your password must be 10 to 128 characters long."),
+        ],
+        render_kw={"autocomplete": "new-password"},
+    )
+    confirm = PasswordField(
+        "Repeat the password",
+        validators=[
+            InputRequired("Please repeat the password."),
+            EqualTo("password", message="The two passwords do not match."),
+        ],
+        render_kw={"autocomplete": "new-password"},
+    )
+    return password, confirm
+
+
+def _display_name_field() -> StringField:
+    return StringField(
+        "Display name",
+        description="Shown on your profile and beside what you start.",
+        filters=[strip_whitespace],
+        validators=[
+            InputRequired("Please enter a name to show."),
+            Length(max=80, message="A display name can be at most 80 characters."),
+        ],
+        render_kw={"autocomplete": "name"},
+    )
+
+
+def _city_field() -> StringField:
+    return StringField(
+        "Home city",
+        description="We show you what is happening there first.",
+        filters=[strip_whitespace],
+        validators=[
+            InputRequired("Please enter your city."),
+            Length(max=80, message="A city name can be at most 80 characters."),
+        ],
+        render_kw={"autocomplete": "address-level2"},
+    )
+
+
+def _current_password_field() -> PasswordField:
+    return PasswordField(
+        "Current password",
+        validators=[InputRequired("Please enter your current password.")],
+        render_kw={"autocomplete": "current-password"},
+    )
+
+
+class RegisterForm(Form):
+    display_name = _display_name_field()
+    email = _email_field()
+    password, confirm = _new_password_fields()
+    city = _city_field()
+
+
+class LoginForm(Form):
+    email = _email_field()
+    password = PasswordField(
+        "Password",
+        validators=[InputRequired("Please enter your password.")],
+        render_kw={"autocomplete": "current-password"},
+    )
+    remember = BooleanField("Keep me logged in on this device")
+
+
+class ResetRequestForm(Form):
+    email = _email_field()
+
+
+class ResetPasswordForm(Form):
+    password, confirm = _new_password_fields()
+
+
+class ProfileForm(Form):
+    display_name = _display_name_field()
+    city = _city_field()
+
+
+class ChangeEmailForm(Form):
+    email = _email_field("New email address")
+    current_password = _current_password_field()
+
+
+class ChangePasswordForm(Form):
+    current_password = _current_password_field()
+    password, confirm = _new_password_fields()
+
+
+class DeleteAccountForm(Form):
+    current_password = _current_password_field()
+    understood = BooleanField(
+        "I understand that my account will be deleted for good",
+        validators=[InputRequired("Please tick the box to confirm.")],
+    )

@@ -1,0 +1,84 @@
+"""The Member account."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+
+from flask_login import UserMixin
+from sqlalchemy import String
+from sqlalchemy.orm import Mapped, mapped_column
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from core.db import Timestamped, utcnow
+from core.extensions import db
+
+
+def normalise_account_email(email: str) -> str:
+    """Accounts are found by email regardless of case or surrounding spaces."""
+    return email.strip().lower()
+
+
+class Member(UserMixin, Timestamped, db.Model):
+    """Someone with an account. Guests who only sign petitions have none."""
+
+    __tablename__ = "members"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    display_name: Mapped[str] = mapped_column(String(80))
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    email_confirmed_at: Mapped[datetime | None]
+    pending_email: Mapped[str | None] = mapped_column(String(254))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    city: Mapped[str] = mapped_column(String(80))
+    # Bumped when the password changes, which ends every other session.
+    session_version: Mapped[int] = mapped_column(default=1)
+
+    def __init__(self, *, display_name: str, email: str, password: str, city: str) -> None:
+        super().__init__(display_name=display_name, email=normalise_account_email(email), city=city)
+        self.set_password(password)
+
+    def __repr__(self) -> str:
+        return f"<Member {self.id} {self.email}>"
+
+    @property
+    def is_confirmed(self) -> bool:
+        return self.email_confirmed_at is not None
+
+    def get_id(self) -> str:
+        return f"{self.id}:{self.session_version}"
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password, method="scrypt")
+        self.session_version = (self.session_version or 0) + 1
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    @property
+    def password_fingerprint(self) -> str:
+        """Changes whenever the password does, so reset links work once."""
+        return hashlib.sha256(self.password_hash.encode()).hexdigest()[:16]
+
+    def request_email_change(self, new_email: str) -> None:
+        """Hold a new address until it is confirmed; the old one stays in use meanwhile."""
+        self.pending_email = normalise_account_email(new_email)
+
+    def confirm_email(self, email: str) -> bool:
+        """Confirm ``email`` if it is the address awaiting confirmation; True if it was."""
+        email = normalise_account_email(email)
+        if self.pending_email == email:
+            self.email, self.pending_email = email, None
+            self.email_confirmed_at = utcnow()
+            return True
+        if self.email == email and not self.is_confirmed:
+            self.email_confirmed_at = utcnow()
+            return True
+        return False
+
+    @property
+    def email_awaiting_confirmation(self) -> str | None:
+        """The address a confirmation link should go to, if any."""
+        if self.pending_email:
+            return self.pending_email
+        return None if self.is_confirmed else self.email

@@ -1,0 +1,224 @@
+"""Account operations: registration, confirmation, sign-in checks, resets and deletion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from flask import current_app
+from sqlalchemy import select
+
+from core import ratelimit
+from core.extensions import db
+from core.queue import default_retry, enqueue
+from core.tokens import make_token, read_token
+from members.models import Member, normalise_account_email
+from members.signals import account_deleting, data_export, profile_sections
+
+CONFIRM_PURPOSE = "confirm-email"
+RESET_PURPOSE = "reset-password"
+
+
+def find_by_email(email: str) -> Member | None:
+    """The member whose account email is ``email``, in any case."""
+    return db.session.scalar(select(Member).where(Member.email == normalise_account_email(email)))
+
+
+def register(*, display_name: str, email: str, password: str, city: str) -> Member | None:
+    """Create an unconfirmed account and send its confirmation link.
+
+    When the address already has an account, nothing is created and its owner is told
+    by email instead, so the page never reveals who has an account. Returns the new
+    member, or None in that case.
+    """
+    if existing := find_by_email(email):
+        from members import jobs
+
+        enqueue(jobs.send_already_registered, existing.id, queue="high", retry=default_retry())
+        return None
+    member = Member(display_name=display_name, email=email, password=password, city=city)
+    db.session.add(member)
+    db.session.commit()
+    send_confirmation(member)
+    return member
+
+
+def send_confirmation(member: Member) -> None:
+    """Queue the email that confirms the member's address (or new address)."""
+    from members import jobs
+
+    enqueue(jobs.send_email_confirmation, member.id, queue="high", retry=default_retry())
+
+
+def confirmation_token(member: Member) -> str:
+    """A link token confirming the address that awaits confirmation."""
+    return make_token(CONFIRM_PURPOSE, {"id": member.id, "email": member.email_awaiting_confirmation})
+
+
+def member_for_confirmation(token: str) -> tuple[Member, str] | None:
+    """The member and address a confirmation token names, if it is valid."""
+    payload = read_token(CONFIRM_PURPOSE, token, current_app.config["EMAIL_TOKEN_MAX_AGE"])
+    if not isinstance(payload, dict):
+        return None
+    member = db.session.get(Member, payload.get("id"))
+    email = payload.get("email")
+    if member is None or not isinstance(email, str):
+        return None
+    return member, email
+
+
+def confirm_email(token: str) -> Member | None:
+    """Confirm the address a token names; returns the member, or None if the link is stale."""
+    found = member_for_confirmation(token)
+    if found is None:
+        return None
+    member, email = found
+    taken = find_by_email(email)
+    if taken is not None and taken.id != member.id:
+        return None
+    if not member.confirm_email(email):
+        return None
+    db.session.commit()
+    return member
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    member: Member | None = None
+    retry_after: int | None = None
+
+
+def _login_limits(email: str, address: str) -> list[tuple[str, str]]:
+    config = current_app.config
+    return [
+        (config["LOGIN_LIMIT_PER_ACCOUNT"], f"login:account:{normalise_account_email(email)}"),
+        (config["LOGIN_LIMIT_PER_ADDRESS"], f"login:address:{address}"),
+    ]
+
+
+def authenticate(email: str, password: str, address: str) -> LoginResult:
+    """Check a login attempt; failed attempts count against the account and the address."""
+    limits = _login_limits(email, address)
+    for limit, key in limits:
+        if ratelimit.is_exhausted(limit, key):
+            return LoginResult(retry_after=ratelimit.seconds_until_free(limit, key))
+    member = find_by_email(email)
+    if member is not None and member.check_password(password):
+        return LoginResult(member=member)
+    for limit, key in limits:
+        ratelimit.hit(limit, key)
+    return LoginResult()
+
+
+def load_session_member(session_id: str) -> Member | None:
+    """The member for a login session id, if that session has not been ended."""
+    member_id, _, version = session_id.partition(":")
+    if not member_id.isdigit() or not version.isdigit():
+        return None
+    member = db.session.get(Member, int(member_id))
+    if member is None or member.session_version != int(version):
+        return None
+    return member
+
+
+RESET_REQUEST_LIMITS = ("5 per hour", "20 per hour")
+
+
+def request_password_reset(email: str, address: str) -> None:
+    """Email a reset link if an account has this address; say nothing either way."""
+    per_email, per_address = RESET_REQUEST_LIMITS
+    if not ratelimit.hit(per_email, f"reset:email:{normalise_account_email(email)}"):
+        return
+    if not ratelimit.hit(per_address, f"reset:address:{address}"):
+        return
+    member = find_by_email(email)
+    if member is not None:
+        from members import jobs
+
+        enqueue(jobs.send_password_reset, member.id, queue="high", retry=default_retry())
+
+
+def reset_token(member: Member) -> str:
+    """A reset token that stops working once the password changes."""
+    return make_token(RESET_PURPOSE, {"id": member.id, "v": member.password_fingerprint})
+
+
+def member_for_reset(token: str) -> Member | None:
+    """The member a reset token belongs to, if it is fresh and unused."""
+    payload = read_token(RESET_PURPOSE, token, current_app.config["RESET_TOKEN_MAX_AGE"])
+    if not isinstance(payload, dict) or not isinstance(payload.get("id"), int):
+        return None
+    member = db.session.get(Member, payload["id"])
+    if member is None or payload.get("v") != member.password_fingerprint:
+        return None
+    return member
+
+
+def reset_password(token: str, password: str) -> Member | None:
+    """Set a new password through a reset link; the link is spent afterwards."""
+    member = member_for_reset(token)
+    if member is None:
+        return None
+    member.set_password(password)
+    # Following the emailed link proves the member reads this address.
+    member.confirm_email(member.email)
+    db.session.commit()
+    return member
+
+
+def update_profile(member: Member, *, display_name: str, city: str) -> None:
+    """Change the name and home city."""
+    member.display_name, member.city = display_name, city
+    db.session.commit()
+
+
+def change_email(member: Member, new_email: str) -> bool:
+    """Start an email change; the new address is used once confirmed. False if it is taken."""
+    taken = find_by_email(new_email)
+    if taken is not None and taken.id != member.id:
+        return False
+    if normalise_account_email(new_email) == member.email:
+        return True
+    member.request_email_change(new_email)
+    db.session.commit()
+    send_confirmation(member)
+    return True
+
+
+def change_password(member: Member, new_password: str) -> None:
+    """Set a new password; other sessions of this member end."""
+    member.set_password(new_password)
+    db.session.commit()
+
+
+def profile_html(member: Member) -> list[Any]:
+    """Sections that features contribute to the member's profile page."""
+    results = profile_sections.send(current_app._get_current_object(), member=member)
+    return [html for _, html in results if html]
+
+
+def export_data(member: Member) -> dict[str, Any]:
+    """Everything Groundswell holds about the member, as JSON-ready data."""
+    data: dict[str, Any] = {
+        "account": {
+            "id": member.id,
+            "display_name": member.display_name,
+            "email": member.email,
+            "email_confirmed_at": member.email_confirmed_at.isoformat()
+            if member.email_confirmed_at
+            else None,
+            "pending_email": member.pending_email,
+            "city": member.city,
+            "created_at": member.created_at.isoformat(),
+        }
+    }
+    for _, section in data_export.send(current_app._get_current_object(), member=member):
+        data.update(section or {})
+    return data
+
+
+def delete_account(member: Member) -> None:
+    """Delete the account; features first anonymise what they keep (signatures stay counted)."""
+    account_deleting.send(current_app._get_current_object(), member=member)
+    db.session.delete(member)
+    db.session.commit()

@@ -1,0 +1,15 @@
+"""Signals through which features add to a member's profile, data export and deletion.
+
+Members never import the features; features connect receivers here:
+- ``profile_sections(member)``: return rendered HTML for the profile page, or None;
+- ``data_export(member)``: return a dict merged into the member's data download;
+- ``account_deleting(member)``: anonymise or remove the member's rows before deletion.
+"""
+
+from blinker import Namespace
+
+signals = Namespace()
+
+profile_sections = signals.signal("profile-sections")
+data_export = signals.signal("data-export")
+account_deleting = signals.signal("account-deleting")
