@@ -15,7 +15,10 @@ MESSAGES = {
     413: ("Too large", "What you sent is larger than we accept."),
     429: ("Slow down", "Too many attempts. Please wait a little and try again."),
     500: ("Something went wrong", "An error on our side stopped this page. It has been logged."),
-    503: ("Temporarily unavailable", "Part of Groundswell is not answering. Please try again soon."),
+    503: (
+        "Temporarily unavailable",
+        "Part of Groundswell is not answering. Please try again soon.",
+    ),
 }
 
 

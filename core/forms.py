@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import request
 from flask_wtf import FlaskForm
+from werkzeug.datastructures import ImmutableMultiDict
 
 # The status for a form that was posted but did not validate.
 INVALID_FORM_STATUS = 422
@@ -23,6 +25,15 @@ class Form(FlaskForm):
     Control characters (NUL above all) are refused here once, because some databases
     reject them and no field of ours has a use for them.
     """
+
+    class Meta(FlaskForm.Meta):
+        def wrap_formdata(self, form, formdata):
+            wrapped = super().wrap_formdata(form, formdata)
+            # Our forms take form posts only: a JSON body would reach validators as raw
+            # numbers and lists.
+            if wrapped is not None and request.is_json:
+                return ImmutableMultiDict()
+            return wrapped
 
     def validate(self, extra_validators: Any = None) -> bool:
         valid = super().validate(extra_validators)

@@ -38,7 +38,9 @@ class PermanentMailError(MailError):
     """Retrying will not help: a 5xx reply for this recipient."""
 
 
-def render(template: str, to: str, *, headers: dict[str, str] | None = None, **context: Any) -> EmailMessage:
+def render(
+    template: str, to: str, *, headers: dict[str, str] | None = None, **context: Any
+) -> EmailMessage:
     """Render ``email/<template>.txt`` and ``.html`` into one multipart/alternative message.
 
     The text template sets the subject with ``{% set subject = "..." %}``.

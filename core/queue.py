@@ -86,9 +86,7 @@ def enqueue(
 def make_worker(*, simple: bool = False, name: str | None = None) -> Worker:
     """A worker on every queue of the current app, its jobs run in an app context."""
     cls = SimpleWorker if simple else Worker
-    return cls(
-        all_queues(), connection=redis_store.connection, job_class=AppJob, name=name
-    )
+    return cls(all_queues(), connection=redis_store.connection, job_class=AppJob, name=name)
 
 
 def default_retry() -> Retry:

@@ -48,7 +48,9 @@ NAV_LINKS = [
 
 def site_links() -> list[tuple[str, str]]:
     """The navigation links whose pages exist."""
-    return [(endpoint, label) for endpoint, label in NAV_LINKS if endpoint in current_app.view_functions]
+    return [
+        (endpoint, label) for endpoint, label in NAV_LINKS if endpoint in current_app.view_functions
+    ]
 
 
 def register(app: Flask) -> None:

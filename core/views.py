@@ -20,7 +20,11 @@ dev_bp = Blueprint("dev", __name__, url_prefix="/dev")
 @bp.get("/")
 def home():
     member = current_user if current_user.is_authenticated else None
-    sections = [html for _, html in home_sections.send(current_app._get_current_object(), member=member) if html]
+    sections = [
+        html
+        for _, html in home_sections.send(current_app._get_current_object(), member=member)
+        if html
+    ]
     return render_template("core/home.html", sections=sections)
 
 

@@ -52,7 +52,9 @@ def send_confirmation(member: Member) -> None:
 
 def confirmation_token(member: Member) -> str:
     """A link token confirming the address that awaits confirmation."""
-    return make_token(CONFIRM_PURPOSE, {"id": member.id, "email": member.email_awaiting_confirmation})
+    return make_token(
+        CONFIRM_PURPOSE, {"id": member.id, "email": member.email_awaiting_confirmation}
+    )
 
 
 def member_for_confirmation(token: str) -> tuple[Member, str] | None:

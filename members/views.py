@@ -72,7 +72,9 @@ def confirm(token: str):
 def login():
     form = LoginForm()
     if form.validate_on_submit():
-        result = services.authenticate(form.email.data, form.password.data, request.remote_addr or "")
+        result = services.authenticate(
+            form.email.data, form.password.data, request.remote_addr or ""
+        )
         if result.retry_after is not None:
             form.form_errors.append(
                 "Too many failed attempts. Please wait a few minutes, or reset your password."

@@ -1,0 +1,141 @@
+"""Test helpers: reading mail, filling forms with their CSRF token, signing in."""
+
+from __future__ import annotations
+
+import re
+import socket
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from flask import Flask
+
+CSRF_PATTERN = re.compile(
+    r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"'
+)
+LINK_PATTERN = re.compile(r"https?://\S+")
+
+
+def csrf_token(html: str) -> str:
+    """The CSRF token of the first form on a page."""
+    match = CSRF_PATTERN.search(html)
+    assert match, "no CSRF token on the page"
+    return match.group(1) or match.group(2)
+
+
+def submit(client, page_url: str, data: dict, action: str | None = None):
+    """GET a page, then POST ``data`` with its CSRF token to ``action`` (default: the page)."""
+    page = client.get(page_url)
+    assert page.status_code == 200, page.status_code
+    return client.post(action or page_url, data={"csrf_token": csrf_token(page.text), **data})
+
+
+def text_body(message: EmailMessage) -> str:
+    return message.get_body(preferencelist=("plain",)).get_content()
+
+
+def links_in(message: EmailMessage) -> list[str]:
+    return LINK_PATTERN.findall(text_body(message))
+
+
+def path_of(link: str) -> str:
+    """The path of an absolute link, for the test client."""
+    return re.sub(r"^https?://[^/]+", "", link)
+
+
+class MailBox:
+    """The messages the outbox backend has written."""
+
+    def __init__(self, app: Flask) -> None:
+        self.folder = Path(app.instance_path) / "outbox"
+
+    def messages(self) -> list[EmailMessage]:
+        if not self.folder.exists():
+            return []
+        return [
+            message_from_bytes(p.read_bytes(), policy=default_policy)
+            for p in sorted(self.folder.glob("*.eml"))
+        ]
+
+    def to(self, address: str) -> list[EmailMessage]:
+        return [m for m in self.messages() if m["To"] == address]
+
+    def last_to(self, address: str) -> EmailMessage:
+        found = self.to(address)
+        assert found, f"no mail to {address}"
+        return found[-1]
+
+    def clear(self) -> None:
+        if self.folder.exists():
+            for path in self.folder.glob("*.eml"):
+                path.unlink()
+
+
+@dataclass
+class SMTPSink:
+    """A real SMTP server (aiosmtpd) keeping what it receives."""
+
+    received: list[EmailMessage] = field(default_factory=list)
+    port: int = 0
+    reply: str | None = None  # set to e.g. "451 try later" to refuse messages
+
+    async def handle_DATA(self, server, session, envelope):
+        if self.reply:
+            return self.reply
+        self.received.append(message_from_bytes(envelope.content, policy=default_policy))
+        return "250 OK"
+
+    def start(self) -> None:
+        with socket.socket() as probe:  # aiosmtpd needs a concrete port to check it is up
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+
+@dataclass
+class Auth:
+    """Registers, confirms and logs in members through the real pages."""
+
+    client: object
+    outbox: MailBox
+    run_jobs: object
+
+    def register(
+        self, email="ana@example.org", password="correct horse battery", name="Ana", city="Lisbon"
+    ):
+        return submit(
+            self.client,
+            "/register",
+            {
+                "display_name": name,
+                "email": email,
+                "password": password,
+                "confirm": password,
+                "city": city,
+            },
+        )
+
+    def confirm(self, email="ana@example.org"):
+        self.run_jobs()
+        link = next(u for u in links_in(self.outbox.last_to(email)) if "/confirm/" in u)
+        return submit(self.client, path_of(link), {})
+
+    def login(self, email="ana@example.org", password="correct horse battery"):
+        return submit(self.client, "/login", {"email": email, "password": password})
+
+    def logout(self):
+        return submit(self.client, "/logout", {})
+
+    def member(self, email="ana@example.org", password="correct horse battery", **kwargs):
+        """A registered, confirmed and logged-in member."""
+        self.register(email=email, password=password, **kwargs)
+        response = self.confirm(email)
+        assert response.status_code == 302, response.status_code
+        return response

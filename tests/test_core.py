@@ -1,0 +1,174 @@
+"""Site-wide behaviour: health check, error pages, and no 500 for any malformed request."""
+
+from __future__ import annotations
+
+import pytest
+from redis import Redis
+
+from core.extensions import redis_store
+from tests.helpers import csrf_token
+
+
+def test_healthz_reports_database_and_redis(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"status": "ok", "database": "ok", "redis": "ok"}
+
+
+def test_healthz_is_503_when_redis_is_unreachable(app, client):
+    state = app.extensions["redis_store"]
+    working = state["connection"]
+    # Nothing listens on port 1, so every command fails to connect.
+    state["connection"] = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    try:
+        response = client.get("/healthz")
+    finally:
+        state["connection"] = working
+    assert response.status_code == 503
+    assert response.json["redis"] == "down"
+    assert response.json["database"] == "ok"
+
+
+def test_pages_answer_503_not_500_when_redis_is_down(app, client):
+    state = app.extensions["redis_store"]
+    working = state["connection"]
+    state["connection"] = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
+    try:
+        page = client.get("/register")
+        response = client.post(
+            "/register",
+            data={
+                "csrf_token": csrf_token(page.text),
+                "display_name": "Ana",
+                "email": "ana@example.org",
+                "password": "long enough password",
+                "confirm": "long enough password",
+                "city": "Lisbon",
+            },
+        )
+    finally:
+        state["connection"] = working
+    assert response.status_code == 503
+    assert "Temporarily unavailable" in response.text
+
+
+def test_unknown_page_is_a_friendly_404(client):
+    response = client.get("/no/such/page")
+    assert response.status_code == 404
+    assert "We could not find that page" in response.text
+    assert '<a class="brand"' in response.text
+
+
+def test_dev_outbox_is_hidden_unless_debugging(app, client, auth, run_jobs):
+    assert client.get("/dev/outbox").status_code == 404
+    auth.register()
+    run_jobs()
+    app.debug = True
+    try:
+        listing = client.get("/dev/outbox")
+        assert listing.status_code == 200
+        assert "Confirm your email for Groundswell" in listing.text
+    finally:
+        app.debug = False
+
+
+JUNK_VALUES = [
+    "",
+    "x" * 100_000,
+    "\x00\x01\x02",
+    "<script>alert(1)</script>",
+    "'; DROP TABLE members; --",
+    "ünïcødé ✊🏽",
+    "-1",
+    "99999999999999999999999",
+]
+
+
+def _routes(app, method: str) -> list[str]:
+    urls = []
+    for rule in app.url_map.iter_rules():
+        if method not in rule.methods or rule.endpoint == "static":
+            continue
+        values = {}
+        for name, converter in rule._converters.items():
+            kind = type(converter).__name__
+            values[name] = 2**40 if kind in ("IntegerConverter",) else "junk-value"
+        urls.append(rule.build(values, append_unknown=False)[1])
+    return urls
+
+
+@pytest.fixture(params=["guest", "member"])
+def any_client(request, app, client, auth):
+    if request.param == "member":
+        auth.member()
+    return client
+
+
+def test_no_form_route_answers_500_to_junk(app, any_client):
+    for url in _routes(app, "POST"):
+        token = csrf_token(any_client.get("/login").text)
+        for junk in JUNK_VALUES:
+            fields = {name: junk for name in _field_names(app)}
+            for data in ({}, fields, {"csrf_token": token, **fields}, {"csrf_token": junk}):
+                response = any_client.post(url, data=data)
+                assert response.status_code < 500, (url, junk[:20], response.status_code)
+        for body, content_type in [
+            (b"\xff\xfe\xfa", "application/x-www-form-urlencoded"),
+            (b'{"email": [1, 2]}', "application/json"),
+            (b"--broken", "multipart/form-data; boundary=zz"),
+            (b"a=" + b"%" * 10, "application/x-www-form-urlencoded"),
+        ]:
+            response = any_client.post(url, data=body, content_type=content_type)
+            assert response.status_code < 500, (url, body, response.status_code)
+
+
+def test_no_page_answers_500_to_junk_in_the_url(app, any_client):
+    for url in _routes(app, "GET"):
+        for query in ("", "?next=//evil.example&page=-5&q=%00", "?page=abc&per_page=99999999"):
+            response = any_client.get(url + query)
+            assert response.status_code < 500, (url, query, response.status_code)
+
+
+def _field_names(app) -> set[str]:
+    """Every field name of every form in the app, so junk reaches real validators."""
+    from core.forms import Form
+
+    names: set[str] = set()
+    pending = list(Form.__subclasses__())
+    while pending:
+        form_class = pending.pop()
+        pending.extend(form_class.__subclasses__())
+        names.update(
+            name for name in dir(form_class) if hasattr(getattr(form_class, name), "field_class")
+        )
+    return names
+
+
+def test_secure_cookies_follow_an_https_base_url(monkeypatch, tmp_path):
+    from core.config import load_config
+
+    monkeypatch.setenv("BASE_URL", "https://groundswell.example")
+    config = load_config(tmp_path)
+    assert config["SESSION_COOKIE_SECURE"] and config["REMEMBER_COOKIE_SECURE"]
+    monkeypatch.setenv("BASE_URL", "http://127.0.0.1:5000")
+    assert not load_config(tmp_path)["SESSION_COOKIE_SECURE"]
+
+
+def test_secret_key_is_generated_once_and_kept(monkeypatch, tmp_path):
+    from core.config import load_config
+
+    monkeypatch.delenv("SECRET_KEY", raising=False)
+    first = load_config(tmp_path)["SECRET_KEY"]
+    assert len(first) >= 40
+    assert load_config(tmp_path)["SECRET_KEY"] == first
+    monkeypatch.setenv("SECRET_KEY", "from-the-environment")
+    assert load_config(tmp_path)["SECRET_KEY"] == "from-the-environment"
+
+
+def test_embedded_redis_is_shared_by_every_client_of_the_instance(app):
+    with app.app_context():
+        if app.config["REDIS_URL"] != "embedded":
+            pytest.skip("REDIS_URL points at a real server")
+        redis_store.connection.set("shared", "yes")
+        other = Redis.from_url(app.extensions["redis_store"]["url"])
+        assert other.get("shared") == b"yes"
