@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask
 
 from core.config import load_config
+from core.routing import IdConverter
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -24,6 +25,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.config.from_mapping(load_config(app.instance_path))
     if overrides:
         app.config.update(overrides)
+    app.url_map.converters["id"] = IdConverter
     register_extensions(app)
     register_blueprints(app)
     register_errorhandlers(app)

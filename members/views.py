@@ -123,7 +123,7 @@ def reset_password(token: str):
     return form_page("members/reset_password.html", form)
 
 
-@bp.get("/members/<int:member_id>")
+@bp.get("/members/<id:member_id>")
 def profile(member_id: int):
     member = db.session.get(Member, member_id) or abort(404)
     return render_template(

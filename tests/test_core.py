@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from redis import Redis
+from werkzeug.routing import IntegerConverter
 
 from core.extensions import redis_store
 from tests.helpers import csrf_token
@@ -91,8 +92,8 @@ def _routes(app, method: str) -> list[str]:
             continue
         values = {}
         for name, converter in rule._converters.items():
-            kind = type(converter).__name__
-            values[name] = 2**40 if kind in ("IntegerConverter",) else "junk-value"
+            numeric = isinstance(converter, IntegerConverter)
+            values[name] = 2**40 if numeric else "junk-value"
         urls.append(rule.build(values, append_unknown=False)[1])
     return urls
 
