@@ -57,6 +57,8 @@ def load_config(instance_path: str | Path) -> dict[str, Any]:
         "MAX_CONTENT_LENGTH": 1024 * 1024,
         "LOGIN_LIMIT_PER_ACCOUNT": os.environ.get("LOGIN_LIMIT_PER_ACCOUNT", "10 per 15 minutes"),
         "LOGIN_LIMIT_PER_ADDRESS": os.environ.get("LOGIN_LIMIT_PER_ADDRESS", "50 per 15 minutes"),
+        "SIGN_LIMIT_PER_ADDRESS": os.environ.get("SIGN_LIMIT_PER_ADDRESS", "60 per 10 minutes"),
+        "SIGN_LIMIT_PER_EMAIL": os.environ.get("SIGN_LIMIT_PER_EMAIL", "6 per hour"),
         "EMAIL_TOKEN_MAX_AGE": _int("EMAIL_TOKEN_MAX_AGE", 3 * 24 * 3600),
         "RESET_TOKEN_MAX_AGE": _int("RESET_TOKEN_MAX_AGE", 3600),
     }

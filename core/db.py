@@ -72,3 +72,25 @@ def _tune_sqlite(dbapi_connection, connection_record) -> None:
     cursor.execute("PRAGMA busy_timeout=10000")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
+
+
+def dialect_insert(model):
+    """An INSERT for ``model`` that knows ON CONFLICT on both SQLite and PostgreSQL."""
+    from core.extensions import db
+
+    if db.session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(model)
+
+
+def add_to_count(model, key: dict, delta: int, **on_insert) -> None:
+    """Add ``delta`` to ``model.count`` for the row with ``key``, creating it if need be."""
+    from core.extensions import db
+
+    statement = dialect_insert(model).values(**key, **on_insert, count=delta)
+    statement = statement.on_conflict_do_update(
+        index_elements=list(key), set_={"count": model.count + delta}
+    )
+    db.session.execute(statement)

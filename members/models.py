@@ -6,7 +6,7 @@ import hashlib
 from datetime import datetime
 
 from flask_login import UserMixin
-from sqlalchemy import String
+from sqlalchemy import String, false
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -31,6 +31,8 @@ class Member(UserMixin, Timestamped, db.Model):
     pending_email: Mapped[str | None] = mapped_column(String(254))
     password_hash: Mapped[str] = mapped_column(String(255))
     city: Mapped[str] = mapped_column(String(80))
+    # Moderators may hide content that breaks the rules.
+    is_moderator: Mapped[bool] = mapped_column(default=False, server_default=false())
     # Bumped when the password changes, which ends every other session.
     session_version: Mapped[int] = mapped_column(default=1)
 

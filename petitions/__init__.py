@@ -1,5 +1,7 @@
-"""Petitions: launch, sign with a confirmed email, exact tallies."""
+"""Petitions: launch, sign with a confirmed email, and exact tallies kept by RQ workers."""
 
 from flask import Blueprint
 
 bp = Blueprint("petitions", __name__)
+
+from petitions import demo, jobs, views  # noqa: E402, F401  (routes, periodic jobs, demo data)

@@ -1,0 +1,290 @@
+"""Petitions, their signatures, and the tallies derived from the signatures.
+
+A signature row is the source of truth. ``Petition.signature_count``, the per-city
+counts and the hourly counts are derived by tally jobs, which add what changed since
+their last run; no web request ever writes to a petition's row when someone signs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.db import Timestamped, utcnow
+from core.extensions import db
+from members.models import Member
+
+MAX_OPEN_DAYS = 366
+DEFAULT_OPEN_DAYS = 182
+PENDING_SIGNATURE_DAYS = 7
+MILESTONES = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
+
+
+class PetitionError(Exception):
+    """A change the petition's current state does not allow."""
+
+
+class PetitionState(StrEnum):
+    DRAFT = "draft"
+    OPEN = "open"
+    CLOSED = "closed"
+    WON = "won"
+    HIDDEN = "hidden"
+
+
+class Petition(Timestamped, db.Model):
+    """A request to a named decision-maker, started by a member."""
+
+    __tablename__ = "petitions"
+    __table_args__ = (Index("ix_petitions_state_city", "state", "city_slug"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    organiser_id: Mapped[int | None] = mapped_column(
+        ForeignKey("members.id", ondelete="SET NULL"), index=True
+    )
+    title: Mapped[str] = mapped_column(String(150))
+    ask: Mapped[str] = mapped_column(Text)
+    decision_maker_name: Mapped[str] = mapped_column(String(150))
+    decision_maker_role: Mapped[str] = mapped_column(String(150))
+    city: Mapped[str] = mapped_column(String(80))
+    city_slug: Mapped[str] = mapped_column(String(80))
+    topic: Mapped[str] = mapped_column(String(40))
+    goal: Mapped[int]
+    closes_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(10), default=PetitionState.DRAFT)
+    opened_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    outcome_note: Mapped[str | None] = mapped_column(Text)
+    hidden_reason: Mapped[str | None] = mapped_column(String(500))
+    signature_count: Mapped[int] = mapped_column(default=0)
+
+    organiser: Mapped[Member | None] = relationship(lazy="joined")
+
+    FROZEN_ONCE_SIGNED = ("ask", "decision_maker_name", "decision_maker_role")
+
+    @property
+    def takes_signatures(self) -> bool:
+        return self.state == PetitionState.OPEN and self.closes_at > utcnow()
+
+    @property
+    def is_public(self) -> bool:
+        return self.state in (PetitionState.OPEN, PetitionState.CLOSED, PetitionState.WON)
+
+    @property
+    def progress_percent(self) -> int:
+        return min(100, round(100 * self.signature_count / self.goal)) if self.goal else 0
+
+    def is_organised_by(self, member: Member | None) -> bool:
+        return member is not None and member.is_authenticated and member.id == self.organiser_id
+
+    def edit(self, changes: dict[str, object], *, has_signatures: bool) -> None:
+        """Apply edits; once anyone has signed, the ask and the decision-maker are fixed."""
+        if self.state not in (PetitionState.DRAFT, PetitionState.OPEN):
+            raise PetitionError("Only a draft or open petition can be edited.")
+        for field, value in changes.items():
+            if (
+                has_signatures
+                and field in self.FROZEN_ONCE_SIGNED
+                and getattr(self, field) != value
+            ):
+                raise PetitionError(
+                    "People have signed this text, so the ask and the decision-maker "
+                    "stay as they are."
+                )
+            setattr(self, field, value)
+
+    def publish(self) -> None:
+        """draft → open."""
+        self._require(PetitionState.DRAFT, "Only a draft can be published.")
+        if self.closes_at <= utcnow():
+            raise PetitionError("The closing date has passed; choose a later one first.")
+        self.state, self.opened_at = PetitionState.OPEN, utcnow()
+
+    def close(self) -> None:
+        """open → closed, by the organiser or when its closing date passes."""
+        self._require(PetitionState.OPEN, "Only an open petition can be closed.")
+        self.state, self.ended_at = PetitionState.CLOSED, utcnow()
+
+    def declare_victory(self, note: str) -> None:
+        """open or closed → won, with a note on what was achieved."""
+        if self.state not in (PetitionState.OPEN, PetitionState.CLOSED):
+            raise PetitionError("Only an open or closed petition can be declared won.")
+        self.state, self.outcome_note = PetitionState.WON, note
+        self.ended_at = self.ended_at or utcnow()
+
+    def hide(self, reason: str) -> None:
+        """Any state → hidden, by a moderator."""
+        if self.state == PetitionState.HIDDEN:
+            raise PetitionError("This petition is already hidden.")
+        self.state, self.hidden_reason = PetitionState.HIDDEN, reason
+
+    def _require(self, state: PetitionState, message: str) -> None:
+        if self.state != state:
+            raise PetitionError(message)
+
+    @staticmethod
+    def default_closing_date() -> datetime:
+        return utcnow() + timedelta(days=DEFAULT_OPEN_DAYS)
+
+    @staticmethod
+    def latest_closing_date() -> datetime:
+        return utcnow() + timedelta(days=MAX_OPEN_DAYS)
+
+
+class SignatureState(StrEnum):
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    WITHDRAWN = "withdrawn"
+
+
+class Signature(db.Model):
+    """One person's signature on one petition; ``email_key`` makes it one per person."""
+
+    __tablename__ = "signatures"
+    __table_args__ = (
+        UniqueConstraint("petition_id", "email_key"),
+        # Tally jobs look for rows whose counted flag disagrees with their state.
+        Index("ix_signatures_petition_counted", "petition_id", "counted", "state"),
+        Index("ix_signatures_petition_confirmed_at", "petition_id", "confirmed_at"),
+        Index("ix_signatures_state_created_at", "state", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    petition_id: Mapped[int] = mapped_column(ForeignKey("petitions.id", ondelete="CASCADE"))
+    member_id: Mapped[int | None] = mapped_column(
+        ForeignKey("members.id", ondelete="SET NULL"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(254))
+    email_key: Mapped[str] = mapped_column(String(254))
+    city: Mapped[str] = mapped_column(String(80))
+    city_slug: Mapped[str] = mapped_column(String(80))
+    comment: Mapped[str | None] = mapped_column(String(500))
+    show_name: Mapped[bool] = mapped_column(Boolean, default=False)
+    wants_updates: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(10), default=SignatureState.PENDING)
+    # Whether the petition's tallies include this signature; the tally job reconciles it.
+    counted: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[datetime | None]
+    withdrawn_at: Mapped[datetime | None]
+    confirmation_sent_at: Mapped[datetime | None]
+
+    petition: Mapped[Petition] = relationship()
+
+    @property
+    def public_name(self) -> str:
+        return self.name if self.show_name else "Anonymous"
+
+    def confirm(self) -> bool:
+        """pending → confirmed; False if it was not pending."""
+        if self.state != SignatureState.PENDING:
+            return False
+        self.state, self.confirmed_at = SignatureState.CONFIRMED, utcnow()
+        return True
+
+    def withdraw(self) -> bool:
+        """pending or confirmed → withdrawn; the name and comment are dropped."""
+        if self.state == SignatureState.WITHDRAWN:
+            return False
+        self.state, self.withdrawn_at = SignatureState.WITHDRAWN, utcnow()
+        self.comment, self.show_name, self.wants_updates = None, False, False
+        return True
+
+    def renew(
+        self,
+        *,
+        name: str,
+        city: str,
+        city_slug: str,
+        comment: str | None,
+        show_name: bool,
+        wants_updates: bool,
+    ) -> None:
+        """withdrawn → pending, when the same person signs again."""
+        if self.state != SignatureState.WITHDRAWN:
+            raise PetitionError("Only a withdrawn signature can be renewed.")
+        self.name, self.city, self.city_slug, self.comment = name, city, city_slug, comment
+        self.show_name, self.wants_updates = show_name, wants_updates
+        self.state, self.confirmed_at, self.withdrawn_at = SignatureState.PENDING, None, None
+        self.created_at = utcnow()
+
+    def anonymise(self) -> None:
+        """Keep the signature counted but drop who made it (account deletion)."""
+        self.name, self.comment, self.show_name, self.wants_updates = (
+            "Former member",
+            None,
+            False,
+            False,
+        )
+        self.email = self.email_key = f"deleted-{self.id}@invalid"
+        self.member_id = None
+
+
+class CityCount(db.Model):
+    """Confirmed signatures of one petition from one city."""
+
+    __tablename__ = "petition_city_counts"
+
+    petition_id: Mapped[int] = mapped_column(
+        ForeignKey("petitions.id", ondelete="CASCADE"), primary_key=True
+    )
+    city_slug: Mapped[str] = mapped_column(String(80), primary_key=True)
+    city: Mapped[str] = mapped_column(String(80))
+    count: Mapped[int] = mapped_column(default=0)
+
+
+class HourlyCount(db.Model):
+    """Confirmed signatures of one petition by the hour they were confirmed in."""
+
+    __tablename__ = "petition_hourly_counts"
+
+    petition_id: Mapped[int] = mapped_column(
+        ForeignKey("petitions.id", ondelete="CASCADE"), primary_key=True
+    )
+    hour: Mapped[datetime] = mapped_column(primary_key=True)
+    count: Mapped[int] = mapped_column(default=0)
+
+
+class Milestone(db.Model):
+    """A signature count a petition reached, recorded once."""
+
+    __tablename__ = "petition_milestones"
+
+    petition_id: Mapped[int] = mapped_column(
+        ForeignKey("petitions.id", ondelete="CASCADE"), primary_key=True
+    )
+    threshold: Mapped[int] = mapped_column(primary_key=True)
+    reached_at: Mapped[datetime] = mapped_column(default=utcnow)
+    notified_at: Mapped[datetime | None]
+
+
+class PetitionUpdate(db.Model):
+    """News from the organiser, emailed to signers who asked for updates."""
+
+    __tablename__ = "petition_updates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    petition_id: Mapped[int] = mapped_column(
+        ForeignKey("petitions.id", ondelete="CASCADE"), index=True
+    )
+    title: Mapped[str] = mapped_column(String(150))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UpdateDelivery(db.Model):
+    """One update sent to one signer; the key makes a retried send a no-op."""
+
+    __tablename__ = "petition_update_deliveries"
+
+    update_id: Mapped[int] = mapped_column(
+        ForeignKey("petition_updates.id", ondelete="CASCADE"), primary_key=True
+    )
+    signature_id: Mapped[int] = mapped_column(
+        ForeignKey("signatures.id", ondelete="CASCADE"), primary_key=True
+    )
+    sent_at: Mapped[datetime | None]

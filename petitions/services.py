@@ -1,0 +1,871 @@
+"""The petition story: launching, signing, confirming, tallying, finding and organising.
+
+Views and jobs call these functions; they take models or ids and return results.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from flask import current_app
+from redis.exceptions import RedisError
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from core import ratelimit
+from core.db import add_to_count, dialect_insert, utcnow
+from core.extensions import db, redis_store
+from core.places import city_slug
+from core.queue import default_retry, enqueue
+from core.tokens import make_token, read_token
+from members.models import Member
+from members.signals import account_deleting, data_export
+from petitions.models import (
+    MILESTONES,
+    PENDING_SIGNATURE_DAYS,
+    CityCount,
+    HourlyCount,
+    Milestone,
+    Petition,
+    PetitionError,
+    PetitionState,
+    PetitionUpdate,
+    Signature,
+    SignatureState,
+)
+
+CONFIRM_PURPOSE = "confirm-signature"
+WITHDRAW_PURPOSE = "withdraw-signature"
+RESEND_AFTER = timedelta(minutes=10)
+TALLY_DEBOUNCE_SECONDS = 60
+PER_PAGE = 20
+
+# Providers that deliver name+tag@ to name@, and those that also ignore dots.
+PLUS_TAG_DOMAINS = {
+    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com",
+    "fastmail.com", "protonmail.com", "proton.me", "icloud.com",
+}  # fmt: skip
+DOTLESS_DOMAINS = {"gmail.com", "googlemail.com"}
+DOMAIN_ALIASES = {"googlemail.com": "gmail.com"}
+
+
+def normalise_signer_email(email: str) -> str:
+    """The key that makes one signature per person: case, and the tricks of big providers.
+
+    ``A.B+x@Gmail.com`` and ``ab@gmail.com`` reach the same inbox, so they share a key.
+    """
+    local, _, domain = email.strip().lower().rpartition("@")
+    if domain in PLUS_TAG_DOMAINS:
+        local = local.split("+", 1)[0]
+    if domain in DOTLESS_DOMAINS:
+        local = local.replace(".", "")
+    return f"{local}@{DOMAIN_ALIASES.get(domain, domain)}"
+
+
+# --- launching and organising ---------------------------------------------------------
+
+
+def create_petition(organiser: Member, **fields: Any) -> Petition:
+    """Save a new petition as a draft owned by ``organiser``."""
+    petition = Petition(organiser_id=organiser.id, state=PetitionState.DRAFT, **fields)
+    petition.city_slug = city_slug(petition.city)
+    db.session.add(petition)
+    db.session.commit()
+    return petition
+
+
+def has_signatures(petition: Petition) -> bool:
+    """Whether anyone has signed, which freezes the ask and the decision-maker."""
+    return (
+        db.session.scalar(select(Signature.id).where(Signature.petition_id == petition.id).limit(1))
+        is not None
+    )
+
+
+def edit_petition(petition: Petition, **fields: Any) -> None:
+    """Change a petition; raises PetitionError if a frozen field would change."""
+    petition.edit(fields, has_signatures=has_signatures(petition))
+    petition.city_slug = city_slug(petition.city)
+    db.session.commit()
+
+
+def _transition(petition: Petition, action: str, *args: Any) -> None:
+    getattr(petition, action)(*args)
+    db.session.commit()
+
+
+def publish(petition: Petition) -> None:
+    """Open a draft for signatures."""
+    _transition(petition, "publish")
+
+
+def close(petition: Petition) -> None:
+    """Stop taking signatures."""
+    _transition(petition, "close")
+
+
+def declare_victory(petition: Petition, note: str) -> None:
+    """Mark the petition won, with a note on what changed."""
+    _transition(petition, "declare_victory", note)
+
+
+def hide(petition: Petition, reason: str) -> None:
+    """Hide a petition from the public (moderators only)."""
+    _transition(petition, "hide", reason)
+
+
+def close_expired_petitions() -> int:
+    """Close every open petition whose closing date has passed; returns how many."""
+    expired = db.session.scalars(
+        select(Petition).where(Petition.state == PetitionState.OPEN, Petition.closes_at <= utcnow())
+    ).all()
+    for petition in expired:
+        petition.close()
+    db.session.commit()
+    return len(expired)
+
+
+def purge_stale_signatures() -> int:
+    """Delete pending signatures nobody confirmed within the allowed days."""
+    cutoff = utcnow() - timedelta(days=PENDING_SIGNATURE_DAYS)
+    result = db.session.execute(
+        delete(Signature).where(
+            Signature.state == SignatureState.PENDING,
+            Signature.counted.is_(False),
+            Signature.created_at < cutoff,
+        )
+    )
+    db.session.commit()
+    return result.rowcount
+
+
+# --- signing ----------------------------------------------------------------------------
+
+
+class SignOutcome(StrEnum):
+    """What happened when someone signed; each has its own thank-you message."""
+
+    CHECK_EMAIL = "check-email"
+    COUNTED = "counted"
+    ALREADY_SIGNED = "already-signed"
+    RESENT = "resent"
+    RECENTLY_SENT = "recently-sent"
+
+
+class SigningRefused(Exception):
+    """The signature was refused; ``message`` says why, ``retry_after`` when to try again."""
+
+    def __init__(self, message: str, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.message, self.retry_after = message, retry_after
+
+
+@dataclass(frozen=True)
+class SignerDetails:
+    name: str
+    email: str
+    city: str
+    comment: str | None
+    show_name: bool
+    wants_updates: bool
+
+
+def _check_limits(email_key: str, address: str) -> None:
+    config = current_app.config
+    for limit, key in (
+        (config["SIGN_LIMIT_PER_ADDRESS"], f"sign:address:{address}"),
+        (config["SIGN_LIMIT_PER_EMAIL"], f"sign:email:{email_key}"),
+    ):
+        if not ratelimit.hit(limit, key):
+            raise SigningRefused(
+                "We have had many signatures from you in a short time. "
+                "Please try again a little later.",
+                retry_after=ratelimit.seconds_until_free(limit, key),
+            )
+
+
+def _require_open(petition: Petition) -> None:
+    if not petition.takes_signatures:
+        raise SigningRefused("This petition is not taking signatures any more.")
+
+
+def sign(petition: Petition, details: SignerDetails, address: str) -> SignOutcome:
+    """Record a guest's signature as pending and email them the confirmation link.
+
+    Signing again with the same address changes nothing; a pending signature gets its
+    confirmation re-sent, at most once per ten minutes.
+    """
+    _require_open(petition)
+    email_key = normalise_signer_email(details.email)
+    _check_limits(email_key, address)
+    existing = _signature_by_key(petition.id, email_key)
+    if existing is None:
+        signature = Signature(
+            petition_id=petition.id,
+            email=details.email.strip(),
+            email_key=email_key,
+            state=SignatureState.PENDING,
+            confirmation_sent_at=utcnow(),
+            **_editable(details),
+        )
+        db.session.add(signature)
+        try:
+            db.session.commit()
+        except IntegrityError:  # the same person, signing twice at once
+            db.session.rollback()
+            return sign(petition, details, address)
+        _queue_confirmation(signature)
+        return SignOutcome.CHECK_EMAIL
+    if existing.state == SignatureState.CONFIRMED:
+        return SignOutcome.ALREADY_SIGNED
+    if existing.state == SignatureState.WITHDRAWN:
+        existing.renew(**_editable(details))
+        existing.confirmation_sent_at = utcnow()
+        db.session.commit()
+        _queue_confirmation(existing)
+        return SignOutcome.CHECK_EMAIL
+    return SignOutcome.RESENT if _resend_confirmation(existing) else SignOutcome.RECENTLY_SENT
+
+
+def _editable(details: SignerDetails) -> dict[str, Any]:
+    return {
+        "name": details.name,
+        "city": details.city,
+        "city_slug": city_slug(details.city),
+        "comment": details.comment or None,
+        "show_name": details.show_name,
+        "wants_updates": details.wants_updates,
+    }
+
+
+def sign_as_member(
+    petition: Petition,
+    member: Member,
+    *,
+    comment: str | None,
+    show_name: bool,
+    wants_updates: bool,
+    address: str,
+) -> SignOutcome:
+    """One-click signing for a member whose email is confirmed: it counts at once."""
+    _require_open(petition)
+    if not member.is_confirmed:
+        raise SigningRefused("Please confirm your email address first; then one click signs.")
+    email_key = normalise_signer_email(member.email)
+    _check_limits(email_key, address)
+    existing = _signature_by_key(petition.id, email_key)
+    if existing is not None and existing.state == SignatureState.CONFIRMED:
+        return SignOutcome.ALREADY_SIGNED
+    details = SignerDetails(
+        member.display_name, member.email, member.city, comment, show_name, wants_updates
+    )
+    if existing is None:
+        existing = Signature(
+            petition_id=petition.id, email=member.email, email_key=email_key, **_editable(details)
+        )
+        db.session.add(existing)
+    elif existing.state == SignatureState.WITHDRAWN:
+        existing.renew(**_editable(details))
+    existing.member_id = member.id
+    existing.confirm()
+    try:
+        db.session.commit()
+    except IntegrityError:
+        db.session.rollback()
+        return SignOutcome.ALREADY_SIGNED
+    request_tally(petition.id)
+    from petitions import jobs
+
+    enqueue(jobs.send_signature_receipt, existing.id, queue="high", retry=default_retry())
+    return SignOutcome.COUNTED
+
+
+def _signature_by_key(petition_id: int, email_key: str) -> Signature | None:
+    return db.session.scalar(
+        select(Signature).where(
+            Signature.petition_id == petition_id, Signature.email_key == email_key
+        )
+    )
+
+
+def _queue_confirmation(signature: Signature) -> None:
+    from petitions import jobs
+
+    enqueue(jobs.send_signature_confirmation, signature.id, queue="high", retry=default_retry())
+
+
+def _resend_confirmation(signature: Signature) -> bool:
+    """Re-send a pending signature's confirmation unless one went out in the last ten minutes."""
+    now = utcnow()
+    claimed = db.session.execute(
+        update(Signature)
+        .where(
+            Signature.id == signature.id,
+            Signature.state == SignatureState.PENDING,
+            or_(
+                Signature.confirmation_sent_at.is_(None),
+                Signature.confirmation_sent_at < now - RESEND_AFTER,
+            ),
+        )
+        .values(confirmation_sent_at=now)
+    ).rowcount
+    db.session.commit()
+    if claimed:
+        _queue_confirmation(signature)
+    return bool(claimed)
+
+
+def confirmation_token(signature: Signature) -> str:
+    return make_token(CONFIRM_PURPOSE, signature.id)
+
+
+def withdrawal_token(signature: Signature) -> str:
+    # Bound to the address too, so a token cannot outlive an anonymised signature.
+    return make_token(WITHDRAW_PURPOSE, [signature.id, signature.email_key])
+
+
+def signature_for_confirmation(token: str) -> Signature | None:
+    """The signature a confirmation link names, while the link is valid."""
+    signature_id = read_token(CONFIRM_PURPOSE, token, max_age=PENDING_SIGNATURE_DAYS * 24 * 3600)
+    return db.session.get(Signature, signature_id) if isinstance(signature_id, int) else None
+
+
+def signature_for_withdrawal(token: str) -> Signature | None:
+    """The signature a withdrawal link names."""
+    payload = read_token(WITHDRAW_PURPOSE, token)
+    if not (isinstance(payload, list) and len(payload) == 2 and isinstance(payload[0], int)):
+        return None
+    signature = db.session.get(Signature, payload[0])
+    return signature if signature is not None and signature.email_key == payload[1] else None
+
+
+def confirm_signature(signature: Signature) -> bool:
+    """Confirm a pending signature; it then counts. False if it was not pending."""
+    if not signature.petition.takes_signatures or not signature.confirm():
+        return False
+    db.session.commit()
+    request_tally(signature.petition_id)
+    return True
+
+
+def withdraw_signature(signature: Signature) -> bool:
+    """Withdraw a signature; the count goes down at the next tally."""
+    if not signature.withdraw():
+        return False
+    db.session.commit()
+    request_tally(signature.petition_id)
+    return True
+
+
+# --- tallies ----------------------------------------------------------------------------
+
+
+def _tally_flag_key(petition_id: int) -> str:
+    return f"gs:tally-queued:{petition_id}"
+
+
+def request_tally(petition_id: int) -> None:
+    """Queue a tally for the petition unless one is already waiting.
+
+    If Redis is unreachable the signature is safe in the database, and the periodic
+    sweep counts it.
+    """
+    from petitions import jobs
+
+    try:
+        if redis_store.connection.set(
+            _tally_flag_key(petition_id), 1, nx=True, ex=TALLY_DEBOUNCE_SECONDS
+        ):
+            enqueue(jobs.tally_petition, petition_id, retry=default_retry())
+    except RedisError:
+        current_app.logger.warning("could not queue a tally for petition %s", petition_id)
+
+
+def release_tally_flag(petition_id: int) -> None:
+    """Called as a tally starts, so that signatures confirmed from now on queue another."""
+    redis_store.connection.delete(_tally_flag_key(petition_id))
+
+
+def _hour(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def _lock_petition(petition_id: int) -> Petition | None:
+    # Serialises tallies of one petition on PostgreSQL; SQLite serialises all writers anyway.
+    return db.session.scalar(select(Petition).where(Petition.id == petition_id).with_for_update())
+
+
+def tally(petition_id: int) -> list[int]:
+    """Add the signatures confirmed or withdrawn since the last run to the petition's counts.
+
+    Claims the changed signatures in one statement (their ``counted`` flag catches up with
+    their state), then adds the difference to the petition's count in one statement.
+    Returns the milestones newly reached.
+    """
+    petition = _lock_petition(petition_id)
+    if petition is None:
+        return []
+    confirmed = Signature.state == SignatureState.CONFIRMED
+    changed = db.session.execute(
+        update(Signature)
+        .where(Signature.petition_id == petition_id, Signature.counted != confirmed)
+        .values(counted=confirmed)
+        .returning(Signature.counted, Signature.city_slug, Signature.city, Signature.confirmed_at)
+    ).all()
+    if not changed:
+        db.session.commit()
+        return []
+    by_city: Counter[tuple[str, str]] = Counter()
+    by_hour: Counter[datetime] = Counter()
+    for counted, slug, city, confirmed_at in changed:
+        step = 1 if counted else -1
+        by_city[(slug, city)] += step
+        if confirmed_at is not None:
+            by_hour[_hour(confirmed_at)] += step
+    delta = sum(by_city.values())
+    before = petition.signature_count
+    db.session.execute(
+        update(Petition)
+        .where(Petition.id == petition_id)
+        .values(signature_count=Petition.signature_count + delta)
+    )
+    for (slug, city), step in by_city.items():
+        if step:
+            add_to_count(
+                CityCount, {"petition_id": petition_id, "city_slug": slug}, step, city=city
+            )
+    for hour, step in by_hour.items():
+        if step:
+            add_to_count(HourlyCount, {"petition_id": petition_id, "hour": hour}, step)
+    reached = _record_milestones(petition, before, before + delta)
+    db.session.commit()
+    return reached
+
+
+def milestone_thresholds(goal: int) -> list[int]:
+    """The counts worth celebrating for a petition with this goal."""
+    return sorted({*MILESTONES, goal})
+
+
+def _record_milestones(petition: Petition, before: int, after: int) -> list[int]:
+    crossed = [t for t in milestone_thresholds(petition.goal) if before < t <= after]
+    if not crossed:
+        return []
+    statement = (
+        dialect_insert(Milestone)
+        .values(
+            [{"petition_id": petition.id, "threshold": t, "reached_at": utcnow()} for t in crossed]
+        )
+        .on_conflict_do_nothing(index_elements=["petition_id", "threshold"])
+        .returning(Milestone.threshold)
+    )
+    return sorted(db.session.scalars(statement).all())
+
+
+def petitions_needing_tally() -> list[int]:
+    """Petitions with signatures whose counted flag lags their state."""
+    confirmed = Signature.state == SignatureState.CONFIRMED
+    return list(
+        db.session.scalars(
+            select(Signature.petition_id).where(Signature.counted != confirmed).distinct()
+        )
+    )
+
+
+def reconcile(petition_id: int) -> int:
+    """Recount a petition from its signature rows and repair any drift; returns the drift."""
+    petition = _lock_petition(petition_id)
+    if petition is None:
+        return 0
+    confirmed = Signature.state == SignatureState.CONFIRMED
+    db.session.execute(
+        update(Signature)
+        .where(Signature.petition_id == petition_id, Signature.counted != confirmed)
+        .values(counted=confirmed)
+    )
+    mine = and_(Signature.petition_id == petition_id, confirmed)
+    real = db.session.scalar(select(func.count()).where(mine)) or 0
+    drift = real - petition.signature_count
+    petition.signature_count = real
+    db.session.execute(delete(CityCount).where(CityCount.petition_id == petition_id))
+    cities = db.session.execute(
+        select(Signature.city_slug, func.min(Signature.city), func.count())
+        .where(mine)
+        .group_by(Signature.city_slug)
+    ).all()
+    db.session.add_all(
+        CityCount(petition_id=petition_id, city_slug=s, city=c, count=n) for s, c, n in cities
+    )
+    db.session.execute(delete(HourlyCount).where(HourlyCount.petition_id == petition_id))
+    hours = Counter(
+        _hour(t) for t in db.session.scalars(select(Signature.confirmed_at).where(mine))
+    )
+    db.session.add_all(
+        HourlyCount(petition_id=petition_id, hour=h, count=n) for h, n in hours.items()
+    )
+    reached = _record_milestones(petition, 0, real)
+    db.session.commit()
+    _queue_milestone_notices(petition_id, reached)
+    return drift
+
+
+def _queue_milestone_notices(petition_id: int, thresholds: list[int]) -> None:
+    from petitions import jobs
+
+    for threshold in thresholds:
+        enqueue(jobs.notify_milestone, petition_id, threshold, queue="high", retry=default_retry())
+
+
+def after_tally(petition_id: int, reached: list[int]) -> None:
+    """Tell the organiser about milestones this tally reached."""
+    _queue_milestone_notices(petition_id, reached)
+
+
+def claim_milestone_notice(petition_id: int, threshold: int) -> bool:
+    """Mark a milestone as notified; only the first caller gets True."""
+    claimed = db.session.execute(
+        update(Milestone)
+        .where(
+            Milestone.petition_id == petition_id,
+            Milestone.threshold == threshold,
+            Milestone.notified_at.is_(None),
+        )
+        .values(notified_at=utcnow())
+    ).rowcount
+    db.session.commit()
+    return bool(claimed)
+
+
+def release_milestone_notice(petition_id: int, threshold: int) -> None:
+    """Undo a claim when sending failed, so that the retry can send."""
+    db.session.execute(
+        update(Milestone)
+        .where(Milestone.petition_id == petition_id, Milestone.threshold == threshold)
+        .values(notified_at=None)
+    )
+    db.session.commit()
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+class Sort(StrEnum):
+    TRENDING = "trending"
+    NEWEST = "newest"
+    MOST_SIGNED = "most-signed"
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    page: int
+    pages: int
+    total: int
+
+
+def _recent_counts(hours: int = 24):
+    since = _hour(utcnow()) - timedelta(hours=hours - 1)
+    return (
+        select(HourlyCount.petition_id, func.sum(HourlyCount.count).label("recent"))
+        .where(HourlyCount.hour >= since)
+        .group_by(HourlyCount.petition_id)
+        .subquery()
+    )
+
+
+def find_petitions(
+    *,
+    q: str = "",
+    city: str = "",
+    topic: str = "",
+    state: str = PetitionState.OPEN,
+    sort: str = Sort.TRENDING,
+    page: int = 1,
+) -> Page:
+    """Public petitions matching the filters, a page at a time."""
+    recent = _recent_counts()
+    query = select(Petition).outerjoin(recent, recent.c.petition_id == Petition.id)
+    public = [PetitionState.OPEN, PetitionState.CLOSED, PetitionState.WON]
+    query = query.where(Petition.state == state if state in public else Petition.state.in_(public))
+    if city:
+        query = query.where(Petition.city_slug == city_slug(city))
+    if topic:
+        query = query.where(Petition.topic == topic)
+    if q:
+        words = q.replace("\\", "").replace("%", "").replace("_", " ").strip()
+        pattern = f"%{words}%"
+        query = query.where(or_(Petition.title.ilike(pattern), Petition.ask.ilike(pattern)))
+    order = {
+        Sort.NEWEST: [Petition.opened_at.desc(), Petition.id.desc()],
+        Sort.MOST_SIGNED: [Petition.signature_count.desc(), Petition.id.desc()],
+    }.get(
+        sort,
+        [
+            func.coalesce(recent.c.recent, 0).desc(),
+            Petition.signature_count.desc(),
+            Petition.id.desc(),
+        ],
+    )
+    total = (
+        db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
+    )
+    pages = max(1, math.ceil(total / PER_PAGE))
+    page = min(max(page, 1), pages)
+    items = db.session.scalars(
+        query.order_by(*order).limit(PER_PAGE).offset((page - 1) * PER_PAGE)
+    ).all()
+    return Page(list(items), page, pages, total)
+
+
+def trending_near(city: str | None, limit: int = 6) -> list[Petition]:
+    """Open petitions for the home page: the visitor's city first, then the busiest elsewhere."""
+    recent = _recent_counts()
+    query = (
+        select(Petition)
+        .outerjoin(recent, recent.c.petition_id == Petition.id)
+        .where(Petition.state == PetitionState.OPEN)
+    )
+    order = [
+        func.coalesce(recent.c.recent, 0).desc(),
+        Petition.signature_count.desc(),
+        Petition.id.desc(),
+    ]
+    if city:
+        order.insert(0, (Petition.city_slug == city_slug(city)).desc())
+    return list(db.session.scalars(query.order_by(*order).limit(limit)))
+
+
+def recent_signers(petition: Petition, limit: int = 10) -> list[Signature]:
+    """The latest confirmed signers who chose to be shown, with their comments."""
+    return list(
+        db.session.scalars(
+            select(Signature)
+            .where(
+                Signature.petition_id == petition.id,
+                Signature.state == SignatureState.CONFIRMED,
+                Signature.show_name.is_(True),
+            )
+            .order_by(Signature.confirmed_at.desc())
+            .limit(limit)
+        )
+    )
+
+
+def city_breakdown(petition: Petition, limit: int = 10) -> list[CityCount]:
+    """Where the signatures come from, most first."""
+    return list(
+        db.session.scalars(
+            select(CityCount)
+            .where(CityCount.petition_id == petition.id, CityCount.count > 0)
+            .order_by(CityCount.count.desc(), CityCount.city)
+            .limit(limit)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A cumulative line of signatures over time, scaled to an SVG view box."""
+
+    points: str
+    width: int
+    height: int
+    start: datetime | None
+    end: datetime | None
+    peak: int
+
+
+def signature_chart(petition: Petition, width: int = 600, height: int = 160) -> Chart:
+    """The petition's signatures over time, by day, as points for a server-rendered SVG."""
+    rows = db.session.execute(
+        select(HourlyCount.hour, HourlyCount.count)
+        .where(HourlyCount.petition_id == petition.id)
+        .order_by(HourlyCount.hour)
+    ).all()
+    if not rows:
+        return Chart("", width, height, None, None, 0)
+    daily: Counter[datetime] = Counter()
+    for hour, count in rows:
+        daily[hour.replace(hour=0)] += count
+    start, end = min(daily), max(max(daily), _hour(utcnow()).replace(hour=0))
+    days = (end - start).days or 1
+    total, points = 0, []
+    for offset in range(days + 1):
+        total += daily.get(start + timedelta(days=offset), 0)
+        points.append((offset, total))
+    peak = max(total for _, total in points) or 1
+    scaled = " ".join(
+        f"{round(width * d / days, 1)},{round(height - height * t / peak, 1)}" for d, t in points
+    )
+    return Chart(scaled, width, height, start, end, peak)
+
+
+def public_signers(petition: Petition) -> list[Signature]:
+    """Every confirmed signer who chose to be shown, for the delivery view."""
+    return list(
+        db.session.scalars(
+            select(Signature)
+            .where(
+                Signature.petition_id == petition.id,
+                Signature.state == SignatureState.CONFIRMED,
+                Signature.show_name.is_(True),
+            )
+            .order_by(Signature.confirmed_at)
+        )
+    )
+
+
+def signatures_csv(petition: Petition) -> str:
+    """Confirmed signatures for the organiser; emails only of those who opted in."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["name", "city", "signed_at", "comment", "email"])
+    rows = db.session.scalars(
+        select(Signature)
+        .where(Signature.petition_id == petition.id, Signature.state == SignatureState.CONFIRMED)
+        .order_by(Signature.confirmed_at)
+        .execution_options(yield_per=1000)
+    )
+    for signature in rows:
+        writer.writerow(
+            [
+                _csv_safe(signature.public_name),
+                _csv_safe(signature.city),
+                signature.confirmed_at.isoformat() if signature.confirmed_at else "",
+                _csv_safe(signature.comment or ""),
+                signature.email if signature.wants_updates else "",
+            ]
+        )
+    return buffer.getvalue()
+
+
+def _csv_safe(value: str) -> str:
+    # Spreadsheets run cells starting with these as formulas.
+    return f"'{value}" if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def updates_for(petition: Petition) -> list[PetitionUpdate]:
+    """The organiser's updates, newest first."""
+    return list(
+        db.session.scalars(
+            select(PetitionUpdate)
+            .where(PetitionUpdate.petition_id == petition.id)
+            .order_by(PetitionUpdate.id.desc())
+        )
+    )
+
+
+def visible_petition(petition_id: int, viewer: Member | None) -> Petition | None:
+    """The petition if ``viewer`` may see it: drafts and hidden ones only by their organiser
+    (and hidden ones by moderators)."""
+    petition = db.session.get(Petition, petition_id)
+    if petition is None or petition.is_public:
+        return petition
+    is_moderator = bool(viewer and viewer.is_authenticated and viewer.is_moderator)
+    if petition.is_organised_by(viewer) or (
+        petition.state == PetitionState.HIDDEN and is_moderator
+    ):
+        return petition
+    return None
+
+
+# --- updates to signers -----------------------------------------------------------------
+
+UPDATE_BATCH_SIZE = 200
+
+
+def post_update(petition: Petition, *, title: str, body: str) -> PetitionUpdate:
+    """Publish news on the petition and email it to signers who opted in."""
+    if not petition.is_public:
+        raise PetitionError("Publish the petition before posting updates.")
+    news = PetitionUpdate(petition_id=petition.id, title=title, body=body)
+    db.session.add(news)
+    db.session.commit()
+    from petitions import jobs
+
+    enqueue(jobs.fan_out_update, news.id, queue="bulk", retry=default_retry())
+    return news
+
+
+def update_recipient_batches(update_id: int) -> list[list[int]]:
+    """Ids of opted-in confirmed signers, in batches for the bulk queue."""
+    news = db.session.get(PetitionUpdate, update_id)
+    if news is None:
+        return []
+    ids = list(
+        db.session.scalars(
+            select(Signature.id)
+            .where(
+                Signature.petition_id == news.petition_id,
+                Signature.state == SignatureState.CONFIRMED,
+                Signature.wants_updates.is_(True),
+            )
+            .order_by(Signature.id)
+        )
+    )
+    return [ids[i : i + UPDATE_BATCH_SIZE] for i in range(0, len(ids), UPDATE_BATCH_SIZE)]
+
+
+# --- members' profiles, data and deletion ------------------------------------------------
+
+
+def started_by(member: Member) -> list[Petition]:
+    """Public petitions the member started, newest first."""
+    public = [PetitionState.OPEN, PetitionState.CLOSED, PetitionState.WON]
+    return list(
+        db.session.scalars(
+            select(Petition)
+            .where(Petition.organiser_id == member.id, Petition.state.in_(public))
+            .order_by(Petition.id.desc())
+        )
+    )
+
+
+def _member_signatures(member: Member):
+    return select(Signature).where(
+        or_(
+            Signature.member_id == member.id,
+            Signature.email_key == normalise_signer_email(member.email),
+        )
+    )
+
+
+@data_export.connect
+def export_member_petitions(sender, member: Member, **extra) -> dict[str, Any]:
+    """The member's petitions and signatures, for their data download."""
+    started = db.session.scalars(select(Petition).where(Petition.organiser_id == member.id)).all()
+    signed = db.session.scalars(_member_signatures(member)).all()
+    return {
+        "petitions_started": [
+            {"id": p.id, "title": p.title, "state": p.state, "signatures": p.signature_count}
+            for p in started
+        ],
+        "signatures": [
+            {
+                "petition_id": s.petition_id,
+                "name": s.name,
+                "email": s.email,
+                "city": s.city,
+                "comment": s.comment,
+                "show_name": s.show_name,
+                "wants_updates": s.wants_updates,
+                "state": s.state,
+                "signed_at": s.created_at.isoformat(),
+            }
+            for s in signed
+        ],
+    }
+
+
+@account_deleting.connect
+def anonymise_member_signatures(sender, member: Member, **extra) -> None:
+    """Signatures stay counted, without the name, email or comment of the deleted member."""
+    for signature in db.session.scalars(_member_signatures(member)):
+        signature.anonymise()
