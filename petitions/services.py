@@ -268,7 +268,11 @@ def sign_as_member(
     )
     if existing is None:
         existing = Signature(
-            petition_id=petition.id, email=member.email, email_key=email_key, **_editable(details)
+            petition_id=petition.id,
+            email=member.email,
+            email_key=email_key,
+            state=SignatureState.PENDING,
+            **_editable(details),
         )
         db.session.add(existing)
     elif existing.state == SignatureState.WITHDRAWN:

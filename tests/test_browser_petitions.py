@@ -1,0 +1,47 @@
+"""Signing a petition through the real pages, in headless Chromium."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from core.extensions import db
+from petitions.models import Petition
+from tests.helpers import links_in
+from tests.test_petitions_signing import make_petition
+
+pytestmark = pytest.mark.browser
+
+
+def test_a_guest_signs_and_confirms_a_petition_in_a_browser(app, page, outbox, run_jobs):
+    petition_id = make_petition(app)
+    page.goto(f"/petitions/{petition_id}")
+    assert page.get_by_role("heading", name="Cap holiday lets in Alfama").is_visible()
+
+    # A mistake first: the form comes back with the message beside the field, nothing lost.
+    page.get_by_label("Your name").fill("Rita Lopes")
+    page.get_by_label("Email address").fill("rita@example")
+    page.get_by_label("City or postcode").fill("Porto")
+    page.get_by_role("button", name="Sign this petition").click()
+    email = page.get_by_label("Email address")
+    assert email.get_attribute("aria-invalid") == "true"
+    assert page.get_by_label("Your name").input_value() == "Rita Lopes"
+
+    email.fill("rita@example.org")
+    page.get_by_label("Show my name on the petition").check()
+    page.get_by_role("button", name="Sign this petition").click()
+    assert page.get_by_role("heading", name="One more step: check your email").is_visible()
+
+    run_jobs()
+    link = next(u for u in links_in(outbox.last_to("rita@example.org")) if u.endswith("/confirm"))
+    page.goto(re.sub(r"^https?://[^/]+", "", link))
+    page.get_by_role("button", name="Confirm my signature").click()
+    assert page.get_by_text("your signature is confirmed and counted").is_visible()
+
+    run_jobs()
+    page.reload()
+    assert page.get_by_text("1 signature of a goal of 100").is_visible()
+    assert page.get_by_role("region", name="Recent signers").get_by_text("Rita Lopes").is_visible()
+    with app.app_context():
+        assert db.session.get(Petition, petition_id).signature_count == 1

@@ -1,0 +1,783 @@
+"""Petitions: launching, states, signing with confirmed email, and exact tallies."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, update
+
+from core.db import utcnow
+from core.extensions import db
+from members.models import Member
+from petitions import jobs, services
+from petitions.models import (
+    Milestone,
+    Petition,
+    PetitionError,
+    PetitionState,
+    Signature,
+    SignatureState,
+    UpdateDelivery,
+)
+from tests.helpers import csrf_token, links_in, path_of, submit
+
+PASSWORD = "correct horse battery"
+
+
+def make_petition(app: Flask, organiser_email: str = "org@example.org", **changes) -> int:
+    """An open petition organised by a confirmed member; returns its id."""
+    with app.app_context():
+        organiser = db.session.scalar(select(Member).where(Member.email == organiser_email))
+        if organiser is None:
+            organiser = Member(
+                display_name="Olga", email=organiser_email, password=PASSWORD, city="Lisbon"
+            )
+            organiser.email_confirmed_at = utcnow()
+            db.session.add(organiser)
+            db.session.commit()
+        fields = {
+            "title": "Cap holiday lets in Alfama",
+            "ask": "Limit short-term rental licences so most homes are lived in all year.",
+            "decision_maker_name": "Lisbon City Council",
+            "decision_maker_role": "Municipal government",
+            "city": "Lisbon",
+            "topic": "short-term-rentals",
+            "goal": 100,
+            "closes_at": utcnow() + timedelta(days=30),
+            **changes,
+        }
+        petition = services.create_petition(organiser, **fields)
+        services.publish(petition)
+        return petition.id
+
+
+def sign_form(**changes) -> dict:
+    return {
+        "name": "Rui Costa",
+        "email": "rui@example.org",
+        "city": "Porto",
+        "comment": "My street is all suitcases now.",
+        "show_name": "y",
+        **changes,
+    }
+
+
+def count_of(app: Flask, petition_id: int) -> int:
+    with app.app_context():
+        return db.session.get(Petition, petition_id).signature_count
+
+
+def rows(app: Flask, petition_id: int, state: str | None = None) -> int:
+    with app.app_context():
+        query = select(func.count()).where(Signature.petition_id == petition_id)
+        if state:
+            query = query.where(Signature.state == state)
+        return db.session.scalar(query)
+
+
+def confirm_link(outbox, email: str) -> str:
+    message = outbox.last_to(email)
+    return path_of(next(link for link in links_in(message) if link.endswith("/confirm")))
+
+
+# --- states -------------------------------------------------------------------------
+
+
+def test_petition_state_transitions(ctx):
+    petition = Petition(
+        title="t" * 20,
+        ask="a" * 40,
+        decision_maker_name="Council",
+        decision_maker_role="Council",
+        city="Lisbon",
+        city_slug="lisbon",
+        topic="other",
+        goal=10,
+        closes_at=utcnow() + timedelta(days=1),
+        state=PetitionState.DRAFT,
+    )
+    assert not petition.takes_signatures
+    with pytest.raises(PetitionError):
+        petition.close()
+    petition.publish()
+    assert petition.state == PetitionState.OPEN and petition.takes_signatures
+    with pytest.raises(PetitionError):
+        petition.publish()
+    petition.close()
+    assert petition.state == PetitionState.CLOSED and not petition.takes_signatures
+    petition.declare_victory("The council adopted the cap.")
+    assert petition.state == PetitionState.WON and not petition.takes_signatures
+    with pytest.raises(PetitionError):
+        petition.declare_victory("again")
+    petition.hide("spam")
+    assert petition.state == PetitionState.HIDDEN and not petition.takes_signatures
+    with pytest.raises(PetitionError):
+        petition.hide("again")
+
+
+def test_an_open_petition_past_its_date_takes_no_signatures(ctx):
+    petition = Petition(state=PetitionState.OPEN, closes_at=utcnow() - timedelta(seconds=1))
+    assert not petition.takes_signatures
+
+
+@pytest.mark.parametrize("end", ["close", "win", "hide"])
+def test_closed_won_or_hidden_petitions_refuse_signatures(app, client, end):
+    petition_id = make_petition(app)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        {
+            "close": lambda: services.close(petition),
+            "win": lambda: services.declare_victory(petition, "We won the cap."),
+            "hide": lambda: services.hide(petition, "Breaks the rules"),
+        }[end]()
+    if end == "hide":
+        assert client.get(f"/petitions/{petition_id}").status_code == 404
+        return
+    page = client.get(f"/petitions/{petition_id}")
+    assert "Not taking signatures" in page.text
+    token = csrf_token(client.get("/login").text)
+    response = client.post(
+        f"/petitions/{petition_id}/sign", data={"csrf_token": token, **sign_form()}
+    )
+    assert response.status_code == 409
+    assert "not taking signatures any more" in response.text
+    assert rows(app, petition_id) == 0
+
+
+def test_scheduled_job_closes_petitions_past_their_date(app, run_jobs):
+    expired = make_petition(app, title="An expired petition here")
+    current = make_petition(app, title="A current petition here")
+    with app.app_context():
+        db.session.execute(
+            update(Petition)
+            .where(Petition.id == expired)
+            .values(closes_at=utcnow() - timedelta(minutes=1))
+        )
+        db.session.commit()
+        assert jobs.close_expired_petitions() == 1
+        assert db.session.get(Petition, expired).state == PetitionState.CLOSED
+        assert db.session.get(Petition, current).state == PetitionState.OPEN
+
+
+# --- launching and editing -------------------------------------------------------------
+
+
+def test_member_launches_a_draft_and_publishes_it(app, client, auth):
+    auth.member()
+    today = utcnow().date()
+    response = submit(
+        client,
+        "/petitions/new",
+        {
+            "title": "Minimum pay per delivery",
+            "ask": "Set a **minimum** payment per delivery that covers waiting time.",
+            "decision_maker_name": "Berlin Senate",
+            "decision_maker_role": "State government",
+            "city": "Berlin",
+            "topic": "delivery",
+            "goal": "500",
+            "closes_on": (today + timedelta(days=90)).isoformat(),
+        },
+    )
+    assert response.status_code == 302
+    with app.app_context():
+        petition = db.session.scalar(select(Petition))
+        assert petition.state == PetitionState.DRAFT and petition.city_slug == "berlin"
+        petition_id = petition.id
+    page = client.get(f"/petitions/{petition_id}")
+    assert "This is a draft" in page.text and "<strong>minimum</strong>" in page.text
+    assert app.test_client().get(f"/petitions/{petition_id}").status_code == 404
+    published = client.post(
+        f"/petitions/{petition_id}/publish", data={"csrf_token": csrf_token(page.text)}
+    )
+    assert published.status_code == 302
+    assert app.test_client().get(f"/petitions/{petition_id}").status_code == 200
+
+
+def test_launching_needs_a_login(client):
+    assert client.get("/petitions/new").status_code == 302
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "message"),
+    [
+        ({"title": "short"}, "title", "10 to 150 characters"),
+        ({"ask": ""}, "ask", "Please fill in"),
+        ({"ask": "x" * 5001}, "ask", "30 to 5000 characters"),
+        ({"decision_maker_name": ""}, "decision_maker_name", "Please fill in"),
+        ({"topic": "crypto"}, "topic", "Not a valid choice"),
+        ({"goal": "lots"}, "goal", "Not a valid integer value."),
+        ({"goal": "3"}, "goal", "between 10 and 10,000,000"),
+        ({"closes_on": "2000-01-01"}, "closes_on", "must be in the future"),
+        ({"closes_on": "later"}, "closes_on", "Not a valid date value."),
+        ({"closes_on": "+400days"}, "closes_on", "at most a year"),
+    ],
+)
+def test_launch_form_rejects_bad_input(app, client, auth, change, field, message):
+    auth.member()
+    if change.get("closes_on") == "+400days":
+        change = {"closes_on": (utcnow().date() + timedelta(days=400)).isoformat()}
+    data = {
+        "title": "Minimum pay per delivery",
+        "ask": "Set a minimum payment per delivery that covers waiting time.",
+        "decision_maker_name": "Berlin Senate",
+        "decision_maker_role": "State government",
+        "city": "Berlin",
+        "topic": "delivery",
+        "goal": "500",
+        "closes_on": (utcnow().date() + timedelta(days=90)).isoformat(),
+        **change,
+    }
+    response = submit(client, "/petitions/new", data)
+    assert response.status_code == 422
+    assert message in response.text.split(f'id="{field}-error"', 1)[1].split("</p>", 1)[0]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Petition)) == 0
+
+
+def test_ask_and_decision_maker_freeze_after_the_first_signature(app, client, auth):
+    auth.member()  # ana, the organiser
+    petition_id = make_petition(app, organiser_email="ana@example.org")
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        services.edit_petition(petition, ask="A clearer ask, before anyone signed, is fine.")
+        services.sign(
+            petition,
+            services.SignerDetails("Rui", "rui@example.org", "Porto", None, True, False),
+            "1",
+        )
+        with pytest.raises(PetitionError):
+            services.edit_petition(petition, ask="A different ask after signing is not allowed.")
+        with pytest.raises(PetitionError):
+            services.edit_petition(petition, decision_maker_name="Someone else")
+        services.edit_petition(petition, title="A better title for the same ask", goal=500)
+        db.session.refresh(petition)
+        assert petition.ask == "A clearer ask, before anyone signed, is fine."
+        assert petition.goal == 500
+
+    # The edit page no longer offers the frozen fields, and ignores them if sent.
+    page = client.get(f"/petitions/{petition_id}/edit")
+    assert 'name="ask"' not in page.text and "stay exactly as they signed" in page.text
+    response = client.post(
+        f"/petitions/{petition_id}/edit",
+        data={
+            "csrf_token": csrf_token(page.text),
+            "title": "A better title for the same ask",
+            "ask": "Sneaky new ask that signers never saw at all.",
+            "decision_maker_name": "Someone else",
+            "decision_maker_role": "Else",
+            "city": "Lisbon",
+            "topic": "short-term-rentals",
+            "goal": "500",
+            "closes_on": (utcnow().date() + timedelta(days=20)).isoformat(),
+        },
+    )
+    assert response.status_code == 302
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        assert petition.ask == "A clearer ask, before anyone signed, is fine."
+        assert petition.decision_maker_name == "Lisbon City Council"
+
+
+def test_only_the_organiser_may_use_organiser_tools(app, client, auth):
+    petition_id = make_petition(app)
+    auth.member()
+    token = csrf_token(client.get("/account").text)
+    assert client.get(f"/petitions/{petition_id}/edit").status_code == 403
+    assert (
+        client.post(f"/petitions/{petition_id}/close", data={"csrf_token": token}).status_code
+        == 403
+    )
+    assert client.get(f"/petitions/{petition_id}/signatures.csv").status_code == 403
+    assert client.get(f"/petitions/{petition_id}/updates/new").status_code == 403
+    assert client.get(f"/petitions/{petition_id}/hide").status_code == 403
+
+
+def test_organiser_closes_and_declares_victory(app, client, auth):
+    auth.member()
+    petition_id = make_petition(app, organiser_email="ana@example.org")
+    page = client.get(f"/petitions/{petition_id}")
+    assert "Organiser tools" in page.text
+    client.post(f"/petitions/{petition_id}/close", data={"csrf_token": csrf_token(page.text)})
+    won = submit(
+        client,
+        f"/petitions/{petition_id}/win",
+        {"note": "The council adopted a cap of one in five."},
+    )
+    assert won.status_code == 302
+    shown = client.get(f"/petitions/{petition_id}").text
+    assert "Victory" in shown and "adopted a cap" in shown
+
+
+# --- signing ------------------------------------------------------------------------
+
+
+def test_guest_signs_confirms_by_post_and_is_counted(app, client, outbox, run_jobs):
+    petition_id = make_petition(app)
+    page = client.get(f"/petitions/{petition_id}")
+    response = client.post(
+        f"/petitions/{petition_id}/sign", data={"csrf_token": csrf_token(page.text), **sign_form()}
+    )
+    assert response.status_code == 302
+    assert "check-email" in response.headers["Location"]
+    assert rows(app, petition_id, SignatureState.PENDING) == 1
+
+    run_jobs()
+    assert count_of(app, petition_id) == 0  # pending signatures do not count
+    message = outbox.last_to("rui@example.org")
+    assert message["Subject"].startswith("Confirm your signature")
+    link = confirm_link(outbox, "rui@example.org")
+
+    # Mail scanners fetch links with GET: that must confirm nothing.
+    for _ in range(3):
+        shown = client.get(link)
+        assert shown.status_code == 200 and "Confirm my signature" in shown.text
+    run_jobs()
+    assert rows(app, petition_id, SignatureState.CONFIRMED) == 0
+    assert count_of(app, petition_id) == 0
+
+    confirmed = client.post(link, data={"csrf_token": csrf_token(shown.text)})
+    assert confirmed.status_code == 302
+    run_jobs()
+    assert count_of(app, petition_id) == 1
+    shown = client.get(f"/petitions/{petition_id}").text
+    assert "Rui Costa" in shown and "My street is all suitcases now." in shown
+
+    # Confirming twice counts once.
+    client.post(link, data={"csrf_token": csrf_token(shown)})
+    run_jobs()
+    assert count_of(app, petition_id) == 1
+
+
+def test_signer_withdraws_through_the_emailed_link(app, client, outbox, run_jobs):
+    petition_id = make_petition(app)
+    submit(
+        client, f"/petitions/{petition_id}", sign_form(), action=f"/petitions/{petition_id}/sign"
+    )
+    run_jobs()
+    submit(client, confirm_link(outbox, "rui@example.org"), {})
+    run_jobs()
+    assert count_of(app, petition_id) == 1
+
+    withdraw = path_of(
+        next(u for u in links_in(outbox.last_to("rui@example.org")) if u.endswith("/withdraw"))
+    )
+    assert client.get(withdraw).status_code == 200
+    run_jobs()
+    assert count_of(app, petition_id) == 1  # a GET withdraws nothing either
+    submit(client, withdraw, {})
+    run_jobs()
+    assert count_of(app, petition_id) == 0
+    with app.app_context():
+        signature = db.session.scalar(select(Signature))
+        assert signature.state == SignatureState.WITHDRAWN and signature.comment is None
+
+
+def test_signing_link_tokens_cannot_be_forged(client):
+    assert client.get("/petitions/signatures/forged/confirm").status_code == 404
+    assert client.post("/petitions/signatures/forged/withdraw", data={}).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "second", ["ab@gmail.com", "A.B+x@Gmail.com", "a.b@googlemail.com", "AB+petitions@GMAIL.COM"]
+)
+def test_one_signature_per_person_however_the_address_is_written(
+    app, client, outbox, second, run_jobs
+):
+    petition_id = make_petition(app)
+    url = f"/petitions/{petition_id}"
+    submit(client, url, sign_form(email="ab@gmail.com"), action=f"{url}/sign")
+    run_jobs()
+    submit(client, confirm_link(outbox, "ab@gmail.com"), {})
+    again = submit(client, url, sign_form(email=second), action=f"{url}/sign")
+    assert again.status_code == 302 and "already-signed" in again.headers["Location"]
+    assert "You have already signed" in client.get(again.headers["Location"]).text
+    assert rows(app, petition_id) == 1
+
+
+def test_normalised_emails_keep_other_providers_distinct():
+    assert services.normalise_signer_email("A.B+x@Gmail.com") == "ab@gmail.com"
+    assert services.normalise_signer_email("a.b+x@example.org") == "a.b+x@example.org"
+    assert services.normalise_signer_email("Ana.Maria@Outlook.com") == "ana.maria@outlook.com"
+    assert services.normalise_signer_email("ana+news@outlook.com") == "ana@outlook.com"
+
+
+def test_pending_signer_gets_the_link_again_at_most_every_ten_minutes(
+    app, client, outbox, run_jobs
+):
+    petition_id = make_petition(app)
+    url = f"/petitions/{petition_id}"
+    submit(client, url, sign_form(), action=f"{url}/sign")
+    run_jobs()
+    assert len(outbox.to("rui@example.org")) == 1
+
+    too_soon = submit(client, url, sign_form(), action=f"{url}/sign")
+    assert "recently-sent" in too_soon.headers["Location"]
+    run_jobs()
+    assert len(outbox.to("rui@example.org")) == 1
+
+    with app.app_context():
+        db.session.execute(
+            update(Signature).values(confirmation_sent_at=utcnow() - timedelta(minutes=11))
+        )
+        db.session.commit()
+    resent = submit(client, url, sign_form(), action=f"{url}/sign")
+    assert "resent" in resent.headers["Location"]
+    run_jobs()
+    assert len(outbox.to("rui@example.org")) == 2
+    assert rows(app, petition_id) == 1
+
+
+def test_unconfirmed_signatures_are_purged_after_seven_days(app):
+    petition_id = make_petition(app)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        for n, email in enumerate(["old@example.org", "new@example.org"]):
+            services.sign(
+                petition, services.SignerDetails("X Y", email, "Porto", None, False, False), str(n)
+            )
+        db.session.execute(
+            update(Signature)
+            .where(Signature.email == "old@example.org")
+            .values(created_at=utcnow() - timedelta(days=7, minutes=1))
+        )
+        db.session.commit()
+        assert jobs.purge_stale_signatures() == 1
+        remaining = db.session.scalars(select(Signature.email)).all()
+        assert remaining == ["new@example.org"]
+
+
+def test_a_confirmed_member_signs_in_one_click_and_counts_at_once(
+    app, client, auth, outbox, run_jobs
+):
+    petition_id = make_petition(app)
+    auth.member()
+    page = client.get(f"/petitions/{petition_id}")
+    assert "Signing as <strong>Ana</strong>" in page.text and 'name="email"' not in page.text
+    response = client.post(
+        f"/petitions/{petition_id}/sign",
+        data={"csrf_token": csrf_token(page.text), "show_name": "y"},
+    )
+    assert "counted" in response.headers["Location"]
+    with app.app_context():
+        signature = db.session.scalar(select(Signature))
+        assert signature.state == SignatureState.CONFIRMED and signature.member_id is not None
+    run_jobs()
+    assert count_of(app, petition_id) == 1
+    assert outbox.last_to("ana@example.org")["Subject"].startswith("You signed")
+
+
+def test_an_unconfirmed_member_signs_like_a_guest(app, client, auth):
+    petition_id = make_petition(app)
+    auth.register()
+    auth.login()
+    page = client.get(f"/petitions/{petition_id}")
+    assert 'name="email"' in page.text
+
+
+SIGN_ERRORS = [
+    ({"name": ""}, "name", "Please fill in"),
+    ({"name": "x" * 101}, "name", "2 to 100 characters"),
+    ({"email": "rui at example"}, "email", "valid email address"),
+    ({"city": ""}, "city", "Please fill in"),
+    ({"comment": "x" * 501}, "comment", "at most 500 characters"),
+]
+
+
+@pytest.mark.parametrize(("change", "field", "message"), SIGN_ERRORS)
+def test_bad_signatures_are_refused_beside_the_field_and_keep_what_was_typed(
+    app, client, change, field, message
+):
+    petition_id = make_petition(app)
+    url = f"/petitions/{petition_id}"
+    response = submit(client, url, sign_form(**change), action=f"{url}/sign")
+    assert response.status_code == 422
+    assert message in response.text.split(f'id="{field}-error"', 1)[1].split("</p>", 1)[0]
+    assert 'value="Porto"' in response.text or field == "city"
+    assert rows(app, petition_id) == 0
+
+
+def test_signing_without_csrf_token_is_refused(app, client):
+    petition_id = make_petition(app)
+    response = client.post(f"/petitions/{petition_id}/sign", data=sign_form())
+    assert response.status_code == 422 and "This form expired" in response.text
+    assert rows(app, petition_id) == 0
+
+
+def test_the_honeypot_keeps_nothing(app, client, run_jobs, outbox):
+    petition_id = make_petition(app)
+    url = f"/petitions/{petition_id}"
+    response = submit(client, url, sign_form(website="http://spam.example"), action=f"{url}/sign")
+    assert response.status_code == 302
+    run_jobs()
+    assert rows(app, petition_id) == 0 and outbox.to("rui@example.org") == []
+
+
+def test_signing_is_rate_limited_per_address_and_keeps_the_form(app, client):
+    app.config["SIGN_LIMIT_PER_ADDRESS"] = "3 per 10 minutes"
+    try:
+        petition_id = make_petition(app)
+        url = f"/petitions/{petition_id}"
+        for n in range(3):
+            ok = submit(client, url, sign_form(email=f"p{n}@example.org"), action=f"{url}/sign")
+            assert ok.status_code == 302
+        refused = submit(client, url, sign_form(email="p9@example.org"), action=f"{url}/sign")
+        assert refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) > 0
+        assert "many signatures from you" in refused.text
+        assert 'value="p9@example.org"' in refused.text  # nothing typed is lost
+        assert rows(app, petition_id) == 3
+    finally:
+        app.config["SIGN_LIMIT_PER_ADDRESS"] = "60 per 10 minutes"
+
+
+def test_signing_is_rate_limited_per_email(app, client):
+    app.config["SIGN_LIMIT_PER_EMAIL"] = "2 per hour"
+    try:
+        petition_id = make_petition(app)
+        url = f"/petitions/{petition_id}"
+        for _ in range(2):
+            submit(client, url, sign_form(), action=f"{url}/sign")
+        assert submit(client, url, sign_form(), action=f"{url}/sign").status_code == 429
+    finally:
+        app.config["SIGN_LIMIT_PER_EMAIL"] = "6 per hour"
+
+
+# --- tallies ------------------------------------------------------------------------
+
+
+def _sign_and_confirm(app: Flask, petition_id: int, email: str, city: str) -> None:
+    client = app.test_client()
+    url = f"/petitions/{petition_id}"
+    page = client.get(url)
+    response = client.post(
+        f"{url}/sign",
+        data={"csrf_token": csrf_token(page.text), **sign_form(email=email, city=city)},
+        environ_base={"REMOTE_ADDR": f"10.0.{len(email)}.{sum(map(ord, email)) % 250}"},
+    )
+    assert response.status_code == 302, response.status_code
+    with app.app_context():
+        signature = db.session.scalar(select(Signature).where(Signature.email == email))
+        token = services.confirmation_token(signature)
+    confirm = client.get(f"/petitions/signatures/{token}/confirm")
+    done = client.post(
+        f"/petitions/signatures/{token}/confirm", data={"csrf_token": csrf_token(confirm.text)}
+    )
+    assert done.status_code == 302
+
+
+def test_counts_are_exact_after_a_concurrent_surge(app, run_jobs):
+    app.config["SIGN_LIMIT_PER_ADDRESS"] = "10000 per minute"
+    petition_id = make_petition(app, goal=10_000)
+    cities = ["Lisbon", "Porto", "Faro"]
+    errors: list[BaseException] = []
+
+    def signer(n: int) -> None:
+        try:
+            for i in range(15):
+                _sign_and_confirm(app, petition_id, f"s{n}-{i}@example.org", cities[(n + i) % 3])
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+
+    threads = [threading.Thread(target=signer, args=(n,)) for n in range(6)]
+    for thread in threads:
+        thread.start()
+    # The worker tallies in this thread while the signers sign in theirs.
+    while any(thread.is_alive() for thread in threads):
+        run_jobs()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    # A few withdrawals go through the same path.
+    with app.app_context():
+        for signature in db.session.scalars(select(Signature).limit(5)):
+            services.withdraw_signature(signature)
+    run_jobs()
+
+    with app.app_context():
+        real = db.session.scalar(
+            select(func.count()).where(
+                Signature.petition_id == petition_id, Signature.state == SignatureState.CONFIRMED
+            )
+        )
+        petition = db.session.get(Petition, petition_id)
+        assert real == 6 * 15 - 5
+        assert petition.signature_count == real
+        by_city = {c.city: c.count for c in services.city_breakdown(petition)}
+        assert sum(by_city.values()) == real
+        for city in cities:
+            assert by_city[city] == db.session.scalar(
+                select(func.count()).where(
+                    Signature.petition_id == petition_id,
+                    Signature.state == SignatureState.CONFIRMED,
+                    Signature.city == city,
+                )
+            )
+        assert services.reconcile(petition_id) == 0  # nothing to repair
+
+
+def test_at_most_one_tally_job_is_queued_per_petition(app, redis):
+    petition_id = make_petition(app)
+    with app.app_context():
+        from core.queue import get_queue
+
+        queue = get_queue("default")
+        for _ in range(5):
+            services.request_tally(petition_id)
+        assert [job.func_name for job in queue.jobs].count("petitions.jobs.tally_petition") == 1
+
+
+def test_signatures_confirmed_while_redis_is_down_are_counted_by_the_sweep(app, run_jobs):
+    petition_id = make_petition(app)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        services.sign(
+            petition,
+            services.SignerDetails("Rui", "rui@example.org", "Porto", None, True, False),
+            "1",
+        )
+        signature = db.session.scalar(select(Signature))
+        state = app.extensions["redis_store"]
+        working = state["connection"]
+        from redis import Redis
+
+        state["connection"] = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+        try:
+            assert services.confirm_signature(signature)  # saved, though no tally was queued
+        finally:
+            state["connection"] = working
+        assert db.session.get(Petition, petition_id).signature_count == 0
+        assert jobs.tally_stragglers() == 1
+        db.session.expire_all()
+        assert db.session.get(Petition, petition_id).signature_count == 1
+
+
+def test_reconcile_repairs_drift(app):
+    petition_id = make_petition(app)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        for n in range(3):
+            services.sign(
+                petition,
+                services.SignerDetails("X Y", f"x{n}@example.org", "Porto", None, True, False),
+                str(n),
+            )
+        for signature in db.session.scalars(select(Signature)):
+            signature.confirm()
+        db.session.commit()
+        services.tally(petition_id)
+        db.session.execute(update(Petition).values(signature_count=42))
+        db.session.commit()
+        assert jobs.reconcile_counts() == 39
+        db.session.expire_all()
+        assert db.session.get(Petition, petition_id).signature_count == 3
+
+
+def test_milestones_are_recorded_and_notified_once(app, outbox, run_jobs):
+    petition_id = make_petition(app, goal=12)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        for n in range(12):
+            services.sign(
+                petition,
+                services.SignerDetails("X Y", f"x{n}@example.org", "Porto", None, True, False),
+                str(n),
+            )
+        for signature in db.session.scalars(select(Signature)):
+            signature.confirm()
+        db.session.commit()
+        reached = services.tally(petition_id)
+        assert reached == [10, 12]
+        # A second tally or a reconcile over the same counts reaches nothing new.
+        assert services.tally(petition_id) == []
+        services.reconcile(petition_id)
+        # Two notices racing for the same milestone: only one sends.
+        services.after_tally(petition_id, reached)
+        services.after_tally(petition_id, reached)
+    run_jobs()
+    subjects = sorted(m["Subject"] for m in outbox.to("org@example.org"))
+    assert subjects == [
+        "Your petition reached 10 signatures",
+        "Your petition reached its goal of 12 signatures",
+    ]
+    with app.app_context():
+        milestones = db.session.scalars(select(Milestone)).all()
+        assert sorted(m.threshold for m in milestones) == [10, 12]
+        assert all(m.notified_at is not None for m in milestones)
+
+
+# --- updates to signers ---------------------------------------------------------------
+
+
+def test_updates_reach_opted_in_signers_once(app, client, auth, outbox, run_jobs):
+    auth.member()
+    petition_id = make_petition(app, organiser_email="ana@example.org")
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        for n, wants in enumerate([True, True, False]):
+            services.sign(
+                petition,
+                services.SignerDetails("X Y", f"x{n}@example.org", "Porto", None, True, wants),
+                str(n),
+            )
+        pending = services.SignerDetails("P Q", "pending@example.org", "Porto", None, True, True)
+        services.sign(petition, pending, "9")
+        for signature in db.session.scalars(
+            select(Signature).where(Signature.email != "pending@example.org")
+        ):
+            signature.confirm()
+        db.session.commit()
+    run_jobs()
+    outbox.clear()
+    response = submit(
+        client,
+        f"/petitions/{petition_id}/updates/new",
+        {
+            "title": "We meet the council",
+            "body": "On Monday we hand the signatures to the council.",
+        },
+    )
+    assert response.status_code == 302
+    run_jobs()
+    assert sorted(m["To"] for m in outbox.messages()) == ["x0@example.org", "x1@example.org"]
+    with app.app_context():
+        update_id = db.session.scalar(select(UpdateDelivery.update_id))
+        ids = [d.signature_id for d in db.session.scalars(select(UpdateDelivery))]
+        # Running a batch again (a retry after a crash) sends nothing new.
+        assert jobs.send_update_batch(update_id, ids) == 0
+    assert len(outbox.messages()) == 2
+    assert "We meet the council" in client.get(f"/petitions/{petition_id}").text
+
+
+def test_an_update_batch_interrupted_by_smtp_resumes_without_double_sending(
+    app, outbox, smtp_sink, run_jobs
+):
+    petition_id = make_petition(app)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        for n in range(3):
+            services.sign(
+                petition,
+                services.SignerDetails("X Y", f"x{n}@example.org", "Porto", None, True, True),
+                str(n),
+            )
+        for signature in db.session.scalars(select(Signature)):
+            signature.confirm()
+        db.session.commit()
+        news = services.post_update(
+            petition, title="News headline", body="Twenty characters of news at least."
+        )
+        ids = list(db.session.scalars(select(Signature.id).order_by(Signature.id)))
+        smtp_sink.reply = "421 4.7.0 try again later"
+        from core.mail import TemporaryMailError
+
+        with pytest.raises(TemporaryMailError):
+            jobs.send_update_batch(news.id, ids)
+        assert db.session.scalar(select(func.count()).select_from(UpdateDelivery)) == 0
+        smtp_sink.reply = None
+        assert jobs.send_update_batch(news.id, ids) == 3
+        assert jobs.send_update_batch(news.id, ids) == 0
+    assert sorted(m["To"] for m in smtp_sink.received) == [f"x{n}@example.org" for n in range(3)]
