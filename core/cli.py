@@ -12,6 +12,7 @@ import click
 from flask import Flask, current_app
 from flask.cli import with_appcontext
 from rq.cron import CronScheduler
+from werkzeug.serving import run_simple
 
 from core.extensions import db, redis_store
 from core.queue import PERIODIC_JOBS, bind_worker_app, make_worker
@@ -79,7 +80,8 @@ def dev_command(port: int) -> None:
     helpers = [subprocess.Popen([*flask, "worker"]), subprocess.Popen([*flask, "cron"])]
     click.echo(f"Groundswell is running on http://127.0.0.1:{port}  (Ctrl-C to stop)")
     try:
-        app.run(host="127.0.0.1", port=port, debug=True, use_reloader=False)
+        app.debug = True  # development server: tracebacks in the browser, /dev/outbox
+        run_simple("127.0.0.1", port, app, threaded=True, use_debugger=True)
     finally:
         for helper in helpers:
             helper.terminate()
