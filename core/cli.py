@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -79,6 +80,7 @@ def dev_command(port: int) -> None:
     flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
     helpers = [subprocess.Popen([*flask, "worker"]), subprocess.Popen([*flask, "cron"])]
     click.echo(f"Groundswell is running on http://127.0.0.1:{port}  (Ctrl-C to stop)")
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         app.debug = True  # development server: tracebacks in the browser, /dev/outbox
         run_simple("127.0.0.1", port, app, threaded=True, use_debugger=True)
@@ -90,6 +92,10 @@ def dev_command(port: int) -> None:
                 helper.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 helper.kill()
+
+
+def _stop_on_sigterm(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def register(app: Flask) -> None:
