@@ -78,6 +78,16 @@ class RedisStore:
             )
         return state["connection"]
 
+    @staticmethod
+    def stop_embedded(app: Flask) -> None:
+        """Save and stop the embedded server if this process started it."""
+        server = app.extensions["redis_store"].get("embedded")
+        if server is not None:
+            try:
+                server.shutdown(save=True, now=True, force=True)
+            except RedisError:
+                pass  # already gone
+
     @property
     def connection(self) -> Redis:
         return self.connect(current_app)
