@@ -92,7 +92,6 @@ def dev_command(port: int) -> None:
                 helper.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 helper.kill()
-        redis_store.stop_embedded(app)
 
 
 def _stop_on_sigterm(signum, frame) -> None:

