@@ -71,7 +71,9 @@ def seed_demo_command() -> None:
 
 
 @click.command("dev")
-@click.option("--port", type=int, default=lambda: int(os.environ.get("PORT", 5000)), show_default="5000")
+@click.option(
+    "--port", type=int, default=lambda: int(os.environ.get("PORT", 5000)), show_default="5000"
+)
 @with_appcontext
 def dev_command(port: int) -> None:
     """Serve the app on 127.0.0.1 with a worker and the scheduler beside it; Ctrl-C stops all."""

@@ -7,6 +7,7 @@ from email.policy import default as default_policy
 
 from flask import Blueprint, abort, current_app, jsonify, render_template
 from flask_login import current_user
+from markupsafe import Markup
 from sqlalchemy import text
 
 from core.extensions import db, redis_store
@@ -20,11 +21,8 @@ dev_bp = Blueprint("dev", __name__, url_prefix="/dev")
 @bp.get("/")
 def home():
     member = current_user if current_user.is_authenticated else None
-    sections = [
-        html
-        for _, html in home_sections.send(current_app._get_current_object(), member=member)
-        if html
-    ]
+    results = home_sections.send(current_app._get_current_object(), member=member)
+    sections = [Markup(html) for _, html in results if html]
     return render_template("core/home.html", sections=sections)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flask import current_app
+from markupsafe import Markup
 from sqlalchemy import select
 
 from core import ratelimit
@@ -196,7 +197,7 @@ def change_password(member: Member, new_password: str) -> None:
 def profile_html(member: Member) -> list[Any]:
     """Sections that features contribute to the member's profile page."""
     results = profile_sections.send(current_app._get_current_object(), member=member)
-    return [html for _, html in results if html]
+    return [Markup(html) for _, html in results if html]
 
 
 def export_data(member: Member) -> dict[str, Any]:

@@ -602,10 +602,14 @@ def find_petitions(
         query = query.where(Petition.city_slug == city_slug(city))
     if topic:
         query = query.where(Petition.topic == topic)
-    if q:
-        words = q.replace("\\", "").replace("%", "").replace("_", " ").strip()
-        pattern = f"%{words}%"
-        query = query.where(or_(Petition.title.ilike(pattern), Petition.ask.ilike(pattern)))
+    if q.strip():
+        words = q.strip()
+        query = query.where(
+            or_(
+                Petition.title.icontains(words, autoescape=True),
+                Petition.ask.icontains(words, autoescape=True),
+            )
+        )
     order = {
         Sort.NEWEST: [Petition.opened_at.desc(), Petition.id.desc()],
         Sort.MOST_SIGNED: [Petition.signature_count.desc(), Petition.id.desc()],
@@ -744,7 +748,7 @@ def signatures_csv(petition: Petition) -> str:
                 _csv_safe(signature.city),
                 signature.confirmed_at.isoformat() if signature.confirmed_at else "",
                 _csv_safe(signature.comment or ""),
-                signature.email if signature.wants_updates else "",
+                _csv_safe(signature.email) if signature.wants_updates else "",
             ]
         )
     return buffer.getvalue()
@@ -833,12 +837,11 @@ def started_by(member: Member) -> list[Petition]:
 
 
 def _member_signatures(member: Member):
-    return select(Signature).where(
-        or_(
-            Signature.member_id == member.id,
-            Signature.email_key == normalise_signer_email(member.email),
-        )
-    )
+    # An address counts as the member's only once they have proved they read it.
+    mine = Signature.member_id == member.id
+    if member.is_confirmed:
+        mine = or_(mine, Signature.email_key == normalise_signer_email(member.email))
+    return select(Signature).where(mine)
 
 
 @data_export.connect

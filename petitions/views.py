@@ -68,7 +68,7 @@ def index():
         topic=args.get("topic", "") if args.get("topic") in dict(TOPICS) else "",
         state=args.get("state", PetitionState.OPEN),
         sort=args.get("sort", services.Sort.TRENDING),
-        page=int(page) if page.isdigit() and len(page) < 7 else 1,
+        page=int(page) if page.isascii() and page.isdigit() and len(page) < 7 else 1,
     )
     return render_template(
         "petitions/index.html", result=result, topics=TOPICS, sorts=services.Sort, args=args
