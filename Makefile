@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 FLASK  := $(BIN)/flask --app wsgi
 PORT   ?= 5000
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format clean
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,6 @@ lint: install
 format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
-
-bench: install
-	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache *.egg-info
