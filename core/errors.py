@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Flask, render_template
+from flask import Flask, abort, render_template, request
 from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
@@ -37,8 +37,16 @@ def render_error(error: HTTPException):
     return response
 
 
+def refuse_nul_bytes() -> None:
+    """No field of ours has a use for NUL, and PostgreSQL refuses text that holds one."""
+    values = [*request.args.values(), *(request.view_args or {}).values()]
+    if any(isinstance(value, str) and "\x00" in value for value in values):
+        abort(400)
+
+
 def register(app: Flask) -> None:
     """Install the handlers on ``app``."""
+    app.before_request(refuse_nul_bytes)
     app.register_error_handler(HTTPException, render_error)
 
     def service_down(error: Exception):

@@ -403,7 +403,9 @@ def _hour(moment: datetime) -> datetime:
 
 def _lock_petition(petition_id: int) -> Petition | None:
     # Serialises tallies of one petition on PostgreSQL; SQLite serialises all writers anyway.
-    return db.session.scalar(select(Petition).where(Petition.id == petition_id).with_for_update())
+    return db.session.scalar(
+        select(Petition).where(Petition.id == petition_id).with_for_update(of=Petition)
+    )
 
 
 def tally(petition_id: int) -> list[int]:

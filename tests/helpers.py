@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -12,6 +14,7 @@ from pathlib import Path
 
 from aiosmtpd.controller import Controller
 from flask import Flask
+from redis import Redis
 
 CSRF_PATTERN = re.compile(
     r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"'
@@ -44,6 +47,18 @@ def links_in(message: EmailMessage) -> list[str]:
 def path_of(link: str) -> str:
     """The path of an absolute link, for the test client."""
     return re.sub(r"^https?://[^/]+", "", link)
+
+
+@contextmanager
+def redis_down(app: Flask) -> Iterator[None]:
+    """Point the app at a port where no Redis listens, so every command fails to connect."""
+    state = app.extensions["redis_store"]
+    working = state["connection"]
+    state["connection"] = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    try:
+        yield
+    finally:
+        state["connection"] = working
 
 
 class MailBox:

@@ -7,7 +7,7 @@ from redis import Redis
 from werkzeug.routing import IntegerConverter
 
 from core.extensions import redis_store
-from tests.helpers import csrf_token
+from tests.helpers import csrf_token, redis_down
 
 
 def test_healthz_reports_database_and_redis(client):
@@ -17,24 +17,15 @@ def test_healthz_reports_database_and_redis(client):
 
 
 def test_healthz_is_503_when_redis_is_unreachable(app, client):
-    state = app.extensions["redis_store"]
-    working = state["connection"]
-    # Nothing listens on port 1, so every command fails to connect.
-    state["connection"] = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
-    try:
+    with redis_down(app):
         response = client.get("/healthz")
-    finally:
-        state["connection"] = working
     assert response.status_code == 503
     assert response.json["redis"] == "down"
     assert response.json["database"] == "ok"
 
 
 def test_pages_answer_503_not_500_when_redis_is_down(app, client):
-    state = app.extensions["redis_store"]
-    working = state["connection"]
-    state["connection"] = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5)
-    try:
+    with redis_down(app):
         page = client.get("/register")
         response = client.post(
             "/register",
@@ -47,8 +38,6 @@ def test_pages_answer_503_not_500_when_redis_is_down(app, client):
                 "city": "Lisbon",
             },
         )
-    finally:
-        state["connection"] = working
     assert response.status_code == 503
     assert "Temporarily unavailable" in response.text
 

@@ -11,7 +11,6 @@ from sqlalchemy import func, select, update
 
 from core.db import utcnow
 from core.extensions import db
-from members.models import Member
 from petitions import jobs, services
 from petitions.models import (
     Milestone,
@@ -22,36 +21,24 @@ from petitions.models import (
     SignatureState,
     UpdateDelivery,
 )
-from tests.helpers import csrf_token, links_in, path_of, submit
-
-PASSWORD = "correct horse battery"
+from tests import factories
+from tests.factories import add_signature, add_signatures, make_member, member_by_email
+from tests.helpers import csrf_token, links_in, path_of, redis_down, submit
 
 
 def make_petition(app: Flask, organiser_email: str = "org@example.org", **changes) -> int:
-    """An open petition organised by a confirmed member; returns its id."""
+    """An open petition on Alfama's holiday lets; returns its id."""
     with app.app_context():
-        organiser = db.session.scalar(select(Member).where(Member.email == organiser_email))
-        if organiser is None:
-            organiser = Member(
-                display_name="Olga", email=organiser_email, password=PASSWORD, city="Lisbon"
-            )
-            organiser.email_confirmed_at = utcnow()
-            db.session.add(organiser)
-            db.session.commit()
+        organiser = member_by_email(organiser_email) or make_member(organiser_email, "Olga")
         fields = {
             "title": "Cap holiday lets in Alfama",
             "ask": "Limit short-term rental licences so most homes are lived in all year.",
             "decision_maker_name": "Lisbon City Council",
             "decision_maker_role": "Municipal government",
-            "city": "Lisbon",
             "topic": "short-term-rentals",
-            "goal": 100,
-            "closes_at": utcnow() + timedelta(days=30),
             **changes,
         }
-        petition = services.create_petition(organiser, **fields)
-        services.publish(petition)
-        return petition.id
+        return factories.make_petition(organiser, **fields).id
 
 
 def sign_form(**changes) -> dict:
@@ -244,11 +231,7 @@ def test_ask_and_decision_maker_freeze_after_the_first_signature(app, client, au
     with app.app_context():
         petition = db.session.get(Petition, petition_id)
         services.edit_petition(petition, ask="A clearer ask, before anyone signed, is fine.")
-        services.sign(
-            petition,
-            services.SignerDetails("Rui", "rui@example.org", "Porto", None, True, False),
-            "1",
-        )
+        add_signature(petition, "Rui", confirm=False)
         with pytest.raises(PetitionError):
             services.edit_petition(petition, ask="A different ask after signing is not allowed.")
         with pytest.raises(PetitionError):
@@ -435,10 +418,8 @@ def test_unconfirmed_signatures_are_purged_after_seven_days(app):
     petition_id = make_petition(app)
     with app.app_context():
         petition = db.session.get(Petition, petition_id)
-        for n, email in enumerate(["old@example.org", "new@example.org"]):
-            services.sign(
-                petition, services.SignerDetails("X Y", email, "Porto", None, False, False), str(n)
-            )
+        for email in ["old@example.org", "new@example.org"]:
+            add_signature(petition, email=email, confirm=False)
         db.session.execute(
             update(Signature)
             .where(Signature.email == "old@example.org")
@@ -634,21 +615,9 @@ def test_signatures_confirmed_while_redis_is_down_are_counted_by_the_sweep(app, 
     petition_id = make_petition(app)
     with app.app_context():
         petition = db.session.get(Petition, petition_id)
-        services.sign(
-            petition,
-            services.SignerDetails("Rui", "rui@example.org", "Porto", None, True, False),
-            "1",
-        )
-        signature = db.session.scalar(select(Signature))
-        state = app.extensions["redis_store"]
-        working = state["connection"]
-        from redis import Redis
-
-        state["connection"] = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
-        try:
+        signature = add_signature(petition, "Rui", confirm=False)
+        with redis_down(app):
             assert services.confirm_signature(signature)  # saved, though no tally was queued
-        finally:
-            state["connection"] = working
         assert db.session.get(Petition, petition_id).signature_count == 0
         assert jobs.tally_stragglers() == 1
         db.session.expire_all()
@@ -659,15 +628,7 @@ def test_reconcile_repairs_drift(app):
     petition_id = make_petition(app)
     with app.app_context():
         petition = db.session.get(Petition, petition_id)
-        for n in range(3):
-            services.sign(
-                petition,
-                services.SignerDetails("X Y", f"x{n}@example.org", "Porto", None, True, False),
-                str(n),
-            )
-        for signature in db.session.scalars(select(Signature)):
-            signature.confirm()
-        db.session.commit()
+        add_signatures(petition, 3)
         services.tally(petition_id)
         db.session.execute(update(Petition).values(signature_count=42))
         db.session.commit()
@@ -680,15 +641,7 @@ def test_milestones_are_recorded_and_notified_once(app, outbox, run_jobs):
     petition_id = make_petition(app, goal=12)
     with app.app_context():
         petition = db.session.get(Petition, petition_id)
-        for n in range(12):
-            services.sign(
-                petition,
-                services.SignerDetails("X Y", f"x{n}@example.org", "Porto", None, True, False),
-                str(n),
-            )
-        for signature in db.session.scalars(select(Signature)):
-            signature.confirm()
-        db.session.commit()
+        add_signatures(petition, 12)
         reached = services.tally(petition_id)
         assert reached == [10, 12]
         # A second tally or a reconcile over the same counts reaches nothing new.
@@ -717,19 +670,9 @@ def test_updates_reach_opted_in_signers_once(app, client, auth, outbox, run_jobs
     petition_id = make_petition(app, organiser_email="ana@example.org")
     with app.app_context():
         petition = db.session.get(Petition, petition_id)
-        for n, wants in enumerate([True, True, False]):
-            services.sign(
-                petition,
-                services.SignerDetails("X Y", f"x{n}@example.org", "Porto", None, True, wants),
-                str(n),
-            )
-        pending = services.SignerDetails("P Q", "pending@example.org", "Porto", None, True, True)
-        services.sign(petition, pending, "9")
-        for signature in db.session.scalars(
-            select(Signature).where(Signature.email != "pending@example.org")
-        ):
-            signature.confirm()
-        db.session.commit()
+        add_signatures(petition, 2, wants_updates=True)
+        add_signature(petition, email="quiet@example.org", wants_updates=False)
+        add_signature(petition, email="pending@example.org", wants_updates=True, confirm=False)
     run_jobs()
     outbox.clear()
     response = submit(
@@ -758,15 +701,7 @@ def test_an_update_batch_interrupted_by_smtp_resumes_without_double_sending(
     petition_id = make_petition(app)
     with app.app_context():
         petition = db.session.get(Petition, petition_id)
-        for n in range(3):
-            services.sign(
-                petition,
-                services.SignerDetails("X Y", f"x{n}@example.org", "Porto", None, True, True),
-                str(n),
-            )
-        for signature in db.session.scalars(select(Signature)):
-            signature.confirm()
-        db.session.commit()
+        add_signatures(petition, 3, wants_updates=True)
         news = services.post_update(
             petition, title="News headline", body="Twenty characters of news at least."
         )
