@@ -7,6 +7,8 @@ from typing import Any
 from flask import request
 from flask_wtf import FlaskForm
 from werkzeug.datastructures import ImmutableMultiDict
+from wtforms import EmailField
+from wtforms.validators import Email, InputRequired, Length
 
 # The status for a form that was posted but did not validate.
 INVALID_FORM_STATUS = 422
@@ -42,6 +44,21 @@ class Form(FlaskForm):
                 field.errors = [*field.errors, "Please remove the unusual characters here."]
                 valid = False
         return valid
+
+
+def email_field(label: str = "Email address", description: str = "") -> EmailField:
+    """An email input with the same limits and messages everywhere."""
+    return EmailField(
+        label,
+        description=description,
+        filters=[strip_whitespace],
+        validators=[
+            InputRequired("Please enter your email address."),
+            Length(max=254, message="An email address can be at most 254 characters."),
+            Email("Please enter a valid email address, like name@example.org."),
+        ],
+        render_kw={"autocomplete": "email"},
+    )
 
 
 class ActionForm(Form):

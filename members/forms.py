@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from wtforms import BooleanField, EmailField, PasswordField, StringField
-from wtforms.validators import Email, EqualTo, InputRequired, Length
+from wtforms import BooleanField, PasswordField, StringField
+from wtforms.validators import EqualTo, InputRequired, Length
 
-from core.forms import Form, strip_whitespace
+from core.forms import Form, email_field, strip_whitespace
 
 PASSWORD_HELP = "At least 10 characters. A few unrelated words make a strong password."
-
-
-def _email_field(label: str = "Email address") -> EmailField:
-    return EmailField(
-        label,
-        filters=[strip_whitespace],
-        validators=[
-            InputRequired("Please enter your email address."),
-            Length(max=254, message="An email address can be at most 254 characters."),
-            Email("Please enter a valid email address, like name@example.org."),
-        ],
-        render_kw={"autocomplete": "email"},
-    )
 
 
 def _new_password_fields() -> tuple[PasswordField, PasswordField]:
@@ -80,13 +67,13 @@ def _current_password_field() -> PasswordField:
 
 class RegisterForm(Form):
     display_name = _display_name_field()
-    email = _email_field()
+    email = email_field()
     password, confirm = _new_password_fields()
     city = _city_field()
 
 
 class LoginForm(Form):
-    email = _email_field()
+    email = email_field()
     password = PasswordField(
         "Password",
         validators=[InputRequired("Please enter your password.")],
@@ -96,7 +83,7 @@ class LoginForm(Form):
 
 
 class ResetRequestForm(Form):
-    email = _email_field()
+    email = email_field()
 
 
 class ResetPasswordForm(Form):
@@ -109,7 +96,7 @@ class ProfileForm(Form):
 
 
 class ChangeEmailForm(Form):
-    email = _email_field("New email address")
+    email = email_field("New email address")
     current_password = _current_password_field()
 
 

@@ -7,7 +7,6 @@ from datetime import UTC, date, datetime, timedelta
 from wtforms import (
     BooleanField,
     DateField,
-    EmailField,
     IntegerField,
     SelectField,
     StringField,
@@ -15,7 +14,6 @@ from wtforms import (
 )
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
-    Email,
     InputRequired,
     Length,
     NumberRange,
@@ -23,7 +21,7 @@ from wtforms.validators import (
     ValidationError,
 )
 
-from core.forms import Form, strip_whitespace
+from core.forms import Form, email_field, strip_whitespace
 from core.topics import TOPICS
 from petitions.models import DEFAULT_OPEN_DAYS, MAX_OPEN_DAYS
 
@@ -119,16 +117,7 @@ class _SignatureOptions(Form):
 
 class SignForm(_SignatureOptions):
     name = text_field("Your name", 100, minimum=2)
-    email = EmailField(
-        "Email address",
-        description="We send you a link to confirm your signature.",
-        filters=[strip_whitespace],
-        validators=[
-            InputRequired("Please enter your email address."),
-            Length(max=254, message="An email address can be at most 254 characters."),
-            Email("Please enter a valid email address, like name@example.org."),
-        ],
-    )
+    email = email_field(description="We send you a link to confirm your signature.")
     city = text_field("City or postcode", 80, minimum=2)
 
 

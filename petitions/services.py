@@ -652,20 +652,18 @@ def trending_near(city: str | None, limit: int = 6) -> list[Petition]:
     return list(db.session.scalars(query.order_by(*order).limit(limit)))
 
 
+def _named_signers(petition: Petition):
+    return select(Signature).where(
+        Signature.petition_id == petition.id,
+        Signature.state == SignatureState.CONFIRMED,
+        Signature.show_name.is_(True),
+    )
+
+
 def recent_signers(petition: Petition, limit: int = 10) -> list[Signature]:
     """The latest confirmed signers who chose to be shown, with their comments."""
-    return list(
-        db.session.scalars(
-            select(Signature)
-            .where(
-                Signature.petition_id == petition.id,
-                Signature.state == SignatureState.CONFIRMED,
-                Signature.show_name.is_(True),
-            )
-            .order_by(Signature.confirmed_at.desc())
-            .limit(limit)
-        )
-    )
+    query = _named_signers(petition).order_by(Signature.confirmed_at.desc()).limit(limit)
+    return list(db.session.scalars(query))
 
 
 def city_breakdown(petition: Petition, limit: int = 10) -> list[CityCount]:
@@ -719,17 +717,7 @@ def signature_chart(petition: Petition, width: int = 600, height: int = 160) -> 
 
 def public_signers(petition: Petition) -> list[Signature]:
     """Every confirmed signer who chose to be shown, for the delivery view."""
-    return list(
-        db.session.scalars(
-            select(Signature)
-            .where(
-                Signature.petition_id == petition.id,
-                Signature.state == SignatureState.CONFIRMED,
-                Signature.show_name.is_(True),
-            )
-            .order_by(Signature.confirmed_at)
-        )
-    )
+    return list(db.session.scalars(_named_signers(petition).order_by(Signature.confirmed_at)))
 
 
 def signatures_csv(petition: Petition) -> str:
