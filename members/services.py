@@ -14,7 +14,7 @@ from core.extensions import db
 from core.queue import default_retry, enqueue
 from core.tokens import make_token, read_token
 from members.models import Member, normalise_account_email
-from members.signals import account_deleting, data_export, profile_sections
+from members.signals import account_deleting, data_export, email_confirmed, profile_sections
 
 CONFIRM_PURPOSE = "confirm-email"
 RESET_PURPOSE = "reset-password"
@@ -82,6 +82,7 @@ def confirm_email(token: str) -> Member | None:
     if not member.confirm_email(email):
         return None
     db.session.commit()
+    email_confirmed.send(current_app._get_current_object(), member=member)
     return member
 
 

@@ -3,7 +3,8 @@
 Members never import the features; features connect receivers here:
 - ``profile_sections(member)``: return rendered HTML for the profile page, or None;
 - ``data_export(member)``: return a dict merged into the member's data download;
-- ``account_deleting(member)``: anonymise or remove the member's rows before deletion.
+- ``account_deleting(member)``: anonymise or remove the member's rows before deletion;
+- ``email_confirmed(member)``: the member proved they read their address.
 """
 
 from blinker import Namespace
@@ -13,3 +14,4 @@ signals = Namespace()
 profile_sections = signals.signal("profile-sections")
 data_export = signals.signal("data-export")
 account_deleting = signals.signal("account-deleting")
+email_confirmed = signals.signal("email-confirmed")

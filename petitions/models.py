@@ -259,7 +259,6 @@ class Milestone(db.Model):
     )
     threshold: Mapped[int] = mapped_column(primary_key=True)
     reached_at: Mapped[datetime] = mapped_column(default=utcnow)
-    notified_at: Mapped[datetime | None]
 
 
 class PetitionUpdate(db.Model):
@@ -274,17 +273,3 @@ class PetitionUpdate(db.Model):
     title: Mapped[str] = mapped_column(String(150))
     body: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class UpdateDelivery(db.Model):
-    """One update sent to one signer; the key makes a retried send a no-op."""
-
-    __tablename__ = "petition_update_deliveries"
-
-    update_id: Mapped[int] = mapped_column(
-        ForeignKey("petition_updates.id", ondelete="CASCADE"), primary_key=True
-    )
-    signature_id: Mapped[int] = mapped_column(
-        ForeignKey("signatures.id", ondelete="CASCADE"), primary_key=True
-    )
-    sent_at: Mapped[datetime | None]

@@ -9,6 +9,7 @@ import csv
 import io
 import math
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -25,8 +26,10 @@ from core.extensions import db, redis_store
 from core.places import city_slug
 from core.queue import default_retry, enqueue
 from core.tokens import make_token, read_token
+from core.urls import external_url
 from members.models import Member
 from members.signals import account_deleting, data_export
+from notifications.services import Recipient, address_confirmed, notify
 from petitions.models import (
     MILESTONES,
     PENDING_SIGNATURE_DAYS,
@@ -285,9 +288,7 @@ def sign_as_member(
         db.session.rollback()
         return SignOutcome.ALREADY_SIGNED
     request_tally(petition.id)
-    from petitions import jobs
-
-    enqueue(jobs.send_signature_receipt, existing.id, queue="high", retry=default_retry())
+    _tell_signer("signature_receipt", f"You signed: {petition.title}", existing)
     return SignOutcome.COUNTED
 
 
@@ -299,10 +300,20 @@ def _signature_by_key(petition_id: int, email_key: str) -> Signature | None:
     )
 
 
-def _queue_confirmation(signature: Signature) -> None:
-    from petitions import jobs
+def _tell_signer(kind: str, title: str, signature: Signature) -> None:
+    notify(
+        kind,
+        title=title,
+        link=external_url("petitions.show", petition_id=signature.petition_id),
+        payload={"signature_id": signature.id},
+        recipients=[Recipient(signature.email, signature.member_id, signature.name)],
+    )
 
-    enqueue(jobs.send_signature_confirmation, signature.id, queue="high", retry=default_retry())
+
+def _queue_confirmation(signature: Signature) -> None:
+    _tell_signer(
+        "confirm_signature", f"Confirm your signature: {signature.petition.title}", signature
+    )
 
 
 def _resend_confirmation(signature: Signature) -> bool:
@@ -356,6 +367,7 @@ def confirm_signature(signature: Signature) -> bool:
         return False
     db.session.commit()
     request_tally(signature.petition_id)
+    address_confirmed(signature.email)
     return True
 
 
@@ -523,40 +535,26 @@ def reconcile(petition_id: int) -> int:
 
 
 def _queue_milestone_notices(petition_id: int, thresholds: list[int]) -> None:
-    from petitions import jobs
-
+    petition = db.session.get(Petition, petition_id)
+    if petition is None or petition.organiser is None:
+        return
+    organiser = petition.organiser
     for threshold in thresholds:
-        enqueue(jobs.notify_milestone, petition_id, threshold, queue="high", retry=default_retry())
+        reached = "its goal of " if threshold == petition.goal else ""
+        notify(
+            "petition_milestone",
+            title=f"{petition.title} reached {reached}{threshold:,} signatures",
+            link=external_url("petitions.show", petition_id=petition_id),
+            payload={"petition_id": petition_id, "threshold": threshold},
+            recipients=[Recipient(organiser.email, organiser.id, organiser.display_name)],
+            # Told once, however many tallies or reconciliations cross the same count.
+            key=f"petition-milestone:{petition_id}:{threshold}",
+        )
 
 
 def after_tally(petition_id: int, reached: list[int]) -> None:
     """Tell the organiser about milestones this tally reached."""
     _queue_milestone_notices(petition_id, reached)
-
-
-def claim_milestone_notice(petition_id: int, threshold: int) -> bool:
-    """Mark a milestone as notified; only the first caller gets True."""
-    claimed = db.session.execute(
-        update(Milestone)
-        .where(
-            Milestone.petition_id == petition_id,
-            Milestone.threshold == threshold,
-            Milestone.notified_at.is_(None),
-        )
-        .values(notified_at=utcnow())
-    ).rowcount
-    db.session.commit()
-    return bool(claimed)
-
-
-def release_milestone_notice(petition_id: int, threshold: int) -> None:
-    """Undo a claim when sending failed, so that the retry can send."""
-    db.session.execute(
-        update(Milestone)
-        .where(Milestone.petition_id == petition_id, Milestone.threshold == threshold)
-        .values(notified_at=None)
-    )
-    db.session.commit()
 
 
 # --- reading ----------------------------------------------------------------------------
@@ -776,8 +774,6 @@ def visible_petition(petition_id: int, viewer: Member | None) -> Petition | None
 
 # --- updates to signers -----------------------------------------------------------------
 
-UPDATE_BATCH_SIZE = 200
-
 
 def post_update(petition: Petition, *, title: str, body: str) -> PetitionUpdate:
     """Publish news on the petition and email it to signers who opted in."""
@@ -786,29 +782,33 @@ def post_update(petition: Petition, *, title: str, body: str) -> PetitionUpdate:
     news = PetitionUpdate(petition_id=petition.id, title=title, body=body)
     db.session.add(news)
     db.session.commit()
-    from petitions import jobs
-
-    enqueue(jobs.fan_out_update, news.id, queue="bulk", retry=default_retry())
+    notify(
+        "petition_update",
+        title=f"{petition.title}: {title}",
+        link=external_url("petitions.show", petition_id=petition.id),
+        payload={"update_id": news.id},
+        audience="petition-update-signers",
+    )
     return news
 
 
-def update_recipient_batches(update_id: int) -> list[list[int]]:
-    """Ids of opted-in confirmed signers, in batches for the bulk queue."""
+def update_audience(update_id: int) -> Iterator[Recipient]:
+    """Confirmed signers of the update's petition who asked for updates."""
     news = db.session.get(PetitionUpdate, update_id)
     if news is None:
-        return []
-    ids = list(
-        db.session.scalars(
-            select(Signature.id)
-            .where(
-                Signature.petition_id == news.petition_id,
-                Signature.state == SignatureState.CONFIRMED,
-                Signature.wants_updates.is_(True),
-            )
-            .order_by(Signature.id)
+        return
+    rows = db.session.execute(
+        select(Signature.email, Signature.member_id, Signature.name)
+        .where(
+            Signature.petition_id == news.petition_id,
+            Signature.state == SignatureState.CONFIRMED,
+            Signature.wants_updates.is_(True),
         )
+        .order_by(Signature.id)
+        .execution_options(yield_per=1000)
     )
-    return [ids[i : i + UPDATE_BATCH_SIZE] for i in range(0, len(ids), UPDATE_BATCH_SIZE)]
+    for email, member_id, name in rows:
+        yield Recipient(email, member_id, name)
 
 
 # --- members' profiles, data and deletion ------------------------------------------------

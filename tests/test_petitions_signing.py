@@ -11,6 +11,8 @@ from sqlalchemy import func, select, update
 
 from core.db import utcnow
 from core.extensions import db
+from notifications import jobs as notification_jobs
+from notifications.models import Notification
 from petitions import jobs, services
 from petitions.models import (
     Milestone,
@@ -19,7 +21,6 @@ from petitions.models import (
     PetitionState,
     Signature,
     SignatureState,
-    UpdateDelivery,
 )
 from tests import factories
 from tests.factories import add_signature, add_signatures, make_member, member_by_email
@@ -659,7 +660,11 @@ def test_milestones_are_recorded_and_notified_once(app, outbox, run_jobs):
     with app.app_context():
         milestones = db.session.scalars(select(Milestone)).all()
         assert sorted(m.threshold for m in milestones) == [10, 12]
-        assert all(m.notified_at is not None for m in milestones)
+        told = select(Notification.key).where(Notification.kind == "petition_milestone")
+        assert db.session.scalars(told.order_by(Notification.key)).all() == [
+            f"petition-milestone:{petition_id}:10",
+            f"petition-milestone:{petition_id}:12",
+        ]
 
 
 # --- updates to signers ---------------------------------------------------------------
@@ -687,32 +692,11 @@ def test_updates_reach_opted_in_signers_once(app, client, auth, outbox, run_jobs
     run_jobs()
     assert sorted(m["To"] for m in outbox.messages()) == ["x0@example.org", "x1@example.org"]
     with app.app_context():
-        update_id = db.session.scalar(select(UpdateDelivery.update_id))
-        ids = [d.signature_id for d in db.session.scalars(select(UpdateDelivery))]
-        # Running a batch again (a retry after a crash) sends nothing new.
-        assert jobs.send_update_batch(update_id, ids) == 0
+        # Fanning out again (a retry after a crash) sends nothing new.
+        notification = db.session.scalar(
+            select(Notification).where(Notification.kind == "petition_update")
+        )
+        notification_jobs.fan_out(notification.id)
+    run_jobs()
     assert len(outbox.messages()) == 2
     assert "We meet the council" in client.get(f"/petitions/{petition_id}").text
-
-
-def test_an_update_batch_interrupted_by_smtp_resumes_without_double_sending(
-    app, outbox, smtp_sink, run_jobs
-):
-    petition_id = make_petition(app)
-    with app.app_context():
-        petition = db.session.get(Petition, petition_id)
-        add_signatures(petition, 3, wants_updates=True)
-        news = services.post_update(
-            petition, title="News headline", body="Twenty characters of news at least."
-        )
-        ids = list(db.session.scalars(select(Signature.id).order_by(Signature.id)))
-        smtp_sink.reply = "421 4.7.0 try again later"
-        from core.mail import TemporaryMailError
-
-        with pytest.raises(TemporaryMailError):
-            jobs.send_update_batch(news.id, ids)
-        assert db.session.scalar(select(func.count()).select_from(UpdateDelivery)) == 0
-        smtp_sink.reply = None
-        assert jobs.send_update_batch(news.id, ids) == 3
-        assert jobs.send_update_batch(news.id, ids) == 0
-    assert sorted(m["To"] for m in smtp_sink.received) == [f"x{n}@example.org" for n in range(3)]

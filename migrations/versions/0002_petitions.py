@@ -63,7 +63,6 @@ def upgrade():
     sa.Column('petition_id', sa.Integer(), nullable=False),
     sa.Column('threshold', sa.Integer(), nullable=False),
     sa.Column('reached_at', sa.DateTime(timezone=True), nullable=False),
-    sa.Column('notified_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['petition_id'], ['petitions.id'], name=op.f('fk_petition_milestones_petition_id_petitions'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('petition_id', 'threshold', name=op.f('pk_petition_milestones'))
     )
@@ -108,14 +107,6 @@ def upgrade():
         batch_op.create_index('ix_signatures_petition_counted', ['petition_id', 'counted', 'state'], unique=False)
         batch_op.create_index('ix_signatures_state_created_at', ['state', 'created_at'], unique=False)
 
-    op.create_table('petition_update_deliveries',
-    sa.Column('update_id', sa.Integer(), nullable=False),
-    sa.Column('signature_id', sa.Integer(), nullable=False),
-    sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
-    sa.ForeignKeyConstraint(['signature_id'], ['signatures.id'], name=op.f('fk_petition_update_deliveries_signature_id_signatures'), ondelete='CASCADE'),
-    sa.ForeignKeyConstraint(['update_id'], ['petition_updates.id'], name=op.f('fk_petition_update_deliveries_update_id_petition_updates'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('update_id', 'signature_id', name=op.f('pk_petition_update_deliveries'))
-    )
     with op.batch_alter_table('members', schema=None) as batch_op:
         batch_op.add_column(sa.Column('is_moderator', sa.Boolean(), server_default=sa.false(), nullable=False))
 
@@ -125,7 +116,6 @@ def downgrade():
     with op.batch_alter_table('members', schema=None) as batch_op:
         batch_op.drop_column('is_moderator')
 
-    op.drop_table('petition_update_deliveries')
     with op.batch_alter_table('signatures', schema=None) as batch_op:
         batch_op.drop_index('ix_signatures_state_created_at')
         batch_op.drop_index('ix_signatures_petition_counted')
