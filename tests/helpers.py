@@ -95,7 +95,20 @@ class SMTPSink:
 
     received: list[EmailMessage] = field(default_factory=list)
     port: int = 0
-    reply: str | None = None  # set to e.g. "451 try later" to refuse messages
+    reply: str | None = None  # set to e.g. "451 try later" to refuse every message
+    refuse: set[str] = field(default_factory=set)  # addresses answered with 550
+    connections: int = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        self.connections += 1
+        session.host_name = hostname
+        return responses
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "550 5.1.1 no such mailbox"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         if self.reply:

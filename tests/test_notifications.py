@@ -1,0 +1,399 @@
+"""Notifications: deliveries recorded once, preferences, digests, unsubscribe, queues, SMTP."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from rq.registry import ScheduledJobRegistry
+from sqlalchemy import func, insert, select
+
+from core.db import utcnow
+from core.extensions import db
+from core.queue import get_queue, make_worker
+from notifications import jobs as notification_jobs
+from notifications import services
+from notifications.models import (
+    Delivery,
+    DeliveryState,
+    FailingAddress,
+    Frequency,
+    Notice,
+    Notification,
+)
+from petitions import services as petitions
+from petitions.models import Petition, Signature, SignatureState
+from tests.factories import add_signature, make_member, make_petition, member_by_email
+from tests.helpers import csrf_token, links_in, path_of, submit
+
+UPDATE = {"title": "We meet the council", "body": "On Monday we hand the signatures over."}
+
+
+def petition_with_signers(app, count: int, *, wants_updates: bool = True) -> int:
+    """An open petition with ``count`` confirmed signers, written in one statement."""
+    with app.app_context():
+        organiser = member_by_email("olga@example.org") or make_member()
+        petition = make_petition(organiser)
+        now = utcnow()
+        rows = [
+            {
+                "petition_id": petition.id,
+                "name": f"Signer {n}",
+                "email": f"s{n}@example.org",
+                "email_key": f"s{n}@example.org",
+                "city": "Lisbon",
+                "city_slug": "lisbon",
+                "show_name": False,
+                "wants_updates": wants_updates,
+                "state": SignatureState.CONFIRMED,
+                "counted": False,
+                "created_at": now,
+                "confirmed_at": now,
+            }
+            for n in range(count)
+        ]
+        if rows:
+            db.session.execute(insert(Signature), rows)
+            db.session.commit()
+        return petition.id
+
+
+def post_update(app, petition_id: int, title: str = UPDATE["title"]) -> int:
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        news = petitions.post_update(petition, title=title, body=UPDATE["body"])
+        return news.id
+
+
+def sent_to(outbox) -> list[str]:
+    return sorted(m["To"] for m in outbox.messages())
+
+
+# --- exactly once -----------------------------------------------------------------------
+
+
+def test_fan_out_run_twice_sends_once(app, outbox, run_jobs):
+    petition_id = petition_with_signers(app, 5)
+    post_update(app, petition_id)
+    run_jobs()
+    with app.app_context():
+        notification_id = db.session.scalar(select(Notification.id))
+        notification_jobs.fan_out(notification_id)
+        notification_jobs.fan_out(notification_id)
+    run_jobs()
+    assert sent_to(outbox) == [f"s{n}@example.org" for n in range(5)]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Delivery)) == 5
+
+
+def test_fan_out_killed_halfway_and_rerun_sends_each_message_once(app, outbox, run_jobs):
+    signers = services.BATCH_SIZE * 2 + 50  # three batches
+    petition_id = petition_with_signers(app, signers)
+    post_update(app, petition_id)
+    with app.app_context():
+        # The worker dies after the fan-out and one batch: two batches are left queued.
+        make_worker(simple=True).work(burst=True, max_jobs=2)
+        assert len(outbox.messages()) == services.BATCH_SIZE
+        # The fan-out runs again (say it was retried), queueing what is still pending.
+        notification_id = db.session.scalar(select(Notification.id))
+        notification_jobs.fan_out(notification_id)
+    run_jobs()
+    addresses = [m["To"] for m in outbox.messages()]
+    assert len(addresses) == signers
+    assert len(set(addresses)) == signers
+
+
+def test_a_delivery_claimed_by_a_crashed_worker_is_never_sent_again(app, outbox, run_jobs):
+    petition_id = petition_with_signers(app, 2)
+    post_update(app, petition_id)
+    with app.app_context():
+        make_worker(simple=True).work(burst=True, max_jobs=1)  # the fan-out only
+        first = db.session.scalar(select(Delivery).order_by(Delivery.id))
+        first.state = DeliveryState.SENDING  # claimed, then the worker died mid-send
+        db.session.commit()
+    run_jobs()
+    assert sent_to(outbox) == ["s1@example.org"]
+
+
+# --- queues and headers ---------------------------------------------------------------
+
+
+def test_high_queue_is_served_before_a_bulk_backlog(app, client, outbox, run_jobs):
+    petition_id = petition_with_signers(app, services.BATCH_SIZE * 3)
+    post_update(app, petition_id)
+    with app.app_context():
+        make_worker(simple=True).work(burst=True, max_jobs=1)  # fan-out: three bulk batches
+        assert get_queue("bulk").count == 3
+    url = f"/petitions/{petition_id}"
+    submit(client, url, {"name": "Rui", "email": "rui@example.org", "city": "Porto"}, f"{url}/sign")
+    with app.app_context():
+        make_worker(simple=True).work(burst=True, max_jobs=2)  # confirmation fan-out + send
+    assert sent_to(outbox) == ["rui@example.org"]
+    run_jobs()
+    assert len(outbox.messages()) == services.BATCH_SIZE * 3 + 1
+
+
+def test_bulk_mail_has_one_click_unsubscribe_headers_and_transactional_mail_does_not(
+    app, client, outbox, run_jobs
+):
+    petition_id = petition_with_signers(app, 0)
+    url = f"/petitions/{petition_id}"
+    form = {"name": "Rui", "email": "rui@example.org", "city": "Porto", "wants_updates": "y"}
+    submit(client, url, form, f"{url}/sign")
+    run_jobs()
+    confirmation = outbox.last_to("rui@example.org")
+    assert confirmation["List-Unsubscribe"] is None
+    assert confirmation["List-Unsubscribe-Post"] is None
+    submit(client, path_of(links_in(confirmation)[0]), {})
+    post_update(app, petition_id)
+    run_jobs()
+    update = outbox.last_to("rui@example.org")
+    assert update["Subject"].startswith("We meet the council")
+    assert update["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert re.fullmatch(
+        r"<http://localhost/notifications/unsubscribe/\S+>", update["List-Unsubscribe"]
+    )
+    body = update.get_body(("plain",)).get_content()
+    assert "/notifications/preferences/" in body
+    assert "/notifications/preferences/" in update.get_body(("html",)).get_content()
+
+
+# --- unsubscribe and preferences ------------------------------------------------------
+
+
+def _unsubscribe_path(message) -> str:
+    return urlsplit(message["List-Unsubscribe"].strip("<>")).path
+
+
+def test_one_click_unsubscribe_by_post_without_a_session(app, outbox, run_jobs):
+    petition_id = petition_with_signers(app, 2)
+    post_update(app, petition_id)
+    run_jobs()
+    path = _unsubscribe_path(outbox.last_to("s0@example.org"))
+
+    mail_client = app.test_client()  # no cookies, no CSRF token: as a mail client posts
+    assert mail_client.get(path).status_code == 200  # a GET changes nothing
+    with app.app_context():
+        assert services.frequency_for("email:s0@example.org", "petitions") == Frequency.IMMEDIATELY
+    response = mail_client.post(path, data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200 and "You are unsubscribed" in response.text
+    with app.app_context():
+        assert services.frequency_for("email:s0@example.org", "petitions") == Frequency.OFF
+
+    outbox.clear()
+    post_update(app, petition_id, title="Second update")
+    run_jobs()
+    assert sent_to(outbox) == ["s1@example.org"]
+
+
+def test_a_forged_unsubscribe_token_is_refused(app, client, outbox, run_jobs):
+    petition_id = petition_with_signers(app, 1)
+    post_update(app, petition_id)
+    run_jobs()
+    path = _unsubscribe_path(outbox.last_to("s0@example.org"))
+    forged = path[:-3] + ("abc" if not path.endswith("abc") else "xyz")
+    response = client.post(forged, data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 404
+    assert client.post("/notifications/unsubscribe/nonsense").status_code == 404
+    with app.app_context():
+        assert services.frequency_for("email:s0@example.org", "petitions") == Frequency.IMMEDIATELY
+
+
+def test_guests_manage_preferences_through_the_emailed_link(app, client, outbox, run_jobs):
+    petition_id = petition_with_signers(app, 1)
+    post_update(app, petition_id)
+    run_jobs()
+    link = next(u for u in links_in(outbox.last_to("s0@example.org")) if "/preferences/" in u)
+    response = submit(
+        client,
+        path_of(link),
+        {"petitions": "off", "campaigns": "daily", "meetups": "immediately", "decisions": "off"},
+    )
+    assert response.status_code == 302
+    with app.app_context():
+        assert services.preferences_of("email:s0@example.org") == {
+            "petitions": Frequency.OFF,
+            "campaigns": Frequency.DAILY,
+            "meetups": Frequency.IMMEDIATELY,
+            "decisions": Frequency.OFF,
+        }
+    bad = submit(client, path_of(link), {"petitions": "hourly"})
+    assert bad.status_code == 422 and "Not a valid choice" in bad.text
+    assert client.get("/notifications/preferences/forged").status_code == 404
+
+
+def test_off_means_nothing_and_daily_means_one_digest(app, client, auth, outbox, run_jobs):
+    petition_id = petition_with_signers(app, 0)
+    auth.member()
+    # The member signs in one click, asking for updates, then chooses a daily digest.
+    page = client.get(f"/petitions/{petition_id}")
+    client.post(
+        f"/petitions/{petition_id}/sign",
+        data={"csrf_token": csrf_token(page.text), "wants_updates": "y"},
+    )
+    prefs = {"petitions": "daily", "campaigns": "off", "meetups": "off", "decisions": "off"}
+    assert submit(client, "/notifications/preferences", prefs).status_code == 302
+    run_jobs()
+    outbox.clear()
+
+    post_update(app, petition_id, title="First update")
+    post_update(app, petition_id, title="Second update")
+    run_jobs()
+    assert outbox.messages() == []  # held for the digest
+    with app.app_context():
+        assert services.send_daily_digests() == 1
+        assert services.send_daily_digests() == 0  # nothing new: nothing sent
+    run_jobs()
+    digest = outbox.last_to("ana@example.org")
+    assert len(outbox.messages()) == 1
+    text = digest.get_body(("plain",)).get_content()
+    assert "First update" in text and "Second update" in text
+    assert digest["List-Unsubscribe"] is not None
+
+    outbox.clear()
+    prefs["petitions"] = "off"
+    submit(client, "/notifications/preferences", prefs)
+    post_update(app, petition_id, title="Third update")
+    run_jobs()
+    with app.app_context():
+        assert services.send_daily_digests() == 0
+    run_jobs()
+    assert outbox.messages() == []
+
+
+def test_transactional_mail_ignores_preferences(app, client, outbox, run_jobs):
+    petition_id = petition_with_signers(app, 0)
+    with app.app_context():
+        services.unsubscribe("email:rui@example.org", services.ALL_CATEGORIES)
+    url = f"/petitions/{petition_id}"
+    submit(client, url, {"name": "Rui", "email": "rui@example.org", "city": "Porto"}, f"{url}/sign")
+    run_jobs()
+    assert outbox.last_to("rui@example.org")["Subject"].startswith("Confirm your signature")
+
+
+# --- SMTP ------------------------------------------------------------------------------
+
+
+def test_a_451_is_retried_and_the_message_sent_once(app, client, smtp_sink, run_jobs):
+    petition_id = petition_with_signers(app, 0)
+    smtp_sink.reply = "451 4.3.0 mailbox busy, try later"
+    url = f"/petitions/{petition_id}"
+    submit(client, url, {"name": "Rui", "email": "rui@example.org", "city": "Porto"}, f"{url}/sign")
+    run_jobs()
+    assert smtp_sink.received == []
+    with app.app_context():
+        high = get_queue("high")
+        scheduled = ScheduledJobRegistry(queue=high)
+        job_ids = scheduled.get_job_ids()
+        assert len(job_ids) == 1  # waiting to be retried
+        delivery = db.session.scalar(select(Delivery))
+        assert delivery.state == DeliveryState.PENDING
+        # Bring the retry forward; the server accepts this time.
+        high.enqueue_job(high.fetch_job(job_ids[0]))
+        scheduled.remove(job_ids[0])
+    smtp_sink.reply = None
+    run_jobs()
+    run_jobs()
+    assert [m["To"] for m in smtp_sink.received] == ["rui@example.org"]
+
+
+def test_a_550_is_not_retried_and_marks_the_address_failing(app, smtp_sink, outbox, run_jobs):
+    petition_id = petition_with_signers(app, 2)
+    smtp_sink.refuse = {"s0@example.org"}
+    post_update(app, petition_id)
+    run_jobs()
+    assert [m["To"] for m in smtp_sink.received] == ["s1@example.org"]
+    with app.app_context():
+        failed = db.session.scalar(select(Delivery).where(Delivery.email == "s0@example.org"))
+        assert failed.state == DeliveryState.FAILED and failed.error.startswith("550")
+        assert db.session.get(FailingAddress, "s0@example.org") is not None
+        assert ScheduledJobRegistry(queue=get_queue("bulk")).count == 0  # no retry
+
+    # No more bulk mail to it, even once the server would accept...
+    smtp_sink.refuse = set()
+    smtp_sink.received.clear()
+    post_update(app, petition_id, title="Another update")
+    run_jobs()
+    assert [m["To"] for m in smtp_sink.received] == ["s1@example.org"]
+
+    # ...until the address is confirmed again, here by signing another petition.
+    with app.app_context():
+        other = make_petition(member_by_email("olga@example.org"), title="Another petition here")
+        add_signature(other, "Signer 0", email="s0@example.org", wants_updates=True)
+        assert db.session.get(FailingAddress, "s0@example.org") is None
+    smtp_sink.received.clear()
+    post_update(app, petition_id, title="Third update")
+    run_jobs()
+    assert sorted(m["To"] for m in smtp_sink.received) == ["s0@example.org", "s1@example.org"]
+
+
+def test_one_smtp_connection_serves_a_whole_batch(app, smtp_sink, run_jobs):
+    petition_id = petition_with_signers(app, 5)
+    post_update(app, petition_id)
+    run_jobs()
+    assert len(smtp_sink.received) == 5
+    assert smtp_sink.connections == 1
+
+
+# --- the notification centre --------------------------------------------------------------
+
+
+def test_members_see_notices_with_an_unread_count_and_mark_them_read(app, client, auth, run_jobs):
+    petition_id = petition_with_signers(app, 0)
+    auth.member()
+    page = client.get(f"/petitions/{petition_id}")
+    client.post(
+        f"/petitions/{petition_id}/sign",
+        data={"csrf_token": csrf_token(page.text), "wants_updates": "y"},
+    )
+    run_jobs()
+    post_update(app, petition_id, title="First update")
+    post_update(app, petition_id, title="Second update")
+    run_jobs()
+
+    centre = client.get("/notifications")
+    assert centre.status_code == 200
+    assert centre.text.index("Second update") < centre.text.index("First update")  # newest first
+    assert '<span class="count-badge">2<span class="visually-hidden"> unread</span>' in centre.text
+
+    with app.app_context():
+        member = member_by_email("ana@example.org")
+        newest = services.notices_for(member)[0]
+        notice_id, link = newest.id, newest.notification.link
+    opened = client.post(
+        f"/notifications/{notice_id}/read",
+        data={"csrf_token": csrf_token(centre.text), "open": "1"},
+    )
+    assert opened.status_code == 302 and opened.headers["Location"] == link
+    assert '<span class="count-badge">1<span' in client.get("/notifications").text
+
+    client.post("/notifications/read-all", data={"csrf_token": csrf_token(centre.text)})
+    assert "count-badge" not in client.get("/notifications").text
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).where(Notice.read_at.is_(None))) == 0
+
+
+def test_a_member_cannot_touch_another_members_notices(app, client, auth, run_jobs):
+    petition_id = petition_with_signers(app, 0)
+    auth.member()
+    page = client.get(f"/petitions/{petition_id}")
+    client.post(
+        f"/petitions/{petition_id}/sign",
+        data={"csrf_token": csrf_token(page.text), "wants_updates": "y"},
+    )
+    run_jobs()
+    post_update(app, petition_id)
+    run_jobs()
+    auth.logout()
+    auth.member(email="bo@example.org", name="Bo")
+    with app.app_context():
+        notice_id = db.session.scalar(select(Notice.id))
+    token = csrf_token(client.get("/notifications").text)
+    client.post(f"/notifications/{notice_id}/read", data={"csrf_token": token})
+    with app.app_context():
+        assert db.session.get(Notice, notice_id).read_at is None
+
+
+def test_the_notification_centre_needs_a_login(client):
+    assert client.get("/notifications").status_code == 302
+    assert client.get("/notifications/preferences").status_code == 302
