@@ -11,13 +11,22 @@ from sqlalchemy import select
 
 from core import ratelimit
 from core.extensions import db
-from core.queue import default_retry, enqueue
 from core.tokens import make_token, read_token
 from members.models import Member, normalise_account_email
-from members.signals import account_deleting, data_export, email_confirmed, profile_sections
+from members.signals import (
+    account_deleting,
+    account_mail_wanted,
+    data_export,
+    email_confirmed,
+    profile_sections,
+)
 
 CONFIRM_PURPOSE = "confirm-email"
 RESET_PURPOSE = "reset-password"
+
+
+def _app():
+    return current_app._get_current_object()
 
 
 def find_by_email(email: str) -> Member | None:
@@ -33,9 +42,7 @@ def register(*, display_name: str, email: str, password: str, city: str) -> Memb
     member, or None in that case.
     """
     if existing := find_by_email(email):
-        from members import jobs
-
-        enqueue(jobs.send_already_registered, existing.id, queue="high", retry=default_retry())
+        account_mail_wanted.send(_app(), member=existing, kind="already_registered")
         return None
     member = Member(display_name=display_name, email=email, password=password, city=city)
     db.session.add(member)
@@ -46,9 +53,7 @@ def register(*, display_name: str, email: str, password: str, city: str) -> Memb
 
 def send_confirmation(member: Member) -> None:
     """Queue the email that confirms the member's address (or new address)."""
-    from members import jobs
-
-    enqueue(jobs.send_email_confirmation, member.id, queue="high", retry=default_retry())
+    account_mail_wanted.send(_app(), member=member, kind="confirm_account")
 
 
 def confirmation_token(member: Member) -> str:
@@ -82,7 +87,7 @@ def confirm_email(token: str) -> Member | None:
     if not member.confirm_email(email):
         return None
     db.session.commit()
-    email_confirmed.send(current_app._get_current_object(), member=member)
+    email_confirmed.send(_app(), member=member)
     return member
 
 
@@ -137,9 +142,7 @@ def request_password_reset(email: str, address: str) -> None:
         return
     member = find_by_email(email)
     if member is not None:
-        from members import jobs
-
-        enqueue(jobs.send_password_reset, member.id, queue="high", retry=default_retry())
+        account_mail_wanted.send(_app(), member=member, kind="reset_password")
 
 
 def reset_token(member: Member) -> str:
@@ -197,7 +200,7 @@ def change_password(member: Member, new_password: str) -> None:
 
 def profile_html(member: Member) -> list[Any]:
     """Sections that features contribute to the member's profile page."""
-    results = profile_sections.send(current_app._get_current_object(), member=member)
+    results = profile_sections.send(_app(), member=member)
     return [Markup(html) for _, html in results if html]
 
 
@@ -216,13 +219,13 @@ def export_data(member: Member) -> dict[str, Any]:
             "created_at": member.created_at.isoformat(),
         }
     }
-    for _, section in data_export.send(current_app._get_current_object(), member=member):
+    for _, section in data_export.send(_app(), member=member):
         data.update(section or {})
     return data
 
 
 def delete_account(member: Member) -> None:
     """Delete the account; features first anonymise what they keep (signatures stay counted)."""
-    account_deleting.send(current_app._get_current_object(), member=member)
+    account_deleting.send(_app(), member=member)
     db.session.delete(member)
     db.session.commit()

@@ -4,7 +4,9 @@ Members never import the features; features connect receivers here:
 - ``profile_sections(member)``: return rendered HTML for the profile page, or None;
 - ``data_export(member)``: return a dict merged into the member's data download;
 - ``account_deleting(member)``: anonymise or remove the member's rows before deletion;
-- ``email_confirmed(member)``: the member proved they read their address.
+- ``email_confirmed(member)``: the member proved they read their address;
+- ``account_mail_wanted(member, kind)``: send ``confirm_account``, ``reset_password`` or
+  ``already_registered`` to the member (the notifications package does).
 """
 
 from blinker import Namespace
@@ -15,3 +17,4 @@ profile_sections = signals.signal("profile-sections")
 data_export = signals.signal("data-export")
 account_deleting = signals.signal("account-deleting")
 email_confirmed = signals.signal("email-confirmed")
+account_mail_wanted = signals.signal("account-mail-wanted")

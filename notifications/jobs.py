@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from core.extensions import db
 from core.queue import periodic
+from core.urls import external_url
+from members import services as members
+from members.models import Member
+from members.signals import account_mail_wanted
 from notifications import services
+from notifications.models import Delivery
 
 
 def fan_out(notification_id: int) -> int:
@@ -20,3 +26,63 @@ def deliver(delivery_ids: list[int]) -> int:
 def send_daily_digests() -> int:
     """Every morning: one email per person gathering what they chose to receive daily."""
     return services.send_daily_digests()
+
+
+# --- account messages: members raise a signal, and they are sent from here ------------
+
+
+@account_mail_wanted.connect
+def _send_account_mail(sender, member: Member, kind: str, **extra) -> None:
+    address = member.email_awaiting_confirmation if kind == "confirm_account" else member.email
+    if address is None:
+        return
+    services.notify(
+        kind,
+        title=ACCOUNT_TITLES[kind],
+        payload={"member_id": member.id, "email": address},
+        recipients=[services.Recipient(address, member.id, member.display_name)],
+    )
+
+
+ACCOUNT_TITLES = {
+    "confirm_account": "Confirm your email for Groundswell",
+    "reset_password": "Reset your Groundswell password",
+    "already_registered": "You already have a Groundswell account",
+}
+
+
+def _member(payload: dict) -> Member | None:
+    return db.session.get(Member, payload["member_id"])
+
+
+@services.message("confirm_account", transactional=True)
+def confirm_account_message(payload: dict, delivery: Delivery) -> dict | None:
+    """The link that confirms a member's address, while it still awaits confirmation."""
+    member = _member(payload)
+    if member is None or member.email_awaiting_confirmation != payload["email"]:
+        return None
+    token = members.confirmation_token(member)
+    return {"member": member, "link": external_url("members.confirm", token=token)}
+
+
+@services.message("reset_password", transactional=True)
+def reset_password_message(payload: dict, delivery: Delivery) -> dict | None:
+    """A single-use link to choose a new password."""
+    member = _member(payload)
+    if member is None:
+        return None
+    token = members.reset_token(member)
+    return {"member": member, "link": external_url("members.reset_password", token=token)}
+
+
+@services.message("already_registered", transactional=True)
+def already_registered_message(payload: dict, delivery: Delivery) -> dict | None:
+    """Someone tried to register with an address that has an account."""
+    member = _member(payload)
+    if member is None:
+        return None
+    return {
+        "member": member,
+        "login_link": external_url("members.login"),
+        "reset_link": external_url("members.request_reset"),
+    }

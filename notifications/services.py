@@ -375,21 +375,28 @@ def send_daily_digests(today: date | None = None) -> int:
             .where(Delivery.state == DeliveryState.DIGEST, Delivery.email == email)
             .order_by(Delivery.id)
         ).all()
-        first = held[0]
-        db.session.execute(
-            update(Delivery)
-            .where(Delivery.id.in_([d.id for d in held]))
-            .values(state=DeliveryState.DIGESTED)
-        )
+        # Someone who turned a category off since gets none of it.
+        wanted = [d for d in held if not _turned_off(d)]
+        for delivery in held:
+            delivery.state = DeliveryState.DIGESTED if delivery in wanted else DeliveryState.SKIPPED
+        if not wanted:
+            db.session.commit()
+            continue
+        first = wanted[0]
         notified = notify(
             "daily_digest",
             title=f"Your Groundswell digest for {today:%-d %B}",
-            payload={"delivery_ids": [d.id for d in held]},
+            payload={"delivery_ids": [d.id for d in wanted]},
             recipients=[Recipient(first.email, first.member_id, first.name)],
             key=f"digest:{email.lower()}:{today.isoformat()}",
         )
         digests += notified is not None
     return digests
+
+
+def _turned_off(delivery: Delivery) -> bool:
+    subscriber = subscriber_of(delivery.member_id, delivery.email)
+    return frequency_for(subscriber, delivery.notification.category) == Frequency.OFF
 
 
 @message("daily_digest")

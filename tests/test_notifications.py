@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 from rq.registry import ScheduledJobRegistry
@@ -250,13 +251,19 @@ def test_off_means_nothing_and_daily_means_one_digest(app, client, auth, outbox,
     assert "First update" in text and "Second update" in text
     assert digest["List-Unsubscribe"] is not None
 
+    # Held for tomorrow's digest, then turned off before it goes: nothing is sent.
     outbox.clear()
-    prefs["petitions"] = "off"
-    submit(client, "/notifications/preferences", prefs)
     post_update(app, petition_id, title="Third update")
     run_jobs()
+    prefs["petitions"] = "off"
+    submit(client, "/notifications/preferences", prefs)
+    post_update(app, petition_id, title="Fourth update")
+    run_jobs()
     with app.app_context():
-        assert services.send_daily_digests() == 0
+        tomorrow = utcnow().date() + timedelta(days=1)
+        assert services.send_daily_digests(today=tomorrow) == 0
+        states = db.session.scalars(select(Delivery.state).order_by(Delivery.id)).all()
+        assert states[-2:] == [DeliveryState.SKIPPED, DeliveryState.SKIPPED]
     run_jobs()
     assert outbox.messages() == []
 
