@@ -1,5 +1,7 @@
-"""Campaigns: member-led local campaigns with a funding disclosure."""
+"""Campaigns: member-led local campaigns with a decision-maker tracker and a funding disclosure."""
 
 from flask import Blueprint
 
 bp = Blueprint("campaigns", __name__)
+
+from campaigns import demo, jobs, views  # noqa: E402, F401  (routes, messages, demo data)

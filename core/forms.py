@@ -7,8 +7,8 @@ from typing import Any
 from flask import request
 from flask_wtf import FlaskForm
 from werkzeug.datastructures import ImmutableMultiDict
-from wtforms import EmailField
-from wtforms.validators import Email, InputRequired, Length
+from wtforms import EmailField, StringField, TextAreaField
+from wtforms.validators import Email, InputRequired, Length, Optional
 
 # The status for a form that was posted but did not validate.
 INVALID_FORM_STATUS = 422
@@ -59,6 +59,32 @@ def email_field(label: str = "Email address", description: str = "") -> EmailFie
         ],
         render_kw={"autocomplete": "email"},
     )
+
+
+def _text(label: str, maximum: int, *, minimum: int = 1, help: str = "", required: bool = True):
+    validators = [
+        InputRequired(f"Please fill in {label.lower()}.") if required else Optional(),
+        Length(
+            min=minimum,
+            max=maximum,
+            message=f"{label} must be {minimum} to {maximum} characters long."
+            if minimum > 1
+            else f"{label} can be at most {maximum} characters.",
+        ),
+    ]
+    return validators, {"label": label, "description": help, "filters": [strip_whitespace]}
+
+
+def text_field(label: str, maximum: int, **options) -> StringField:
+    """A one-line text input, trimmed, with its length bounded and explained."""
+    validators, kwargs = _text(label, maximum, **options)
+    return StringField(validators=validators, **kwargs)
+
+
+def text_area(label: str, maximum: int, **options) -> TextAreaField:
+    """A multi-line text input, trimmed, with its length bounded and explained."""
+    validators, kwargs = _text(label, maximum, **options)
+    return TextAreaField(validators=validators, **kwargs)
 
 
 class ActionForm(Form):

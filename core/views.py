@@ -5,14 +5,15 @@ from __future__ import annotations
 from email import message_from_bytes
 from email.policy import default as default_policy
 
-from flask import Blueprint, abort, current_app, jsonify, render_template
+from flask import Blueprint, abort, current_app, jsonify, redirect, render_template, url_for
 from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import text
 
 from core.extensions import db, redis_store
-from core.hooks import home_sections
+from core.hooks import city_sections, collect, home_sections
 from core.mail import outbox_folder
+from core.places import city_slug
 
 bp = Blueprint("core", __name__)
 dev_bp = Blueprint("dev", __name__, url_prefix="/dev")
@@ -21,9 +22,17 @@ dev_bp = Blueprint("dev", __name__, url_prefix="/dev")
 @bp.get("/")
 def home():
     member = current_user if current_user.is_authenticated else None
-    results = home_sections.send(current_app._get_current_object(), member=member)
-    sections = [Markup(html) for _, html in results if html]
-    return render_template("core/home.html", sections=sections)
+    sections = [Markup(html) for html in collect(home_sections, member=member)]
+    city = city_slug(member.city) if member else None
+    return render_template("core/home.html", sections=sections, city=city)
+
+
+@bp.get("/cities/<slug>")
+def city(slug: str):
+    if slug != city_slug(slug):
+        return redirect(url_for("core.city", slug=city_slug(slug)), 301)
+    sections = [Markup(html) for html in collect(city_sections, city_slug=slug)]
+    return render_template("core/city.html", name=slug.replace("-", " ").title(), sections=sections)
 
 
 def _database_ok() -> bool:

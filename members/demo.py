@@ -9,13 +9,13 @@ from core.db import utcnow
 from core.extensions import db
 from members.models import Member
 
-DEMO_EMAIL = "demo@groundswell.localhost"
+DEMO_EMAIL = "demo@groundswell.example.org"
 
 DEMO_PEOPLE = [
-    ("Ana Ribeiro", "ana@groundswell.localhost", "Lisbon"),
-    ("Jonas Weber", "jonas@groundswell.localhost", "Berlin"),
-    ("Marta Puig", "marta@groundswell.localhost", "Barcelona"),
-    ("Sam Okafor", "sam@groundswell.localhost", "London"),
+    ("Ana Ribeiro", "ana@groundswell.example.org", "Lisbon"),
+    ("Jonas Weber", "jonas@groundswell.example.org", "Berlin"),
+    ("Marta Puig", "marta@groundswell.example.org", "Barcelona"),
+    ("Sam Okafor", "sam@groundswell.example.org", "London"),
 ]
 
 

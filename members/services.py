@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from core import ratelimit
 from core.extensions import db
+from core.hooks import collect
 from core.tokens import make_token, read_token
 from members.models import Member, normalise_account_email
 from members.signals import (
@@ -200,8 +201,7 @@ def change_password(member: Member, new_password: str) -> None:
 
 def profile_html(member: Member) -> list[Any]:
     """Sections that features contribute to the member's profile page."""
-    results = profile_sections.send(_app(), member=member)
-    return [Markup(html) for _, html in results if html]
+    return [Markup(html) for html in collect(profile_sections, member=member)]
 
 
 def export_data(member: Member) -> dict[str, Any]:

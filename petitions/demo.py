@@ -16,7 +16,7 @@ from petitions.models import Petition, PetitionState, Signature, SignatureState
 
 DEMO_PETITIONS = [
     (
-        "demo@groundswell.localhost",
+        "demo@groundswell.example.org",
         "Cap short-term rentals in Alfama at one in five homes",
         "Limit new short-term rental licences in Alfama so that at least four in five homes "
         "are lived in all year, and publish the licence register every month.",
@@ -27,7 +27,7 @@ DEMO_PETITIONS = [
         320,
     ),
     (
-        "jonas@groundswell.localhost",
+        "jonas@groundswell.example.org",
         "Minimum pay per delivery for Berlin couriers",
         "Set a minimum payment per delivery that covers waiting time at restaurants, and "
         "require platforms to publish how pay is calculated.",
@@ -38,7 +38,7 @@ DEMO_PETITIONS = [
         140,
     ),
     (
-        "marta@groundswell.localhost",
+        "marta@groundswell.example.org",
         "Fair licence fees for Barcelona ride-hailing drivers",
         "Bring the licence fee for individual ride-hailing drivers in line with taxi "
         "licences, and let drivers who own their car apply directly.",
@@ -49,7 +49,7 @@ DEMO_PETITIONS = [
         60,
     ),
     (
-        "sam@groundswell.localhost",
+        "sam@groundswell.example.org",
         "Safe parking bays for London cargo bikes",
         "Create loading bays for cargo bikes on every high street in Hackney within two "
         "years, so couriers stop risking fines and collisions.",

@@ -10,44 +10,17 @@ from wtforms import (
     IntegerField,
     SelectField,
     StringField,
-    TextAreaField,
 )
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import (
     InputRequired,
-    Length,
     NumberRange,
-    Optional,
     ValidationError,
 )
 
-from core.forms import Form, email_field, strip_whitespace
+from core.forms import Form, email_field, strip_whitespace, text_area, text_field
 from core.topics import TOPICS
 from petitions.models import DEFAULT_OPEN_DAYS, MAX_OPEN_DAYS
-
-
-def _text(label: str, maximum: int, *, minimum: int = 1, help: str = "", required: bool = True):
-    validators = [
-        InputRequired(f"Please fill in {label.lower()}.") if required else Optional(),
-        Length(
-            min=minimum,
-            max=maximum,
-            message=f"{label} must be {minimum} to {maximum} characters long."
-            if minimum > 1
-            else f"{label} can be at most {maximum} characters.",
-        ),
-    ]
-    return validators, {"label": label, "description": help, "filters": [strip_whitespace]}
-
-
-def text_field(label: str, maximum: int, **options) -> StringField:
-    validators, kwargs = _text(label, maximum, **options)
-    return StringField(validators=validators, **kwargs)
-
-
-def text_area(label: str, maximum: int, **options) -> TextAreaField:
-    validators, kwargs = _text(label, maximum, **options)
-    return TextAreaField(validators=validators, **kwargs)
 
 
 def _default_closing_day() -> date:

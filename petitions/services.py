@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from core import ratelimit
 from core.db import add_to_count, dialect_insert, utcnow
 from core.extensions import db, redis_store
+from core.hooks import WorkSummary, linked_work, work_organised_by
 from core.places import city_slug
 from core.queue import default_retry, enqueue
 from core.tokens import make_token, read_token
@@ -866,3 +867,38 @@ def anonymise_member_signatures(sender, member: Member, **extra) -> None:
     """Signatures stay counted, without the name, email or comment of the deleted member."""
     for signature in db.session.scalars(_member_signatures(member)):
         signature.anonymise()
+
+
+# --- petitions on other features' pages ---------------------------------------------------
+
+
+@linked_work.connect
+def summarise_petitions(
+    sender, kind: str, ids: list[int], **extra
+) -> dict[int, WorkSummary] | None:
+    """Title, link and count of public petitions, for campaign pages."""
+    if kind != "petition":
+        return None
+    public = [PetitionState.OPEN, PetitionState.CLOSED, PetitionState.WON]
+    found = db.session.scalars(
+        select(Petition).where(Petition.id.in_(ids), Petition.state.in_(public))
+    )
+    return {
+        p.id: WorkSummary(
+            title=p.title,
+            endpoint="petitions.show",
+            values={"petition_id": p.id},
+            detail=f"{p.signature_count:,} of {p.goal:,} signatures · {p.state}",
+            when=p.opened_at,
+        )
+        for p in found
+    }
+
+
+@work_organised_by.connect
+def organises_petition(sender, kind: str, target_id: int, member: Member, **extra) -> bool | None:
+    """Whether ``member`` organises the petition, so may attach it to a campaign."""
+    if kind != "petition":
+        return None
+    petition = db.session.get(Petition, target_id)
+    return petition is not None and petition.organiser_id == member.id

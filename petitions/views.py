@@ -8,7 +8,7 @@ from flask import Response, abort, flash, redirect, render_template, request, ur
 from flask_login import current_user, login_required
 
 from core.forms import INVALID_FORM_STATUS, ActionForm, form_page
-from core.hooks import home_sections
+from core.hooks import city_sections, home_sections
 from core.topics import TOPICS, topic_label
 from members.signals import profile_sections
 from petitions import bp, services
@@ -319,3 +319,9 @@ def trending_on_home(sender, member=None, **extra):
 def started_on_profile(sender, member, **extra):
     petitions = services.started_by(member)
     return render_template("petitions/_profile.html", petitions=petitions) if petitions else None
+
+
+@city_sections.connect
+def open_petitions_in_city(sender, city_slug, **extra):
+    petitions = services.find_petitions(city=city_slug).items
+    return render_template("petitions/_city.html", petitions=petitions) if petitions else None

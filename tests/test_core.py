@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from redis import Redis
+from sqlalchemy import func, select
 from werkzeug.routing import IntegerConverter
 
-from core.extensions import redis_store
-from tests.helpers import csrf_token, redis_down
+from core.extensions import db, redis_store
+from members.models import Member
+from petitions.models import Petition
+from tests.helpers import csrf_token, redis_down, submit
 
 
 def test_healthz_reports_database_and_redis(client):
@@ -162,3 +168,24 @@ def test_embedded_redis_is_shared_by_every_client_of_the_instance(app):
         redis_store.connection.set("shared", "yes")
         other = Redis.from_url(app.extensions["redis_store"]["url"])
         assert other.get("shared") == b"yes"
+
+
+def test_seed_demo_loads_data_once_and_its_printed_login_works(app, client, run_jobs):
+    runner = app.test_cli_runner()
+    login_file = Path(app.instance_path) / "demo-login.txt"
+    login_file.unlink(missing_ok=True)
+    try:
+        first = runner.invoke(args=["seed-demo"])
+        assert first.exit_code == 0, first.output
+        email, password = re.search(r"Demo login: (\S+)\s+password: (\S+)", first.output).groups()
+        again = runner.invoke(args=["seed-demo"])
+        assert again.output == first.output  # printed again, not loaded twice
+        with app.app_context():
+            assert db.session.scalar(select(func.count()).select_from(Member)) == 5
+            assert db.session.scalar(select(func.count()).select_from(Petition)) == 4
+    finally:
+        login_file.unlink(missing_ok=True)
+    assert submit(client, "/login", {"email": email, "password": password}).status_code == 302
+    run_jobs()
+    for url in ("/", "/petitions", "/campaigns", "/cities/lisbon", "/account", "/notifications"):
+        assert client.get(url).status_code == 200, url

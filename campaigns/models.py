@@ -1,0 +1,304 @@
+"""Campaigns: the long game around one rule in one place, and who is behind it.
+
+Every campaign must say who funds it and how its organisers are tied to sharing-economy
+companies before it is published. The "industry-backed" label is derived from those
+declarations, so no one can switch it off.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.db import Timestamped, utcnow
+from core.extensions import db
+from members.models import Member
+
+
+class CampaignError(Exception):
+    """A change the campaign's current state does not allow."""
+
+
+class Status(StrEnum):
+    ACTIVE = "active"
+    WON = "won"
+    LOST = "lost"
+    PAUSED = "paused"
+    ARCHIVED = "archived"
+
+
+class Funding(StrEnum):
+    VOLUNTEER = "volunteer"  # volunteer-run, no funding
+    FUNDED = "funded"  # a list of funders follows
+
+
+class FunderKind(StrEnum):
+    INDIVIDUAL = "individual"
+    MEMBER_DUES = "member-dues"
+    FOUNDATION = "foundation"
+    COMPANY = "company"
+    UNION = "union"
+    OTHER = "other"
+
+
+FUNDER_KIND_LABELS = {
+    FunderKind.INDIVIDUAL: "Individual",
+    FunderKind.MEMBER_DUES: "Member dues",
+    FunderKind.FOUNDATION: "Foundation",
+    FunderKind.COMPANY: "Company",
+    FunderKind.UNION: "Union",
+    FunderKind.OTHER: "Other",
+}
+
+AMOUNT_BANDS = {
+    "under-1k": "Under €1,000",
+    "1k-10k": "€1,000 to €10,000",
+    "10k-50k": "€10,000 to €50,000",
+    "over-50k": "Over €50,000",
+}
+
+
+class Stance(StrEnum):
+    UNKNOWN = "unknown"
+    SUPPORTS = "supports"
+    UNDECIDED = "undecided"
+    OPPOSES = "opposes"
+
+
+class Campaign(Timestamped, db.Model):
+    """A member-led campaign for one change in one place."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (Index("ix_campaigns_status_city", "status", "city_slug"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    title: Mapped[str] = mapped_column(String(150))
+    summary: Mapped[str] = mapped_column(String(500))
+    change_wanted: Mapped[str] = mapped_column(Text)
+    city: Mapped[str] = mapped_column(String(80))
+    city_slug: Mapped[str] = mapped_column(String(80))
+    topic: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(10), default=Status.ACTIVE)
+    status_note: Mapped[str | None] = mapped_column(String(1000))
+    funding: Mapped[str | None] = mapped_column(String(10))
+    published_at: Mapped[datetime | None]
+
+    organisers: Mapped[list[CampaignOrganiser]] = relationship(
+        back_populates="campaign", cascade="all, delete-orphan", order_by="CampaignOrganiser.id"
+    )
+    funders: Mapped[list[Funder]] = relationship(cascade="all, delete-orphan", order_by="Funder.id")
+    decision_makers: Mapped[list[DecisionMaker]] = relationship(
+        back_populates="campaign", cascade="all, delete-orphan", order_by="DecisionMaker.id"
+    )
+
+    @property
+    def is_published(self) -> bool:
+        return self.published_at is not None
+
+    @property
+    def owner(self) -> CampaignOrganiser | None:
+        return next((o for o in self.organisers if o.is_owner), None)
+
+    def organiser_for(self, member: Member | None) -> CampaignOrganiser | None:
+        if member is None or not getattr(member, "is_authenticated", False):
+            return None
+        return next((o for o in self.organisers if o.member_id == member.id), None)
+
+    def is_organised_by(self, member: Member | None) -> bool:
+        return self.organiser_for(member) is not None
+
+    @property
+    def disclosure_missing(self) -> list[str]:
+        """What still has to be declared before publishing."""
+        missing = []
+        if self.funding is None:
+            missing.append("who funds the campaign")
+        elif self.funding == Funding.FUNDED and not self.funders:
+            missing.append("at least one funder")
+        missing.extend(
+            f"the affiliations of {o.member.display_name if o.member else 'an organiser'}"
+            for o in self.organisers
+            if o.affiliation_declared_at is None
+        )
+        return missing
+
+    @property
+    def industry_backed(self) -> bool:
+        """Company money, or an organiser paid by a company in this campaign's own topic."""
+        company_money = self.funding == Funding.FUNDED and any(
+            f.kind == FunderKind.COMPANY for f in self.funders
+        )
+        tied = any(
+            o.affiliation_company and o.affiliation_topic == self.topic for o in self.organisers
+        )
+        return company_money or tied
+
+    def publish(self) -> None:
+        """Make the campaign public; only with a complete disclosure."""
+        if self.is_published:
+            raise CampaignError("This campaign is already published.")
+        if missing := self.disclosure_missing:
+            raise CampaignError("Before publishing, please declare " + "; ".join(missing) + ".")
+        self.published_at = utcnow()
+
+    def change_status(self, status: Status, note: str) -> None:
+        if status == self.status:
+            raise CampaignError(f"The campaign is already {status}.")
+        self.status, self.status_note = status, note
+
+
+class CampaignOrganiser(db.Model):
+    """A member who runs a campaign, with their declared ties to sharing-economy companies."""
+
+    __tablename__ = "campaign_organisers"
+    __table_args__ = (UniqueConstraint("campaign_id", "member_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    member_id: Mapped[int | None] = mapped_column(
+        ForeignKey("members.id", ondelete="SET NULL"), index=True
+    )
+    is_owner: Mapped[bool] = mapped_column(default=False)
+    affiliation_declared_at: Mapped[datetime | None]
+    # None with a declaration date means "no paid relationship".
+    affiliation_company: Mapped[str | None] = mapped_column(String(100))
+    affiliation_topic: Mapped[str | None] = mapped_column(String(40))
+    affiliation_details: Mapped[str | None] = mapped_column(String(300))
+
+    campaign: Mapped[Campaign] = relationship(back_populates="organisers")
+    member: Mapped[Member | None] = relationship(lazy="joined")
+
+    def declare_affiliation(
+        self, company: str | None, topic: str | None, details: str | None
+    ) -> None:
+        self.affiliation_company = company or None
+        self.affiliation_topic = topic if company else None
+        self.affiliation_details = details if company else None
+        self.affiliation_declared_at = utcnow()
+
+
+class Funder(db.Model):
+    __tablename__ = "campaign_funders"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(150))
+    kind: Mapped[str] = mapped_column(String(20))
+    amount_band: Mapped[str] = mapped_column(String(20))
+
+
+class DisclosureRecord(db.Model):
+    """A dated snapshot of the disclosure, kept whenever it changes."""
+
+    __tablename__ = "campaign_disclosure_history"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    summary: Mapped[str] = mapped_column(Text)
+    industry_backed: Mapped[bool] = mapped_column(default=False)
+
+
+class DecisionMaker(db.Model):
+    """Someone who can make the change, and where they stand."""
+
+    __tablename__ = "campaign_decision_makers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(150))
+    role: Mapped[str] = mapped_column(String(150))
+    body: Mapped[str] = mapped_column(String(150))
+    stance: Mapped[str] = mapped_column(String(10), default=Stance.UNKNOWN)
+
+    campaign: Mapped[Campaign] = relationship(back_populates="decision_makers")
+    history: Mapped[list[StanceChange]] = relationship(
+        cascade="all, delete-orphan", order_by="StanceChange.id.desc()"
+    )
+
+    def record_stance(self, stance: Stance, note: str, source_url: str | None) -> StanceChange:
+        change = StanceChange(stance=stance, note=note, source_url=source_url or None)
+        self.history.append(change)
+        self.stance = stance
+        return change
+
+
+class StanceChange(db.Model):
+    __tablename__ = "campaign_stance_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    decision_maker_id: Mapped[int] = mapped_column(
+        ForeignKey("campaign_decision_makers.id", ondelete="CASCADE"), index=True
+    )
+    stance: Mapped[str] = mapped_column(String(10))
+    note: Mapped[str] = mapped_column(String(1000))
+    source_url: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class StatusChange(db.Model):
+    __tablename__ = "campaign_status_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    status: Mapped[str] = mapped_column(String(10))
+    note: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CampaignUpdate(db.Model):
+    __tablename__ = "campaign_updates"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    title: Mapped[str] = mapped_column(String(150))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Follower(db.Model):
+    """A supporter: a member, or a guest whose email is confirmed."""
+
+    __tablename__ = "campaign_followers"
+    __table_args__ = (UniqueConstraint("campaign_id", "email_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    member_id: Mapped[int | None] = mapped_column(
+        ForeignKey("members.id", ondelete="CASCADE"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(254))
+    email_key: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    confirmed_at: Mapped[datetime | None]
+
+
+class LinkedWork(db.Model):
+    """A petition or meetup attached to a campaign."""
+
+    __tablename__ = "campaign_links"
+    __table_args__ = (UniqueConstraint("campaign_id", "kind", "target_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(
+        ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
+    )
+    kind: Mapped[str] = mapped_column(String(20))
+    target_id: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

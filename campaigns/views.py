@@ -1,0 +1,411 @@
+"""Campaign pages. Each view reads a form, calls a service and redirects or renders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import abort, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+
+from campaigns import bp, services
+from campaigns.forms import (
+    AffiliationForm,
+    AttachForm,
+    CampaignForm,
+    DecisionMakerForm,
+    FollowForm,
+    FunderForm,
+    FundingForm,
+    NewCampaignForm,
+    OrganiserForm,
+    StanceForm,
+    StatusForm,
+    UpdateForm,
+)
+from campaigns.models import (
+    AMOUNT_BANDS,
+    FUNDER_KIND_LABELS,
+    Campaign,
+    CampaignError,
+    Funding,
+    Stance,
+    Status,
+)
+from core.forms import INVALID_FORM_STATUS, ActionForm, form_page
+from core.hooks import city_sections, home_sections
+from core.topics import TOPICS, topic_label
+from members.signals import profile_sections
+
+CAMPAIGN_FIELDS = ("title", "summary", "change_wanted", "city", "topic")
+MAKER_FIELDS = ("name", "role", "body")
+
+
+def _viewer():
+    return current_user if current_user.is_authenticated else None
+
+
+def _campaign_or_404(campaign_id: int) -> Campaign:
+    return services.visible_campaign(campaign_id, _viewer()) or abort(404)
+
+
+def _organised_or_403(campaign_id: int) -> Campaign:
+    campaign = _campaign_or_404(campaign_id)
+    if not campaign.is_organised_by(_viewer()):
+        abort(403)
+    return campaign
+
+
+def _back(campaign: Campaign, anchor: str = ""):
+    return redirect(url_for("campaigns.show", campaign_id=campaign.id) + anchor)
+
+
+@bp.get("/campaigns")
+def index():
+    args = request.args
+    page = args.get("page", "1")
+    result = services.find_campaigns(
+        q=args.get("q", "")[:100],
+        city=args.get("city", "")[:80],
+        topic=args.get("topic", "") if args.get("topic") in dict(TOPICS) else "",
+        status=args.get("status", ""),
+        page=int(page) if page.isascii() and page.isdigit() and len(page) < 7 else 1,
+    )
+    return render_template(
+        "campaigns/index.html", result=result, topics=TOPICS, statuses=list(Status), args=args
+    )
+
+
+@bp.route("/campaigns/new", methods=["GET", "POST"])
+@login_required
+def new():
+    form = NewCampaignForm()
+    if form.validate_on_submit():
+        campaign = services.create_campaign(
+            current_user,
+            decision_maker={name: form[name].data for name in MAKER_FIELDS},
+            **{name: form[name].data for name in CAMPAIGN_FIELDS},
+        )
+        flash("Your campaign is saved. Declare who funds it, then publish it.", "success")
+        return redirect(url_for("campaigns.manage", campaign_id=campaign.id))
+    return form_page("campaigns/new.html", form)
+
+
+def _page_context(campaign: Campaign, **forms) -> dict:
+    return {
+        "follow_form": FollowForm(formdata=None),
+        "attach_form": AttachForm(formdata=None),
+        **forms,
+        "campaign": campaign,
+        "topic_label": topic_label(campaign.topic),
+        "is_organiser": campaign.is_organised_by(_viewer()),
+        "history": services.disclosure_history(campaign),
+        "statuses": services.status_history(campaign),
+        "updates": services.updates_for(campaign),
+        "followers": services.follower_count(campaign),
+        "following": services.is_following(campaign, _viewer()),
+        "linked": services.linked_summaries(campaign),
+        "funder_kinds": FUNDER_KIND_LABELS,
+        "amount_bands": AMOUNT_BANDS,
+        "action_form": ActionForm(formdata=None),
+    }
+
+
+@bp.get("/campaigns/<id:campaign_id>")
+def show(campaign_id: int):
+    campaign = _campaign_or_404(campaign_id)
+    return render_template("campaigns/show.html", **_page_context(campaign))
+
+
+# --- organisers' workshop ---------------------------------------------------------------
+
+MANAGE_FORMS: dict[str, type] = {
+    "details_form": CampaignForm,
+    "funding_form": FundingForm,
+    "funder_form": FunderForm,
+    "affiliation_form": AffiliationForm,
+    "organiser_form": OrganiserForm,
+    "maker_form": DecisionMakerForm,
+    "stance_form": StanceForm,
+    "status_form": StatusForm,
+    "update_form": UpdateForm,
+    "attach_form": AttachForm,
+}
+
+
+def _manage_page(campaign: Campaign, status: int = 200, **posted):
+    me = campaign.organiser_for(_viewer())
+    forms = {name: cls(formdata=None) for name, cls in MANAGE_FORMS.items()}
+    forms["details_form"] = CampaignForm(formdata=None, obj=campaign)
+    forms["funding_form"] = FundingForm(formdata=None, funding=campaign.funding)
+    forms["affiliation_form"] = AffiliationForm(
+        formdata=None,
+        company=me.affiliation_company,
+        topic=me.affiliation_topic or "",
+        details=me.affiliation_details,
+    )
+    forms["stance_forms"] = {
+        m.id: StanceForm(formdata=None, prefix=f"maker-{m.id}") for m in campaign.decision_makers
+    }
+    forms["stance_forms"].update(posted.pop("stance_forms", {}))
+    forms.update(posted)
+    return render_template(
+        "campaigns/manage.html", me=me, **forms, **_page_context(campaign)
+    ), status
+
+
+@bp.get("/campaigns/<id:campaign_id>/manage")
+@login_required
+def manage(campaign_id: int):
+    return _manage_page(_organised_or_403(campaign_id))
+
+
+def _organiser_action(
+    campaign_id: int,
+    form_name: str,
+    act: Callable[[Campaign, object], str],
+    *,
+    owner_only: bool = False,
+    prefix: str = "",
+):
+    """Validate the posted form, run ``act``, and redirect with its message or re-render."""
+    campaign = _organised_or_403(campaign_id)
+    if owner_only and not campaign.organiser_for(_viewer()).is_owner:
+        abort(403)
+    form = MANAGE_FORMS[form_name](prefix=prefix)
+    if form.validate():
+        try:
+            flash(act(campaign, form), "success")
+            return redirect(url_for("campaigns.manage", campaign_id=campaign.id))
+        except CampaignError as error:
+            form.form_errors.append(str(error))
+    if form_name == "stance_form":
+        maker_id = int(prefix.removeprefix("maker-"))
+        return _manage_page(campaign, INVALID_FORM_STATUS, stance_forms={maker_id: form})
+    return _manage_page(campaign, INVALID_FORM_STATUS, **{form_name: form})
+
+
+@bp.post("/campaigns/<id:campaign_id>/details")
+@login_required
+def edit_details(campaign_id: int):
+    def act(campaign, form):
+        services.edit_campaign(campaign, **{name: form[name].data for name in CAMPAIGN_FIELDS})
+        return "The campaign is saved."
+
+    return _organiser_action(campaign_id, "details_form", act)
+
+
+@bp.post("/campaigns/<id:campaign_id>/funding")
+@login_required
+def set_funding(campaign_id: int):
+    def act(campaign, form):
+        services.set_funding(campaign, Funding(form.funding.data))
+        return "The funding declaration is saved."
+
+    return _organiser_action(campaign_id, "funding_form", act)
+
+
+@bp.post("/campaigns/<id:campaign_id>/funders")
+@login_required
+def add_funder(campaign_id: int):
+    def act(campaign, form):
+        services.add_funder(
+            campaign, name=form.name.data, kind=form.kind.data, amount_band=form.amount_band.data
+        )
+        return f"{form.name.data} is listed as a funder."
+
+    return _organiser_action(campaign_id, "funder_form", act)
+
+
+@bp.post("/campaigns/<id:campaign_id>/funders/<id:funder_id>/remove")
+@login_required
+def remove_funder(campaign_id: int, funder_id: int):
+    def act(campaign, form):
+        services.remove_funder(campaign, funder_id)
+        return "The funder is removed from the list; the change is kept in the history."
+
+    return _organiser_action(campaign_id, "action_form", act)
+
+
+@bp.post("/campaigns/<id:campaign_id>/affiliation")
+@login_required
+def declare_affiliation(campaign_id: int):
+    def act(campaign, form):
+        services.declare_affiliation(
+            campaign.organiser_for(_viewer()),
+            company=form.company.data,
+            topic=form.topic.data,
+            details=form.details.data,
+        )
+        return "Your declaration is saved."
+
+    return _organiser_action(campaign_id, "affiliation_form", act)
+
+
+@bp.post("/campaigns/<id:campaign_id>/organisers")
+@login_required
+def add_organiser(campaign_id: int):
+    def act(campaign, form):
+        organiser = services.add_organiser(campaign, form.email.data)
+        return f"{organiser.member.display_name} is now a co-organiser."
+
+    return _organiser_action(campaign_id, "organiser_form", act, owner_only=True)
+
+
+@bp.post("/campaigns/<id:campaign_id>/organisers/<id:organiser_id>/remove")
+@login_required
+def remove_organiser(campaign_id: int, organiser_id: int):
+    def act(campaign, form):
+        services.remove_organiser(campaign, organiser_id)
+        return "The co-organiser is removed."
+
+    return _organiser_action(campaign_id, "action_form", act, owner_only=True)
+
+
+@bp.post("/campaigns/<id:campaign_id>/decision-makers")
+@login_required
+def add_decision_maker(campaign_id: int):
+    def act(campaign, form):
+        services.add_decision_maker(campaign, **{name: form[name].data for name in MAKER_FIELDS})
+        return f"{form.name.data} is added to the tracker."
+
+    return _organiser_action(campaign_id, "maker_form", act)
+
+
+@bp.post("/campaigns/<id:campaign_id>/decision-makers/<id:maker_id>/stance")
+@login_required
+def record_stance(campaign_id: int, maker_id: int):
+    def act(campaign, form):
+        services.record_stance(
+            campaign,
+            maker_id,
+            stance=Stance(form.stance.data),
+            note=form.note.data,
+            source_url=form.source_url.data,
+        )
+        return "The stance is updated."
+
+    return _organiser_action(campaign_id, "stance_form", act, prefix=f"maker-{maker_id}")
+
+
+@bp.post("/campaigns/<id:campaign_id>/status")
+@login_required
+def change_status(campaign_id: int):
+    def act(campaign, form):
+        services.change_status(campaign, Status(form.status.data), form.note.data)
+        return f"The campaign is now {form.status.data}."
+
+    return _organiser_action(campaign_id, "status_form", act)
+
+
+@bp.post("/campaigns/<id:campaign_id>/updates")
+@login_required
+def post_update(campaign_id: int):
+    def act(campaign, form):
+        services.post_update(campaign, title=form.title.data, body=form.body.data)
+        return "Your update is posted and on its way to followers."
+
+    return _organiser_action(campaign_id, "update_form", act)
+
+
+@bp.post("/campaigns/<id:campaign_id>/publish")
+@login_required
+def publish(campaign_id: int):
+    def act(campaign, form):
+        services.publish(campaign)
+        return "Your campaign is public."
+
+    return _organiser_action(campaign_id, "action_form", act)
+
+
+MANAGE_FORMS["action_form"] = ActionForm
+
+
+# --- supporters and linked work ---------------------------------------------------------------
+
+
+@bp.post("/campaigns/<id:campaign_id>/follow")
+def follow(campaign_id: int):
+    campaign = _campaign_or_404(campaign_id)
+    if not campaign.is_published:
+        abort(404)
+    if current_user.is_authenticated:
+        if not ActionForm().validate():
+            abort(400)
+        services.follow_as_member(campaign, current_user)
+        flash("You follow this campaign. Its updates will reach you.", "success")
+        return _back(campaign)
+    form = FollowForm()
+    if not form.validate():
+        context = _page_context(campaign, follow_form=form)
+        return render_template("campaigns/show.html", **context), INVALID_FORM_STATUS
+    services.follow_as_guest(campaign, name=form.name.data, email=form.email.data)
+    flash("Check your email: follow the link we sent to confirm.", "info")
+    return _back(campaign)
+
+
+@bp.post("/campaigns/<id:campaign_id>/unfollow")
+@login_required
+def unfollow(campaign_id: int):
+    campaign = _campaign_or_404(campaign_id)
+    if not ActionForm().validate():
+        abort(400)
+    services.unfollow(campaign, current_user)
+    flash("You no longer follow this campaign.", "info")
+    return _back(campaign)
+
+
+@bp.route("/campaigns/follows/<token>/confirm", methods=["GET", "POST"])
+def confirm_follow(token: str):
+    # As with every emailed link, only the POST from the page's button changes anything.
+    follower = services.follower_for_token(token) or abort(404)
+    form = ActionForm()
+    if form.validate_on_submit():
+        services.confirm_follow(follower)
+        flash("You follow this campaign. Thank you!", "success")
+        return redirect(url_for("campaigns.show", campaign_id=follower.campaign_id))
+    return form_page("campaigns/confirm_follow.html", form, follower=follower)
+
+
+@bp.post("/campaigns/<id:campaign_id>/links")
+@login_required
+def attach(campaign_id: int):
+    campaign = _campaign_or_404(campaign_id)
+    form = AttachForm()
+    if form.validate():
+        try:
+            services.attach_work(campaign, form.kind.data, form.target_id.data, current_user)
+        except CampaignError as error:
+            form.form_errors.append(str(error))
+        else:
+            flash(f"The {form.kind.data} is attached to the campaign.", "success")
+            return _back(campaign, "#linked-heading")
+    context = _page_context(campaign, attach_form=form)
+    return render_template("campaigns/show.html", **context), INVALID_FORM_STATUS
+
+
+# --- campaigns on shared pages -------------------------------------------------------------
+
+
+def _campaign_list(campaigns: list[Campaign], heading: str):
+    if not campaigns:
+        return None
+    return render_template("campaigns/_list.html", campaigns=campaigns, heading=heading)
+
+
+@home_sections.connect
+def campaigns_on_home(sender, member=None, **extra):
+    city = member.city if member else ""
+    campaigns = services.find_campaigns(city=city, status=Status.ACTIVE).items[:4]
+    if not campaigns:
+        campaigns = services.find_campaigns(status=Status.ACTIVE).items[:4]
+    return _campaign_list(campaigns, "Campaigns")
+
+
+@city_sections.connect
+def campaigns_in_city(sender, city_slug, **extra):
+    return _campaign_list(services.find_campaigns(city=city_slug).items, "Campaigns")
+
+
+@profile_sections.connect
+def campaigns_on_profile(sender, member, **extra):
+    return _campaign_list(services.organised_by(member), "Campaigns organised")
