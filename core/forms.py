@@ -21,6 +21,12 @@ def strip_whitespace(value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
+def _unusual_characters(field) -> set[str]:
+    # Line breaks belong in text areas only; elsewhere they could split an email header.
+    one_line = isinstance(field, StringField) and not isinstance(field, TextAreaField)
+    return _CONTROL_CHARACTERS | {"\r", "\n"} if one_line else _CONTROL_CHARACTERS
+
+
 class Form(FlaskForm):
     """Base for every form: checks the CSRF token and refuses control characters.
 
@@ -40,7 +46,7 @@ class Form(FlaskForm):
     def validate(self, extra_validators: Any = None) -> bool:
         valid = super().validate(extra_validators)
         for field in self:
-            if isinstance(field.data, str) and _CONTROL_CHARACTERS.intersection(field.data):
+            if isinstance(field.data, str) and _unusual_characters(field).intersection(field.data):
                 field.errors = [*field.errors, "Please remove the unusual characters here."]
                 valid = False
         return valid

@@ -35,7 +35,15 @@ class TemporaryMailError(MailError):
 
 
 class PermanentMailError(MailError):
-    """Retrying will not help: a 5xx reply for this recipient."""
+    """Retrying will not help: a 5xx reply to this message."""
+
+
+class AddressRefused(PermanentMailError):
+    """The server refused the recipient's address itself, for good."""
+
+
+# Long unsubscribe URLs must stay on one raw header line for mail clients to read them.
+MAIL_POLICY = SMTP_POLICY.clone(max_line_length=998)
 
 
 def render(
@@ -49,8 +57,9 @@ def render(
     text_template = current_app.jinja_env.get_template(f"email/{template}.txt")
     current_app.update_template_context(context)
     text_module = text_template.make_module(context)
-    message = EmailMessage()
-    message["Subject"] = str(getattr(text_module, "subject", "Groundswell")).strip()
+    message = EmailMessage(policy=MAIL_POLICY)
+    subject = str(getattr(text_module, "subject", "Groundswell"))
+    message["Subject"] = " ".join(subject.split())  # no stray line breaks from user titles
     message["From"] = current_app.config["MAIL_FROM"]
     message["To"] = to
     message["Date"] = formatdate(localtime=False)
@@ -76,7 +85,7 @@ class OutboxConnection:
     def send(self, message: EmailMessage) -> None:
         name = f"{uuid.uuid1().hex}.eml"  # time-ordered names list in sending order
         temporary = self.folder / f".{name}.tmp"
-        temporary.write_bytes(message.as_bytes(policy=SMTP_POLICY))
+        temporary.write_bytes(message.as_bytes(policy=MAIL_POLICY))
         temporary.rename(self.folder / name)
 
 
@@ -98,9 +107,8 @@ class SMTPConnection:
                     self.smtp.starttls(context=ssl.create_default_context())
             if parts.username:
                 self.smtp.login(unquote(parts.username), unquote(parts.password or ""))
-        except smtplib.SMTPResponseException as error:
-            raise _classify(error.smtp_code, error.smtp_error) from error
         except (OSError, smtplib.SMTPException) as error:
+            # Even a 5xx here (a wrong password, say) says nothing about the recipients.
             raise TemporaryMailError(str(error)) from error
 
     def send(self, message: EmailMessage) -> None:
@@ -108,14 +116,14 @@ class SMTPConnection:
             refused = self.smtp.send_message(message)
         except smtplib.SMTPRecipientsRefused as error:
             code, reply = next(iter(error.recipients.values()))
-            raise _classify(code, reply) from error
+            raise _classify(code, reply, refused_address=True) from error
         except smtplib.SMTPResponseException as error:
             raise _classify(error.smtp_code, error.smtp_error) from error
         except (OSError, smtplib.SMTPException) as error:
             raise TemporaryMailError(str(error)) from error
         if refused:
             code, reply = next(iter(refused.values()))
-            raise _classify(code, reply)
+            raise _classify(code, reply, refused_address=True)
 
     def close(self) -> None:
         try:
@@ -124,10 +132,11 @@ class SMTPConnection:
             self.smtp.close()
 
 
-def _classify(code: int, reply: bytes | str) -> MailError:
+def _classify(code: int, reply: bytes | str, *, refused_address: bool = False) -> MailError:
     text = reply.decode(errors="replace") if isinstance(reply, bytes) else str(reply)
-    error_class = PermanentMailError if 500 <= code < 600 else TemporaryMailError
-    return error_class(f"{code} {text}")
+    if not 500 <= code < 600:
+        return TemporaryMailError(f"{code} {text}")
+    return (AddressRefused if refused_address else PermanentMailError)(f"{code} {text}")
 
 
 def outbox_folder() -> Path:

@@ -11,6 +11,7 @@ from flask import current_app
 from limits import RateLimitItem, parse
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
+from redis.exceptions import RedisError
 
 from core.extensions import redis_store
 
@@ -33,9 +34,18 @@ def is_exhausted(limit: str, *identifiers: str) -> bool:
     return not _limiter().test(_item(limit), *identifiers)
 
 
-def hit(limit: str, *identifiers: str) -> bool:
-    """Count one use; False when it goes over ``limit``."""
-    return _limiter().hit(_item(limit), *identifiers)
+def hit(limit: str, *identifiers: str, allow_when_down: bool = False) -> bool:
+    """Count one use; False when it goes over ``limit``.
+
+    With ``allow_when_down``, an unreachable Redis lets the use through rather than
+    failing the request (for limits that protect inboxes, not accounts).
+    """
+    try:
+        return _limiter().hit(_item(limit), *identifiers)
+    except RedisError:
+        if allow_when_down:
+            return True
+        raise
 
 
 def seconds_until_free(limit: str, *identifiers: str) -> int:

@@ -23,6 +23,8 @@ class Member(UserMixin, Timestamped, db.Model):
     """Someone with an account. Guests who only sign petitions have none."""
 
     __tablename__ = "members"
+    # Never reuse a deleted member's id: old links and records must not point at someone new.
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(primary_key=True)
     display_name: Mapped[str] = mapped_column(String(80))

@@ -23,6 +23,8 @@ from members.signals import (
 )
 
 CONFIRM_PURPOSE = "confirm-email"
+# However often someone presses "register" or "resend", an inbox gets at most this much.
+ACCOUNT_MAIL_LIMIT = "5 per hour"
 RESET_PURPOSE = "reset-password"
 
 
@@ -43,7 +45,8 @@ def register(*, display_name: str, email: str, password: str, city: str) -> Memb
     member, or None in that case.
     """
     if existing := find_by_email(email):
-        account_mail_wanted.send(_app(), member=existing, kind="already_registered")
+        if ratelimit.hit(ACCOUNT_MAIL_LIMIT, f"account-mail:{existing.id}", allow_when_down=True):
+            account_mail_wanted.send(_app(), member=existing, kind="already_registered")
         return None
     member = Member(display_name=display_name, email=email, password=password, city=city)
     db.session.add(member)
@@ -53,7 +56,9 @@ def register(*, display_name: str, email: str, password: str, city: str) -> Memb
 
 
 def send_confirmation(member: Member) -> None:
-    """Queue the email that confirms the member's address (or new address)."""
+    """Queue the email that confirms the member's address (or new address), within limits."""
+    if not ratelimit.hit(ACCOUNT_MAIL_LIMIT, f"account-mail:{member.id}", allow_when_down=True):
+        return
     account_mail_wanted.send(_app(), member=member, kind="confirm_account")
 
 
@@ -169,8 +174,10 @@ def reset_password(token: str, password: str) -> Member | None:
         return None
     member.set_password(password)
     # Following the emailed link proves the member reads this address.
-    member.confirm_email(member.email)
+    newly_confirmed = member.confirm_email(member.email)
     db.session.commit()
+    if newly_confirmed:
+        email_confirmed.send(_app(), member=member)
     return member
 
 

@@ -22,6 +22,12 @@ def deliver(delivery_ids: list[int]) -> int:
     return services.deliver(delivery_ids)
 
 
+@periodic(interval=300)
+def requeue_stalled_notifications() -> int:
+    """Queue again notifications and deliveries that a lost job or Redis outage left."""
+    return services.requeue_stalled()
+
+
 @periodic(queue="bulk", cron="0 7 * * *")
 def send_daily_digests() -> int:
     """Every morning: one email per person gathering what they chose to receive daily."""

@@ -13,13 +13,16 @@ Web code then calls :func:`notify`; RQ workers do the rest:
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from flask import current_app
+from redis.exceptions import RedisError
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core import mail
@@ -29,7 +32,7 @@ from core.queue import default_retry, enqueue
 from core.tokens import make_token, read_token
 from core.urls import external_url
 from members.models import Member
-from members.signals import email_confirmed
+from members.signals import account_deleting, email_confirmed
 from notifications.models import (
     Category,
     Delivery,
@@ -66,6 +69,7 @@ class MessageKind:
     category: Category | None
     transactional: bool
     build: ContextBuilder
+    notice: bool  # also shown in members' notification centre
 
 
 KINDS: dict[str, MessageKind] = {}
@@ -73,13 +77,19 @@ AUDIENCES: dict[str, Callable[[dict[str, Any]], Iterable[Recipient]]] = {}
 
 
 def message(
-    name: str, *, category: Category | None = None, transactional: bool = False
+    name: str,
+    *,
+    category: Category | None = None,
+    transactional: bool = False,
+    notice: bool = True,
 ) -> Callable[[ContextBuilder], ContextBuilder]:
     """Declare a message. The builder runs in a worker, once per recipient, and returns the
     template context, or None when the message no longer applies (e.g. already confirmed)."""
 
     def register(build: ContextBuilder) -> ContextBuilder:
-        KINDS[name] = MessageKind(name, category, transactional, build)
+        KINDS[name] = MessageKind(
+            name, category, transactional, build, notice and not transactional
+        )
         return build
 
     return register
@@ -111,6 +121,8 @@ def notify(
     """Record an event and queue its delivery to ``recipients`` or a named ``audience``.
 
     With a ``key``, the same event is only ever notified once: a second call returns None.
+    The caller's pending changes are committed with the notification, so an event and the
+    news of it are saved together. If Redis is unreachable, the sweep queues it later.
     """
     spec = KINDS[kind]
     notification = Notification(
@@ -123,18 +135,27 @@ def notify(
         payload=payload or {},
         audience=audience,
     )
-    db.session.add(notification)
     try:
-        db.session.flush()
-    except IntegrityError:
-        db.session.rollback()
+        with db.session.begin_nested():
+            db.session.add(notification)
+    except IntegrityError:  # this key was notified before
+        db.session.commit()
         return None
     _record_deliveries(notification.id, recipients)
     db.session.commit()
+    _queue_fan_out(notification)
+    return notification
+
+
+def _queue_fan_out(notification: Notification) -> None:
     from notifications import jobs
 
-    enqueue(jobs.fan_out, notification.id, queue=_queue_for(notification), retry=default_retry())
-    return notification
+    try:
+        enqueue(
+            jobs.fan_out, notification.id, queue=_queue_for(notification), retry=default_retry()
+        )
+    except RedisError:
+        current_app.logger.warning("notification %s waits for the sweep", notification.id)
 
 
 def _queue_for(notification: Notification) -> str:
@@ -147,14 +168,29 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
+def _members_by_address(emails: list[str]) -> dict[str, int]:
+    """Members whose confirmed account address is among ``emails``."""
+    rows = db.session.execute(
+        select(Member.email, Member.id).where(
+            Member.email.in_(emails), Member.email_confirmed_at.is_not(None)
+        )
+    )
+    return {email: member_id for email, member_id in rows}
+
+
 def _record_deliveries(notification_id: int, recipients: Iterable[Recipient]) -> None:
-    """One delivery row per address; an address already recorded is left alone."""
+    """One delivery row per address; an address already recorded is left alone.
+
+    A guest address that belongs to a member counts as the member, so their preferences
+    and notification centre apply whichever way they signed.
+    """
     for chunk in _chunks(recipients, INSERT_CHUNK):
+        members = _members_by_address([r.email.strip().lower() for r in chunk])
         rows = {
             r.email.strip().lower(): {
                 "notification_id": notification_id,
-                "member_id": r.member_id,
-                "email": r.email.strip(),
+                "member_id": r.member_id or members.get(r.email.strip().lower()),
+                "email": r.email.strip().lower(),
                 "name": r.name[:100],
                 "state": DeliveryState.PENDING,
                 "created_at": utcnow(),
@@ -180,7 +216,7 @@ def fan_out(notification_id: int) -> int:
         return 0
     if notification.audience:
         _record_deliveries(notification.id, AUDIENCES[notification.audience](notification.payload))
-    if not notification.transactional:
+    if KINDS[notification.kind].notice:
         _add_notices(notification.id)
     notification.fanned_out_at = notification.fanned_out_at or utcnow()
     db.session.commit()
@@ -278,39 +314,110 @@ def render(delivery: Delivery, spec: MessageKind, context: dict[str, Any]):
     return mail.render(spec.name, delivery.email, headers=headers, **context)
 
 
+MAX_ATTEMPTS = 8
+
+
 def deliver(delivery_ids: list[int]) -> int:
     """Send a batch of deliveries over one connection; returns how many were sent.
 
-    Each delivery is claimed before it is sent, so no address gets a message twice. A
-    temporary failure puts the delivery back and raises so that RQ retries the batch; a
-    permanent one marks the address as failing.
+    Each delivery is claimed before it is sent, so no address gets a message twice.
+    A temporary refusal puts that delivery back and the batch carries on; the job then
+    raises so that RQ retries what was put back. A refused address is marked failing;
+    any other failure fails that one delivery, never the batch.
     """
-    sent = 0
+    sent, deferred = 0, 0
     with _lazy_connection() as connection:
         for delivery_id in delivery_ids:
             if not _claim(delivery_id):
                 continue
             delivery = db.session.get(Delivery, delivery_id)
-            spec = KINDS[delivery.notification.kind]
-            if (instead := _decide(delivery, spec)) is not None:
-                _settle(delivery, instead)
-                continue
-            context = spec.build(delivery.notification.payload, delivery)
-            if context is None:
-                _settle(delivery, DeliveryState.SKIPPED, "no longer applies")
-                continue
             try:
-                connection().send(render(delivery, spec, context))
-            except mail.TemporaryMailError:
+                message = _prepare(delivery)
+                if message is None:
+                    continue
+                server = connection()
+            except mail.TemporaryMailError:  # the server cannot be reached: retry later
                 _settle(delivery, DeliveryState.PENDING)
                 raise
-            except mail.PermanentMailError as error:
-                mark_failing(delivery.email, str(error))
-                _settle(delivery, DeliveryState.FAILED, str(error)[:300])
+            except Exception as error:
+                current_app.logger.exception("delivery %s could not be prepared", delivery_id)
+                _settle(delivery, DeliveryState.FAILED, repr(error)[:300])
                 continue
-            _settle(delivery, DeliveryState.SENT)
-            sent += 1
+            outcome = _send(server, delivery, message)
+            sent += outcome == DeliveryState.SENT
+            deferred += outcome == DeliveryState.PENDING
+    if deferred:
+        raise mail.TemporaryMailError(f"{deferred} deliveries deferred; retrying them")
     return sent
+
+
+def _prepare(delivery: Delivery):
+    """The message to send, or None once the delivery is settled another way."""
+    spec = KINDS[delivery.notification.kind]
+    if (instead := _decide(delivery, spec)) is not None:
+        _settle(delivery, instead)
+        return None
+    context = spec.build(delivery.notification.payload, delivery)
+    if context is None:
+        _settle(delivery, DeliveryState.SKIPPED, "no longer applies")
+        return None
+    return render(delivery, spec, context)
+
+
+def _send(server: mail.Connection, delivery: Delivery, message) -> DeliveryState:
+    delivery.attempts += 1
+    try:
+        server.send(message)
+    except mail.TemporaryMailError as error:
+        if delivery.attempts >= MAX_ATTEMPTS:
+            _settle(delivery, DeliveryState.FAILED, f"gave up: {error}"[:300])
+            return DeliveryState.FAILED
+        _settle(delivery, DeliveryState.PENDING, str(error)[:300])
+        return DeliveryState.PENDING
+    except mail.AddressRefused as error:
+        mark_failing(delivery.email, str(error))
+        _settle(delivery, DeliveryState.FAILED, str(error)[:300])
+        return DeliveryState.FAILED
+    except mail.PermanentMailError as error:
+        _settle(delivery, DeliveryState.FAILED, str(error)[:300])
+        return DeliveryState.FAILED
+    _settle(delivery, DeliveryState.SENT)
+    return DeliveryState.SENT
+
+
+def requeue_stalled(older_than: timedelta = timedelta(minutes=10)) -> int:
+    """Queue again what a lost job or an unreachable Redis left behind; returns jobs queued.
+
+    Notifications never fanned out are fanned out; deliveries still pending are queued in
+    batches. Claims make a second queueing harmless.
+    """
+    from notifications import jobs
+
+    cutoff = utcnow() - older_than
+    stalled = db.session.scalars(
+        select(Notification).where(
+            Notification.fanned_out_at.is_(None), Notification.created_at < cutoff
+        )
+    ).all()
+    for notification in stalled:
+        _queue_fan_out(notification)
+    pending = db.session.execute(
+        select(Delivery.id, Notification.transactional)
+        .join(Notification)
+        .where(
+            Delivery.state == DeliveryState.PENDING,
+            Delivery.created_at < cutoff,
+            Notification.fanned_out_at.is_not(None),
+        )
+        .order_by(Delivery.id)
+    ).all()
+    batches = 0
+    for transactional in (True, False):
+        ids = [delivery_id for delivery_id, t in pending if t == transactional]
+        for batch in _chunks(ids, BATCH_SIZE):
+            enqueue(jobs.deliver, batch, queue="high" if transactional else "bulk")
+            batches += 1
+    return len(stalled) + batches
 
 
 class _lazy_connection:
@@ -348,6 +455,22 @@ def address_confirmed(email: str) -> None:
     """Someone proved they read this address again: bulk mail may resume."""
     db.session.execute(delete(FailingAddress).where(FailingAddress.email == email.strip().lower()))
     db.session.commit()
+
+
+@account_deleting.connect
+def _forget_member(sender, member: Member, **extra) -> None:
+    """Nothing more goes to a deleted account, and its address leaves our records."""
+    subscriber = subscriber_of(member.id, member.email)
+    db.session.execute(delete(Preference).where(Preference.subscriber == subscriber))
+    mine = db.session.scalars(
+        select(Delivery).where(
+            or_(Delivery.member_id == member.id, Delivery.email == member.email.lower())
+        )
+    )
+    for delivery in mine:
+        if delivery.state in (DeliveryState.PENDING, DeliveryState.DIGEST):
+            delivery.state = DeliveryState.SKIPPED
+        delivery.email, delivery.name = f"deleted-{delivery.id}@invalid", ""
 
 
 @email_confirmed.connect
@@ -388,10 +511,15 @@ def send_daily_digests(today: date | None = None) -> int:
             title=f"Your Groundswell digest for {today:%-d %B}",
             payload={"delivery_ids": [d.id for d in wanted]},
             recipients=[Recipient(first.email, first.member_id, first.name)],
-            key=f"digest:{email.lower()}:{today.isoformat()}",
+            key=f"digest:{_address_key(email)}:{today.isoformat()}",
         )
         digests += notified is not None
     return digests
+
+
+def _address_key(email: str) -> str:
+    # Keys have a bounded length; addresses can be long.
+    return hashlib.sha256(email.lower().encode()).hexdigest()[:32]
 
 
 def _turned_off(delivery: Delivery) -> bool:
@@ -399,7 +527,7 @@ def _turned_off(delivery: Delivery) -> bool:
     return frequency_for(subscriber, delivery.notification.category) == Frequency.OFF
 
 
-@message("daily_digest")
+@message("daily_digest", notice=False)
 def _digest_context(payload: dict[str, Any], delivery: Delivery) -> dict[str, Any] | None:
     items = db.session.scalars(
         select(Notification)

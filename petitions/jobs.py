@@ -16,9 +16,7 @@ from petitions.models import Petition, PetitionUpdate, Signature, SignatureState
 def tally_petition(petition_id: int) -> int:
     """Bring one petition's counts up to date; returns how many milestones it reached."""
     services.release_tally_flag(petition_id)
-    reached = services.tally(petition_id)
-    services.after_tally(petition_id, reached)
-    return len(reached)
+    return len(services.tally(petition_id))
 
 
 @periodic(interval=60)
@@ -26,7 +24,7 @@ def tally_stragglers() -> int:
     """Tally petitions whose signatures changed without a tally being queued (Redis was down)."""
     petition_ids = services.petitions_needing_tally()
     for petition_id in petition_ids:
-        services.after_tally(petition_id, services.tally(petition_id))
+        services.tally(petition_id)
     return len(petition_ids)
 
 

@@ -464,6 +464,7 @@ def tally(petition_id: int) -> list[int]:
         if step:
             add_to_count(HourlyCount, {"petition_id": petition_id, "hour": hour}, step)
     reached = _record_milestones(petition, before, before + delta)
+    tell_milestones(petition_id, reached)  # committed with the counts, or not at all
     db.session.commit()
     return reached
 
@@ -529,13 +530,13 @@ def reconcile(petition_id: int) -> int:
     db.session.add_all(
         HourlyCount(petition_id=petition_id, hour=h, count=n) for h, n in hours.items()
     )
-    reached = _record_milestones(petition, 0, real)
+    tell_milestones(petition_id, _record_milestones(petition, 0, real))
     db.session.commit()
-    _queue_milestone_notices(petition_id, reached)
     return drift
 
 
-def _queue_milestone_notices(petition_id: int, thresholds: list[int]) -> None:
+def tell_milestones(petition_id: int, thresholds: list[int]) -> None:
+    """Notify the organiser of each milestone reached; each is told once, ever."""
     petition = db.session.get(Petition, petition_id)
     if petition is None or petition.organiser is None:
         return
@@ -551,11 +552,6 @@ def _queue_milestone_notices(petition_id: int, thresholds: list[int]) -> None:
             # Told once, however many tallies or reconciliations cross the same count.
             key=f"petition-milestone:{petition_id}:{threshold}",
         )
-
-
-def after_tally(petition_id: int, reached: list[int]) -> None:
-    """Tell the organiser about milestones this tally reached."""
-    _queue_milestone_notices(petition_id, reached)
 
 
 # --- reading ----------------------------------------------------------------------------

@@ -54,11 +54,15 @@ def redis_down(app: Flask) -> Iterator[None]:
     """Point the app at a port where no Redis listens, so every command fails to connect."""
     state = app.extensions["redis_store"]
     working = state["connection"]
+    limiter = app.extensions.pop("rate_limiter", None)  # built on the working connection
     state["connection"] = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     try:
         yield
     finally:
         state["connection"] = working
+        app.extensions.pop("rate_limiter", None)
+        if limiter is not None:
+            app.extensions["rate_limiter"] = limiter
 
 
 class MailBox:
@@ -97,6 +101,7 @@ class SMTPSink:
     port: int = 0
     reply: str | None = None  # set to e.g. "451 try later" to refuse every message
     refuse: set[str] = field(default_factory=set)  # addresses answered with 550
+    defer: set[str] = field(default_factory=set)  # addresses answered with 451
     connections: int = 0
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -107,6 +112,8 @@ class SMTPSink:
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if address in self.refuse:
             return "550 5.1.1 no such mailbox"
+        if address in self.defer:
+            return "451 4.2.0 greylisted, try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 

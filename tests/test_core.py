@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from werkzeug.routing import IntegerConverter
 
 from core.extensions import db, redis_store
 from members.models import Member
+from notifications.services import requeue_stalled
 from petitions.models import Petition
 from tests.helpers import csrf_token, redis_down, submit
 
@@ -32,20 +34,31 @@ def test_healthz_is_503_when_redis_is_unreachable(app, client):
 
 def test_pages_answer_503_not_500_when_redis_is_down(app, client):
     with redis_down(app):
-        page = client.get("/register")
-        response = client.post(
-            "/register",
-            data={
-                "csrf_token": csrf_token(page.text),
-                "display_name": "Ana",
-                "email": "ana@example.org",
-                "password": "long enough password",
-                "confirm": "long enough password",
-                "city": "Lisbon",
-            },
-        )
+        response = submit(client, "/login", {"email": "ana@example.org", "password": "x" * 12})
     assert response.status_code == 503
     assert "Temporarily unavailable" in response.text
+
+
+def test_registering_while_redis_is_down_loses_nothing(app, client, outbox, run_jobs):
+    form = {
+        "display_name": "Ana",
+        "email": "ana@example.org",
+        "password": "long enough password",
+        "confirm": "long enough password",
+        "city": "Lisbon",
+    }
+    with redis_down(app):
+        response = submit(client, "/register", form)
+    assert response.status_code == 302
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Member)) == 1
+    run_jobs()
+    assert outbox.messages() == []  # nothing was queued while Redis was away
+    with app.app_context():
+        # Redis is back: the periodic sweep queues what waited.
+        assert requeue_stalled(older_than=timedelta(0)) == 1
+    run_jobs()
+    assert outbox.last_to("ana@example.org")["Subject"] == "Confirm your email for Groundswell"
 
 
 def test_unknown_page_is_a_friendly_404(client):

@@ -21,6 +21,7 @@ from notifications.models import (
     Frequency,
     Notice,
     Notification,
+    Preference,
 )
 from petitions import services as petitions
 from petitions.models import Petition, Signature, SignatureState
@@ -404,3 +405,141 @@ def test_a_member_cannot_touch_another_members_notices(app, client, auth, run_jo
 def test_the_notification_centre_needs_a_login(client):
     assert client.get("/notifications").status_code == 302
     assert client.get("/notifications/preferences").status_code == 302
+
+
+# --- hardening -----------------------------------------------------------------------------
+
+
+def test_the_unsubscribe_header_stays_on_one_raw_line(app, outbox, run_jobs):
+    petition_id = petition_with_signers(app, 1)
+    post_update(app, petition_id)
+    run_jobs()
+    raw = next(outbox.folder.glob("*.eml")).read_bytes()
+    assert re.search(
+        rb"^List-Unsubscribe: <http://localhost/notifications/unsubscribe/\S+>\r?$", raw, re.M
+    )
+    assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in raw
+
+
+def test_a_5xx_about_the_message_fails_it_without_marking_the_address(app, smtp_sink, run_jobs):
+    petition_id = petition_with_signers(app, 2)
+    smtp_sink.reply = "554 5.7.1 message content rejected"
+    post_update(app, petition_id)
+    run_jobs()
+    with app.app_context():
+        states = db.session.scalars(select(Delivery.state)).all()
+        assert states == [DeliveryState.FAILED, DeliveryState.FAILED]
+        assert db.session.scalar(select(func.count()).select_from(FailingAddress)) == 0
+
+
+def test_one_greylisted_recipient_does_not_hold_up_the_batch(app, smtp_sink, run_jobs):
+    petition_id = petition_with_signers(app, 3)
+    smtp_sink.defer = {"s0@example.org"}
+    post_update(app, petition_id)
+    run_jobs()
+    assert sorted(m["To"] for m in smtp_sink.received) == ["s1@example.org", "s2@example.org"]
+    with app.app_context():
+        deferred = db.session.scalar(select(Delivery).where(Delivery.email == "s0@example.org"))
+        assert deferred.state == DeliveryState.PENDING and deferred.attempts == 1
+        bulk = get_queue("bulk")
+        scheduled = ScheduledJobRegistry(queue=bulk)
+        (job_id,) = scheduled.get_job_ids()
+        bulk.enqueue_job(bulk.fetch_job(job_id))
+        scheduled.remove(job_id)
+    smtp_sink.defer = set()
+    run_jobs()
+    assert sorted(m["To"] for m in smtp_sink.received) == [f"s{n}@example.org" for n in range(3)]
+
+
+def test_a_broken_message_fails_alone_and_the_batch_goes_on(app, outbox, run_jobs):
+    petition_id = petition_with_signers(app, 2)
+    post_update(app, petition_id)
+    with app.app_context():
+        # One recipient's row is unusable (its address cannot be written in a header).
+        db.session.execute(
+            Delivery.__table__.insert(),
+            {
+                "notification_id": db.session.scalar(select(Notification.id)),
+                "email": "bad\nheader@example.org",
+                "name": "",
+                "state": DeliveryState.PENDING,
+                "attempts": 0,
+                "created_at": utcnow(),
+            },
+        )
+        db.session.commit()
+    run_jobs()
+    assert sent_to(outbox) == ["s0@example.org", "s1@example.org"]
+    with app.app_context():
+        broken = db.session.scalar(select(Delivery).where(Delivery.email.like("bad%")))
+        assert broken.state == DeliveryState.FAILED
+
+
+def test_line_breaks_are_refused_in_one_line_fields(app, client, auth):
+    auth.member()
+    response = submit(
+        client,
+        "/petitions/new",
+        {"title": "A title\r\nBcc: everyone@example.org", "ask": "x" * 40, "topic": "other"},
+    )
+    assert response.status_code == 422
+    assert "unusual characters" in response.text.split('id="title-error"', 1)[1][:200]
+
+
+def test_a_members_preferences_apply_when_they_sign_as_a_guest(app, client, auth, outbox, run_jobs):
+    petition_id = petition_with_signers(app, 0)
+    auth.member()
+    prefs = {"petitions": "off", "campaigns": "off", "meetups": "off", "decisions": "off"}
+    submit(client, "/notifications/preferences", prefs)
+    auth.logout()
+    url = f"/petitions/{petition_id}"
+    form = {"name": "Ana", "email": "ana@example.org", "city": "Lisbon", "wants_updates": "y"}
+    submit(client, url, form, f"{url}/sign")
+    run_jobs()
+    submit(client, confirm_link_in(outbox, "ana@example.org"), {})
+    outbox.clear()
+    post_update(app, petition_id)
+    run_jobs()
+    assert outbox.messages() == []
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Notice)) == 1  # still in the app
+
+
+def confirm_link_in(outbox, email: str) -> str:
+    return path_of(next(u for u in links_in(outbox.last_to(email)) if u.endswith("/confirm")))
+
+
+def test_deleting_an_account_stops_its_mail_and_forgets_its_address(app, client, auth, run_jobs):
+    petition_id = petition_with_signers(app, 0)
+    auth.member()
+    page = client.get(f"/petitions/{petition_id}")
+    client.post(
+        f"/petitions/{petition_id}/sign",
+        data={"csrf_token": csrf_token(page.text), "wants_updates": "y"},
+    )
+    prefs = {"petitions": "daily", "campaigns": "off", "meetups": "off", "decisions": "off"}
+    submit(client, "/notifications/preferences", prefs)
+    post_update(app, petition_id)
+    run_jobs()
+    token = csrf_token(client.get("/account").text)
+    client.post(
+        "/account/delete",
+        data={"csrf_token": token, "current_password": "correct horse battery", "understood": "y"},
+    )
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Preference)) == 0
+        emails = db.session.scalars(select(Delivery.email)).all()
+        assert "ana@example.org" not in emails
+        assert services.send_daily_digests() == 0
+
+
+def test_registering_an_existing_address_cannot_flood_its_inbox(app, auth, outbox, run_jobs):
+    auth.member()
+    auth.logout()
+    outbox.clear()
+    for _ in range(12):
+        auth.register(name="Someone else")
+    run_jobs()
+    assert (
+        len(outbox.to("ana@example.org")) == 4
+    )  # the limit is 5 an hour, one was the confirmation

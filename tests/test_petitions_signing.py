@@ -649,8 +649,8 @@ def test_milestones_are_recorded_and_notified_once(app, outbox, run_jobs):
         assert services.tally(petition_id) == []
         services.reconcile(petition_id)
         # Two notices racing for the same milestone: only one sends.
-        services.after_tally(petition_id, reached)
-        services.after_tally(petition_id, reached)
+        services.tell_milestones(petition_id, reached)
+        services.tell_milestones(petition_id, reached)
     run_jobs()
     subjects = sorted(m["Subject"] for m in outbox.to("org@example.org"))
     assert subjects == [

@@ -30,7 +30,8 @@ def upgrade():
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_members')),
-    sa.UniqueConstraint('email', name=op.f('uq_members_email'))
+    sa.UniqueConstraint('email', name=op.f('uq_members_email')),
+    sqlite_autoincrement=True,
     )
     # ### end Alembic commands ###
 
