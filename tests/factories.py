@@ -80,3 +80,57 @@ def add_signature(
 def add_signatures(petition: Petition, count: int, **options) -> list[Signature]:
     """``count`` signatures from x0@example.org, x1@example.org, ..."""
     return [add_signature(petition, email=f"x{n}@example.org", **options) for n in range(count)]
+
+
+# --- campaigns -------------------------------------------------------------------------------
+# Imports stay inside the helpers so this section only appends to the module.
+
+
+def make_campaign(owner: Member, *, publish: bool = True, **fields):
+    """A campaign by ``owner`` with one decision-maker; volunteer-run and published by default.
+
+    With ``publish=False`` the campaign is saved without any disclosure.
+    """
+    from campaigns import services as campaigns
+
+    values = {
+        "title": "Keep Alfama lived in",
+        "summary": "Residents ask for a cap on holiday lets in the historic centre.",
+        "change_wanted": (
+            "A cap of one holiday let in five homes, and a public register of licences."
+        ),
+        "city": "Lisbon",
+        "topic": "short-term-rentals",
+        "decision_maker": {
+            "name": "Filipa Matos",
+            "role": "Councillor for housing",
+            "body": "Lisbon City Council",
+        },
+        **fields,
+    }
+    campaign = campaigns.create_campaign(owner, **values)
+    if publish:
+        disclose(campaign)
+        campaigns.publish(campaign)
+    return campaign
+
+
+def disclose(campaign, funding: str = "volunteer") -> None:
+    """Complete the disclosure: the funding, and "none" for every organiser yet to declare."""
+    from campaigns import services as campaigns
+    from campaigns.models import Funding
+
+    campaigns.set_funding(campaign, Funding(funding))
+    for organiser in campaign.organisers:
+        if organiser.affiliation_declared_at is None:
+            campaigns.declare_affiliation(organiser, company=None, topic=None, details=None)
+
+
+def add_co_organiser(campaign, member: Member, *, declare: bool = True):
+    """Make ``member`` a co-organiser, by default with "no paid relationship" declared."""
+    from campaigns import services as campaigns
+
+    organiser = campaigns.add_organiser(campaign, member.email)
+    if declare:
+        campaigns.declare_affiliation(organiser, company=None, topic=None, details=None)
+    return organiser
