@@ -62,11 +62,14 @@ def create_campaign(owner: Member, *, decision_maker: dict[str, str], **fields: 
 
 
 def edit_campaign(campaign: Campaign, **fields: Any) -> None:
-    """Change the campaign's description."""
+    """Change the campaign's description; a topic change that moves the label is recorded."""
+    was_backed = campaign.industry_backed
     for name, value in fields.items():
         setattr(campaign, name, value)
     campaign.city_slug = city_slug(campaign.city)
     db.session.commit()
+    if campaign.industry_backed != was_backed:
+        _record_disclosure(campaign)
 
 
 def visible_campaign(campaign_id: int, viewer: Member | None) -> Campaign | None:
@@ -294,7 +297,8 @@ def follower_count(campaign: Campaign) -> int:
 def is_following(campaign: Campaign, member: Member | None) -> bool:
     if member is None or not member.is_authenticated:
         return False
-    return _follower(campaign, member.email) is not None
+    follower = _follower(campaign, member.email)
+    return follower is not None and follower.confirmed_at is not None
 
 
 def _follower(campaign: Campaign, email: str) -> Follower | None:
@@ -307,8 +311,14 @@ def _follower(campaign: Campaign, email: str) -> Follower | None:
 
 def follow_as_member(campaign: Campaign, member: Member) -> bool:
     """One click: a member follows at once. False if they already did."""
-    if _follower(campaign, member.email) is not None:
-        return False
+    existing = _follower(campaign, member.email)
+    if existing is not None:
+        if existing.confirmed_at is not None:
+            return False
+        # An unconfirmed follow from this address: the logged-in owner confirms it.
+        existing.member_id, existing.confirmed_at = member.id, utcnow()
+        db.session.commit()
+        return True
     db.session.add(
         Follower(
             campaign_id=campaign.id,

@@ -148,9 +148,9 @@ def _manage_page(campaign: Campaign, status: int = 200, **posted):
     }
     forms["stance_forms"].update(posted.pop("stance_forms", {}))
     forms.update(posted)
-    return render_template(
-        "campaigns/manage.html", me=me, **forms, **_page_context(campaign)
-    ), status
+    # The forms of this page, posted ones included, win over the page's defaults.
+    context = {**_page_context(campaign), **forms}
+    return render_template("campaigns/manage.html", me=me, **context), status
 
 
 @bp.get("/campaigns/<id:campaign_id>/manage")
@@ -274,6 +274,10 @@ def add_decision_maker(campaign_id: int):
 @bp.post("/campaigns/<id:campaign_id>/decision-makers/<id:maker_id>/stance")
 @login_required
 def record_stance(campaign_id: int, maker_id: int):
+    campaign = _organised_or_403(campaign_id)
+    if maker_id not in {maker.id for maker in campaign.decision_makers}:
+        abort(404)
+
     def act(campaign, form):
         services.record_stance(
             campaign,
