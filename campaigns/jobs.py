@@ -6,8 +6,7 @@ from campaigns import services
 from campaigns.models import Campaign, CampaignUpdate, Follower
 from core.extensions import db
 from core.urls import external_url
-from notifications.models import Category, Delivery
-from notifications.services import audience, message
+from notifications.services import Category, Delivery, audience, message
 
 
 @message("campaign_update", category=Category.CAMPAIGNS)

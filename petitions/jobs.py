@@ -7,8 +7,7 @@ from sqlalchemy import select
 from core.extensions import db
 from core.queue import periodic
 from core.urls import external_url
-from notifications.models import Category, Delivery
-from notifications.services import audience, message
+from notifications.services import Category, Delivery, audience, message
 from petitions import services
 from petitions.models import Petition, PetitionUpdate, Signature, SignatureState
 
