@@ -6,9 +6,7 @@ Views and jobs call these functions; they take models or ids and return results.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -31,7 +29,7 @@ from campaigns.models import (
     Status,
     StatusChange,
 )
-from core.db import utcnow
+from core.db import Page, paginate, utcnow
 from core.extensions import db
 from core.hooks import WorkSummary, collect, linked_work, work_organised_by
 from core.places import city_slug
@@ -430,14 +428,6 @@ def linked_summaries(campaign: Campaign) -> dict[str, list[WorkSummary]]:
 # --- finding -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list[Campaign]
-    page: int
-    pages: int
-    total: int
-
-
 def find_campaigns(
     *, q: str = "", city: str = "", topic: str = "", status: str = "", page: int = 1
 ) -> Page:
@@ -458,15 +448,8 @@ def find_campaigns(
                 Campaign.change_wanted.icontains(words, autoescape=True),
             )
         )
-    total = db.session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    pages = max(1, math.ceil(total / PER_PAGE))
-    page = min(max(page, 1), pages)
-    items = db.session.scalars(
-        query.order_by(Campaign.published_at.desc(), Campaign.id.desc())
-        .limit(PER_PAGE)
-        .offset((page - 1) * PER_PAGE)
-    ).all()
-    return Page(list(items), page, pages, total)
+    order = [Campaign.published_at.desc(), Campaign.id.desc()]
+    return paginate(query, order, page, PER_PAGE)
 
 
 def organised_by(member: Member) -> list[Campaign]:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sqlalchemy import DateTime, MetaData, TypeDecorator, event
+from sqlalchemy import DateTime, MetaData, TypeDecorator, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
 
@@ -94,3 +96,27 @@ def add_to_count(model, key: dict, delta: int, **on_insert) -> None:
         index_elements=list(key), set_={"count": model.count + delta}
     )
     db.session.execute(statement)
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of a listing."""
+
+    items: list
+    page: int
+    pages: int
+    total: int
+
+
+def paginate(query, order_by: list, page: int, per_page: int = 20) -> Page:
+    """Run ``query`` for one page, clamping ``page`` to the pages there are."""
+    from core.extensions import db
+
+    counting = select(func.count()).select_from(query.order_by(None).subquery())
+    total = db.session.scalar(counting) or 0
+    pages = max(1, math.ceil(total / per_page))
+    page = min(max(page, 1), pages)
+    items = db.session.scalars(
+        query.order_by(*order_by).limit(per_page).offset((page - 1) * per_page)
+    ).all()
+    return Page(list(items), page, pages, total)

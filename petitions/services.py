@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core import ratelimit
-from core.db import add_to_count, dialect_insert, utcnow
+from core.db import Page, add_to_count, dialect_insert, paginate, utcnow
 from core.extensions import db, redis_store
 from core.hooks import WorkSummary, linked_work, work_organised_by
 from core.places import city_slug
@@ -563,14 +562,6 @@ class Sort(StrEnum):
     MOST_SIGNED = "most-signed"
 
 
-@dataclass(frozen=True)
-class Page:
-    items: list[Any]
-    page: int
-    pages: int
-    total: int
-
-
 def _recent_counts(hours: int = 24):
     since = _hour(utcnow()) - timedelta(hours=hours - 1)
     return (
@@ -618,15 +609,7 @@ def find_petitions(
             Petition.id.desc(),
         ],
     )
-    total = (
-        db.session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
-    )
-    pages = max(1, math.ceil(total / PER_PAGE))
-    page = min(max(page, 1), pages)
-    items = db.session.scalars(
-        query.order_by(*order).limit(PER_PAGE).offset((page - 1) * PER_PAGE)
-    ).all()
-    return Page(list(items), page, pages, total)
+    return paginate(query, order, page, PER_PAGE)
 
 
 def trending_near(city: str | None, limit: int = 6) -> list[Petition]:
