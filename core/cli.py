@@ -79,8 +79,11 @@ def dev_command(port: int) -> None:
     """Serve the app on 127.0.0.1 with a worker and the scheduler beside it; Ctrl-C stops all."""
     app: Flask = current_app._get_current_object()
     redis_store.connection.ping()  # start the embedded Redis before the helpers look for it
+    env = dict(os.environ)
+    if "BASE_URL" not in env:  # links in pages and emails follow the chosen port
+        env["BASE_URL"] = app.config["BASE_URL"] = f"http://127.0.0.1:{port}"
     flask = [sys.executable, "-m", "flask", "--app", "wsgi"]
-    helpers = [subprocess.Popen([*flask, "worker"]), subprocess.Popen([*flask, "cron"])]
+    helpers = [subprocess.Popen([*flask, command], env=env) for command in ("worker", "cron")]
     click.echo(f"Groundswell is running on http://127.0.0.1:{port}  (Ctrl-C to stop)")
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
