@@ -6,10 +6,9 @@ Views and jobs call these functions; they take models or ids and return results.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from campaigns.models import (
@@ -266,19 +265,15 @@ def updates_for(campaign: Campaign) -> list[CampaignUpdate]:
     )
 
 
-def follower_audience(update_id: int) -> Iterator[Recipient]:
-    """Confirmed followers of the update's campaign."""
-    news = db.session.get(CampaignUpdate, update_id)
-    if news is None:
-        return
-    rows = db.session.execute(
-        select(Follower.email, Follower.member_id, Follower.name)
-        .where(Follower.campaign_id == news.campaign_id, Follower.confirmed_at.is_not(None))
-        .order_by(Follower.id)
-        .execution_options(yield_per=1000)
+def follower_audience(update_id: int) -> Select:
+    """Confirmed followers of the update's campaign, for fan-out."""
+    campaign_id = select(CampaignUpdate.campaign_id).where(CampaignUpdate.id == update_id)
+    return select(
+        Follower.id.label("key"), Follower.email, Follower.member_id, Follower.name
+    ).where(
+        Follower.campaign_id == campaign_id.scalar_subquery(),
+        Follower.confirmed_at.is_not(None),
     )
-    for email, member_id, name in rows:
-        yield Recipient(email, member_id, name)
 
 
 def follower_count(campaign: Campaign) -> int:

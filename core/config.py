@@ -59,6 +59,8 @@ def load_config(instance_path: str | Path) -> dict[str, Any]:
         "LOGIN_LIMIT_PER_ADDRESS": os.environ.get("LOGIN_LIMIT_PER_ADDRESS", "50 per 15 minutes"),
         "SIGN_LIMIT_PER_ADDRESS": os.environ.get("SIGN_LIMIT_PER_ADDRESS", "60 per 10 minutes"),
         "SIGN_LIMIT_PER_EMAIL": os.environ.get("SIGN_LIMIT_PER_EMAIL", "6 per hour"),
+        # Recipients recorded per fan-out job; transactional mail is served between pages.
+        "FAN_OUT_PAGE": _int("FAN_OUT_PAGE", 2000),
         "EMAIL_TOKEN_MAX_AGE": _int("EMAIL_TOKEN_MAX_AGE", 3 * 24 * 3600),
         "RESET_TOKEN_MAX_AGE": _int("RESET_TOKEN_MAX_AGE", 3600),
     }

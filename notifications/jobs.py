@@ -12,9 +12,9 @@ from notifications import services
 from notifications.models import Delivery
 
 
-def fan_out(notification_id: int) -> int:
-    """Record who receives a notification and queue their delivery in batches."""
-    return services.fan_out(notification_id)
+def fan_out(notification_id: int, after=None) -> int:
+    """Record one page of who receives a notification and queue their delivery in batches."""
+    return services.fan_out(notification_id, after)
 
 
 def deliver(delivery_ids: list[int]) -> int:

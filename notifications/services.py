@@ -22,7 +22,7 @@ from typing import Any
 
 from flask import current_app
 from redis.exceptions import RedisError
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core import mail
@@ -73,7 +73,9 @@ class MessageKind:
 
 
 KINDS: dict[str, MessageKind] = {}
-AUDIENCES: dict[str, Callable[[dict[str, Any]], Iterable[Recipient]]] = {}
+# An audience is a query selecting ``key`` (unique, increasing), ``email``, ``member_id``
+# and ``name``; fan-out walks it a page at a time.
+AUDIENCES: dict[str, Callable[[dict[str, Any]], Select]] = {}
 
 
 def message(
@@ -96,9 +98,10 @@ def message(
 
 
 def audience(name: str):
-    """Declare who receives a message, as a function of the notification's payload."""
+    """Declare who receives a message: a function of the notification's payload returning
+    a query of ``key``, ``email``, ``member_id`` and ``name``."""
 
-    def register(func: Callable[[dict[str, Any]], Iterable[Recipient]]):
+    def register(func: Callable[[dict[str, Any]], Select]):
         AUDIENCES[name] = func
         return func
 
@@ -147,12 +150,16 @@ def notify(
     return notification
 
 
-def _queue_fan_out(notification: Notification) -> None:
+def _queue_fan_out(notification: Notification, after: Any = None) -> None:
     from notifications import jobs
 
     try:
         enqueue(
-            jobs.fan_out, notification.id, queue=_queue_for(notification), retry=default_retry()
+            jobs.fan_out,
+            notification.id,
+            after,
+            queue=_queue_for(notification),
+            retry=default_retry(),
         )
     except RedisError:
         current_app.logger.warning("notification %s waits for the sweep", notification.id)
@@ -205,41 +212,66 @@ def _record_deliveries(notification_id: int, recipients: Iterable[Recipient]) ->
         db.session.execute(statement)
 
 
-def fan_out(notification_id: int) -> int:
-    """Resolve the audience, add in-app notices, and queue delivery batches.
+def fan_out(notification_id: int, after: Any = None) -> int:
+    """Record one page of recipients, add their in-app notices, and queue their batches.
 
-    Safe to run again (after a crash or by mistake): rows already recorded stay as they
-    are, and only deliveries still pending are queued. Returns the number of batches.
+    Large audiences are walked a page at a time, each page its own job, so that
+    transactional mail on ``high`` is served between pages. Safe to run again (after a
+    crash or by mistake): rows already recorded stay as they are, and only deliveries
+    still pending are queued. Returns the number of batches queued.
     """
     notification = db.session.get(Notification, notification_id)
     if notification is None:
         return 0
+    emails = None  # direct recipients: everything recorded by notify()
     if notification.audience:
-        _record_deliveries(notification.id, AUDIENCES[notification.audience](notification.payload))
+        page, last_key = _audience_page(notification, after)
+        _record_deliveries(notification.id, page)
+        emails = [recipient.email.strip().lower() for recipient in page]
+        if last_key is not None:
+            _queue_fan_out(notification, after=last_key)
     if KINDS[notification.kind].notice:
-        _add_notices(notification.id)
+        _add_notices(notification.id, emails)
     notification.fanned_out_at = notification.fanned_out_at or utcnow()
     db.session.commit()
-    pending = db.session.scalars(
-        select(Delivery.id)
-        .where(Delivery.notification_id == notification.id, Delivery.state == DeliveryState.PENDING)
-        .order_by(Delivery.id)
-    )
+    return _queue_pending(notification, emails)
+
+
+def _audience_page(notification: Notification, after: Any) -> tuple[list[Recipient], Any]:
+    """One page of the audience, and the key to continue after (None on the last page)."""
+    everyone = AUDIENCES[notification.audience](notification.payload).subquery()
+    query = select(everyone).order_by(everyone.c.key).limit(current_app.config["FAN_OUT_PAGE"])
+    if after is not None:
+        query = query.where(everyone.c.key > after)
+    rows = db.session.execute(query).all()
+    page = [Recipient(row.email, row.member_id, row.name or "") for row in rows]
+    full = len(rows) == current_app.config["FAN_OUT_PAGE"]
+    return page, rows[-1].key if full else None
+
+
+def _queue_pending(notification: Notification, emails: list[str] | None) -> int:
     from notifications import jobs
 
+    query = select(Delivery.id).where(
+        Delivery.notification_id == notification.id, Delivery.state == DeliveryState.PENDING
+    )
+    if emails is not None:
+        query = query.where(Delivery.email.in_(emails))
     batches = 0
-    for batch in _chunks(pending, BATCH_SIZE):
+    for batch in _chunks(db.session.scalars(query.order_by(Delivery.id)), BATCH_SIZE):
         enqueue(jobs.deliver, batch, queue=_queue_for(notification), retry=default_retry())
         batches += 1
     return batches
 
 
-def _add_notices(notification_id: int) -> None:
+def _add_notices(notification_id: int, emails: list[str] | None) -> None:
     members = (
         select(Delivery.notification_id, Delivery.member_id, func.min(Delivery.created_at))
         .where(Delivery.notification_id == notification_id, Delivery.member_id.is_not(None))
         .group_by(Delivery.notification_id, Delivery.member_id)
     )
+    if emails is not None:
+        members = members.where(Delivery.email.in_(emails))
     statement = (
         dialect_insert(Notice)
         .from_select(["notification_id", "member_id", "created_at"], members)

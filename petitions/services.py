@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -16,7 +15,7 @@ from typing import Any
 
 from flask import current_app
 from redis.exceptions import RedisError
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core import ratelimit
@@ -772,23 +771,16 @@ def post_update(petition: Petition, *, title: str, body: str) -> PetitionUpdate:
     return news
 
 
-def update_audience(update_id: int) -> Iterator[Recipient]:
-    """Confirmed signers of the update's petition who asked for updates."""
-    news = db.session.get(PetitionUpdate, update_id)
-    if news is None:
-        return
-    rows = db.session.execute(
-        select(Signature.email, Signature.member_id, Signature.name)
-        .where(
-            Signature.petition_id == news.petition_id,
-            Signature.state == SignatureState.CONFIRMED,
-            Signature.wants_updates.is_(True),
-        )
-        .order_by(Signature.id)
-        .execution_options(yield_per=1000)
+def update_audience(update_id: int) -> Select:
+    """Confirmed signers of the update's petition who asked for updates, for fan-out."""
+    petition_id = select(PetitionUpdate.petition_id).where(PetitionUpdate.id == update_id)
+    return select(
+        Signature.id.label("key"), Signature.email, Signature.member_id, Signature.name
+    ).where(
+        Signature.petition_id == petition_id.scalar_subquery(),
+        Signature.state == SignatureState.CONFIRMED,
+        Signature.wants_updates.is_(True),
     )
-    for email, member_id, name in rows:
-        yield Recipient(email, member_id, name)
 
 
 # --- members' profiles, data and deletion ------------------------------------------------

@@ -453,21 +453,27 @@ def test_one_greylisted_recipient_does_not_hold_up_the_batch(app, smtp_sink, run
 
 def test_a_broken_message_fails_alone_and_the_batch_goes_on(app, outbox, run_jobs):
     petition_id = petition_with_signers(app, 2)
-    post_update(app, petition_id)
     with app.app_context():
-        # One recipient's row is unusable (its address cannot be written in a header).
+        # One signer's stored address cannot be written in a header (data from elsewhere).
         db.session.execute(
-            Delivery.__table__.insert(),
+            insert(Signature),
             {
-                "notification_id": db.session.scalar(select(Notification.id)),
+                "petition_id": petition_id,
+                "name": "Broken",
                 "email": "bad\nheader@example.org",
-                "name": "",
-                "state": DeliveryState.PENDING,
-                "attempts": 0,
+                "email_key": "bad-header@example.org",
+                "city": "Lisbon",
+                "city_slug": "lisbon",
+                "show_name": False,
+                "wants_updates": True,
+                "state": SignatureState.CONFIRMED,
+                "counted": False,
                 "created_at": utcnow(),
+                "confirmed_at": utcnow(),
             },
         )
         db.session.commit()
+    post_update(app, petition_id)
     run_jobs()
     assert sent_to(outbox) == ["s0@example.org", "s1@example.org"]
     with app.app_context():
@@ -543,3 +549,30 @@ def test_registering_an_existing_address_cannot_flood_its_inbox(app, auth, outbo
     assert (
         len(outbox.to("ana@example.org")) == 4
     )  # the limit is 5 an hour, one was the confirmation
+
+
+def test_a_large_fan_out_goes_page_by_page_and_lets_confirmations_through(
+    app, client, outbox, run_jobs
+):
+    app.config["FAN_OUT_PAGE"] = 100
+    try:
+        petition_id = petition_with_signers(app, 350)
+        post_update(app, petition_id)
+        with app.app_context():
+            make_worker(simple=True).work(burst=True, max_jobs=1)  # the first page only
+            assert db.session.scalar(select(func.count()).select_from(Delivery)) == 100
+        url = f"/petitions/{petition_id}"
+        form = {"name": "Rui", "email": "rui@example.org", "city": "Porto"}
+        submit(client, url, form, f"{url}/sign")
+        with app.app_context():
+            make_worker(simple=True).work(burst=True, max_jobs=2)  # confirmation, then send
+        assert sent_to(outbox) == ["rui@example.org"]
+        run_jobs()
+        with app.app_context():
+            # Re-running the first page (a retry) changes nothing.
+            notification_jobs.fan_out(db.session.scalar(select(Notification.id)))
+        run_jobs()
+        addresses = [m["To"] for m in outbox.messages() if m["To"] != "rui@example.org"]
+        assert len(addresses) == len(set(addresses)) == 350
+    finally:
+        app.config["FAN_OUT_PAGE"] = 2000
