@@ -244,7 +244,7 @@ def post_update(campaign: Campaign, *, title: str, body: str) -> CampaignUpdate:
         raise CampaignError("Publish the campaign before posting updates.")
     news = CampaignUpdate(campaign_id=campaign.id, title=title, body=body)
     db.session.add(news)
-    db.session.commit()
+    db.session.flush()  # the update and its notification are saved together by notify()
     notify(
         "campaign_update",
         title=f"{campaign.title}: {title}",

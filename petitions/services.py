@@ -760,7 +760,7 @@ def post_update(petition: Petition, *, title: str, body: str) -> PetitionUpdate:
         raise PetitionError("Publish the petition before posting updates.")
     news = PetitionUpdate(petition_id=petition.id, title=title, body=body)
     db.session.add(news)
-    db.session.commit()
+    db.session.flush()  # the update and its notification are saved together by notify()
     notify(
         "petition_update",
         title=f"{petition.title}: {title}",
