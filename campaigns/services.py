@@ -64,9 +64,9 @@ def edit_campaign(campaign: Campaign, **fields: Any) -> None:
     for name, value in fields.items():
         setattr(campaign, name, value)
     campaign.city_slug = city_slug(campaign.city)
-    db.session.commit()
     if campaign.industry_backed != was_backed:
         _record_disclosure(campaign)
+    db.session.commit()
 
 
 def visible_campaign(campaign_id: int, viewer: Member | None) -> Campaign | None:
@@ -86,7 +86,6 @@ def add_organiser(campaign: Campaign, email: str) -> CampaignOrganiser:
         raise CampaignError(f"{member.display_name} already organises this campaign.")
     organiser = CampaignOrganiser(member_id=member.id, is_owner=False)
     campaign.organisers.append(organiser)
-    db.session.commit()
     _record_disclosure(campaign)  # a new organiser has not declared yet
     return organiser
 
@@ -99,7 +98,6 @@ def remove_organiser(campaign: Campaign, organiser_id: int) -> None:
     if organiser.is_owner:
         raise CampaignError("The owner cannot be removed.")
     campaign.organisers.remove(organiser)
-    db.session.commit()
     _record_disclosure(campaign)
 
 
@@ -117,7 +115,6 @@ def set_funding(campaign: Campaign, funding: Funding) -> None:
     campaign.funding = funding
     if funding == Funding.VOLUNTEER:
         campaign.funders.clear()
-    db.session.commit()
     _record_disclosure(campaign)
 
 
@@ -125,7 +122,6 @@ def add_funder(campaign: Campaign, *, name: str, kind: str, amount_band: str) ->
     """List a funder; the campaign is then declared funded."""
     campaign.funding = Funding.FUNDED
     campaign.funders.append(Funder(name=name, kind=kind, amount_band=amount_band))
-    db.session.commit()
     _record_disclosure(campaign)
 
 
@@ -134,7 +130,6 @@ def remove_funder(campaign: Campaign, funder_id: int) -> None:
     if funder is None:
         raise CampaignError("That funder is not listed.")
     campaign.funders.remove(funder)
-    db.session.commit()
     _record_disclosure(campaign)
 
 
@@ -143,7 +138,6 @@ def declare_affiliation(
 ) -> None:
     """An organiser states any paid relationship with a sharing-economy company, or none."""
     organiser.declare_affiliation(company, topic, details)
-    db.session.commit()
     _record_disclosure(organiser.campaign)
 
 
@@ -176,6 +170,8 @@ def disclosure_summary(campaign: Campaign) -> str:
 
 
 def _record_disclosure(campaign: Campaign) -> None:
+    """Commit a change to the disclosure together with a dated snapshot of the result."""
+    db.session.flush()  # the snapshot describes the campaign as changed
     db.session.add(
         DisclosureRecord(
             campaign_id=campaign.id,
