@@ -49,6 +49,12 @@ def path_of(link: str) -> str:
     return re.sub(r"^https?://[^/]+", "", link)
 
 
+def signature_confirm_link(outbox: MailBox, email: str) -> str:
+    """The confirmation link of the last signature email to ``email``, as a path."""
+    message = outbox.last_to(email)
+    return path_of(next(link for link in links_in(message) if link.endswith("/confirm")))
+
+
 @contextmanager
 def redis_down(app: Flask) -> Iterator[None]:
     """Point the app at a port where no Redis listens, so every command fails to connect."""

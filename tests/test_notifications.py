@@ -26,7 +26,7 @@ from notifications.models import (
 from petitions import services as petitions
 from petitions.models import Petition, Signature, SignatureState
 from tests.factories import add_signature, make_member, make_petition, member_by_email
-from tests.helpers import csrf_token, links_in, path_of, submit
+from tests.helpers import csrf_token, links_in, path_of, signature_confirm_link, submit
 
 UPDATE = {"title": "We meet the council", "body": "On Monday we hand the signatures over."}
 
@@ -65,6 +65,12 @@ def post_update(app, petition_id: int, title: str = UPDATE["title"]) -> int:
         petition = db.session.get(Petition, petition_id)
         news = petitions.post_update(petition, title=title, body=UPDATE["body"])
         return news.id
+
+
+def sign_for_updates(client, petition_id: int):
+    """The logged-in member signs in one click, asking for updates."""
+    url = f"/petitions/{petition_id}"
+    return submit(client, url, {"wants_updates": "y"}, f"{url}/sign")
 
 
 def sent_to(outbox) -> list[str]:
@@ -228,11 +234,7 @@ def test_off_means_nothing_and_daily_means_one_digest(app, client, auth, outbox,
     petition_id = petition_with_signers(app, 0)
     auth.member()
     # The member signs in one click, asking for updates, then chooses a daily digest.
-    page = client.get(f"/petitions/{petition_id}")
-    client.post(
-        f"/petitions/{petition_id}/sign",
-        data={"csrf_token": csrf_token(page.text), "wants_updates": "y"},
-    )
+    sign_for_updates(client, petition_id)
     prefs = {"petitions": "daily", "campaigns": "off", "meetups": "off", "decisions": "off"}
     assert submit(client, "/notifications/preferences", prefs).status_code == 302
     run_jobs()
@@ -349,11 +351,7 @@ def test_one_smtp_connection_serves_a_whole_batch(app, smtp_sink, run_jobs):
 def test_members_see_notices_with_an_unread_count_and_mark_them_read(app, client, auth, run_jobs):
     petition_id = petition_with_signers(app, 0)
     auth.member()
-    page = client.get(f"/petitions/{petition_id}")
-    client.post(
-        f"/petitions/{petition_id}/sign",
-        data={"csrf_token": csrf_token(page.text), "wants_updates": "y"},
-    )
+    sign_for_updates(client, petition_id)
     run_jobs()
     post_update(app, petition_id, title="First update")
     post_update(app, petition_id, title="Second update")
@@ -384,11 +382,7 @@ def test_members_see_notices_with_an_unread_count_and_mark_them_read(app, client
 def test_a_member_cannot_touch_another_members_notices(app, client, auth, run_jobs):
     petition_id = petition_with_signers(app, 0)
     auth.member()
-    page = client.get(f"/petitions/{petition_id}")
-    client.post(
-        f"/petitions/{petition_id}/sign",
-        data={"csrf_token": csrf_token(page.text), "wants_updates": "y"},
-    )
+    sign_for_updates(client, petition_id)
     run_jobs()
     post_update(app, petition_id)
     run_jobs()
@@ -502,7 +496,7 @@ def test_a_members_preferences_apply_when_they_sign_as_a_guest(app, client, auth
     form = {"name": "Ana", "email": "ana@example.org", "city": "Lisbon", "wants_updates": "y"}
     submit(client, url, form, f"{url}/sign")
     run_jobs()
-    submit(client, confirm_link_in(outbox, "ana@example.org"), {})
+    submit(client, signature_confirm_link(outbox, "ana@example.org"), {})
     outbox.clear()
     post_update(app, petition_id)
     run_jobs()
@@ -511,18 +505,10 @@ def test_a_members_preferences_apply_when_they_sign_as_a_guest(app, client, auth
         assert db.session.scalar(select(func.count()).select_from(Notice)) == 1  # still in the app
 
 
-def confirm_link_in(outbox, email: str) -> str:
-    return path_of(next(u for u in links_in(outbox.last_to(email)) if u.endswith("/confirm")))
-
-
 def test_deleting_an_account_stops_its_mail_and_forgets_its_address(app, client, auth, run_jobs):
     petition_id = petition_with_signers(app, 0)
     auth.member()
-    page = client.get(f"/petitions/{petition_id}")
-    client.post(
-        f"/petitions/{petition_id}/sign",
-        data={"csrf_token": csrf_token(page.text), "wants_updates": "y"},
-    )
+    sign_for_updates(client, petition_id)
     prefs = {"petitions": "daily", "campaigns": "off", "meetups": "off", "decisions": "off"}
     submit(client, "/notifications/preferences", prefs)
     post_update(app, petition_id)

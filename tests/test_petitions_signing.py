@@ -24,7 +24,14 @@ from petitions.models import (
 )
 from tests import factories
 from tests.factories import add_signature, add_signatures, make_member, member_by_email
-from tests.helpers import csrf_token, links_in, path_of, redis_down, submit
+from tests.helpers import (
+    csrf_token,
+    links_in,
+    path_of,
+    redis_down,
+    signature_confirm_link,
+    submit,
+)
 
 
 def make_petition(app: Flask, organiser_email: str = "org@example.org", **changes) -> int:
@@ -64,11 +71,6 @@ def rows(app: Flask, petition_id: int, state: str | None = None) -> int:
         if state:
             query = query.where(Signature.state == state)
         return db.session.scalar(query)
-
-
-def confirm_link(outbox, email: str) -> str:
-    message = outbox.last_to(email)
-    return path_of(next(link for link in links_in(message) if link.endswith("/confirm")))
 
 
 # --- states -------------------------------------------------------------------------
@@ -313,7 +315,7 @@ def test_guest_signs_confirms_by_post_and_is_counted(app, client, outbox, run_jo
     assert count_of(app, petition_id) == 0  # pending signatures do not count
     message = outbox.last_to("rui@example.org")
     assert message["Subject"].startswith("Confirm your signature")
-    link = confirm_link(outbox, "rui@example.org")
+    link = signature_confirm_link(outbox, "rui@example.org")
 
     # Mail scanners fetch links with GET: that must confirm nothing.
     for _ in range(3):
@@ -342,7 +344,7 @@ def test_signer_withdraws_through_the_emailed_link(app, client, outbox, run_jobs
         client, f"/petitions/{petition_id}", sign_form(), action=f"/petitions/{petition_id}/sign"
     )
     run_jobs()
-    submit(client, confirm_link(outbox, "rui@example.org"), {})
+    submit(client, signature_confirm_link(outbox, "rui@example.org"), {})
     run_jobs()
     assert count_of(app, petition_id) == 1
 
@@ -375,7 +377,7 @@ def test_one_signature_per_person_however_the_address_is_written(
     url = f"/petitions/{petition_id}"
     submit(client, url, sign_form(email="ab@gmail.com"), action=f"{url}/sign")
     run_jobs()
-    submit(client, confirm_link(outbox, "ab@gmail.com"), {})
+    submit(client, signature_confirm_link(outbox, "ab@gmail.com"), {})
     again = submit(client, url, sign_form(email=second), action=f"{url}/sign")
     assert again.status_code == 302 and "already-signed" in again.headers["Location"]
     assert "You have already signed" in client.get(again.headers["Location"]).text
