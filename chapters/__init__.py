@@ -3,3 +3,5 @@
 from flask import Blueprint
 
 bp = Blueprint("chapters", __name__)
+
+from chapters import demo, jobs, views  # noqa: E402, F401  (routes, messages, demo data)

@@ -18,6 +18,7 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 from rq import Queue, Retry, SimpleWorker, Worker
+from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
 from core.extensions import redis_store
@@ -81,6 +82,15 @@ def enqueue(
     if delay is not None:
         return q.enqueue_in(delay, func, *args, **options)
     return q.enqueue(func, *args, **options)
+
+
+def cancel_job(job_id: str) -> bool:
+    """Remove a queued or scheduled job, if it is still there."""
+    try:
+        Job.fetch(job_id, connection=redis_store.connection).delete()
+    except NoSuchJobError:
+        return False
+    return True
 
 
 def make_worker(*, simple: bool = False, name: str | None = None) -> Worker:

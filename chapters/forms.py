@@ -1,0 +1,128 @@
+"""Forms for founding and running chapters, scheduling meetups and voting on proposals."""
+
+from __future__ import annotations
+
+from wtforms import (
+    BooleanField,
+    DateTimeLocalField,
+    IntegerField,
+    RadioField,
+    SelectField,
+    URLField,
+)
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import URL, InputRequired, Length, NumberRange, Optional, ValidationError
+
+from chapters.models import CHOICE_LABELS
+from chapters.services import TIME_ZONES
+from core.forms import Form, strip_whitespace, text_area, text_field
+
+# The browser's datetime-local format first, so edit forms render values it understands.
+LOCAL_TIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
+
+
+def _time_zone_field() -> SelectField:
+    return SelectField(
+        "Time zone",
+        description="Meetup times are shown in this zone.",
+        choices=[SelectChoice("", "Choose a time zone")]
+        + [SelectChoice(zone, zone.replace("_", " ")) for zone in TIME_ZONES],
+        validators=[InputRequired("Please choose a time zone.")],
+    )
+
+
+def _local_time(label: str, help: str = "") -> DateTimeLocalField:
+    return DateTimeLocalField(
+        label,
+        description=help,
+        format=LOCAL_TIME_FORMATS,
+        validators=[InputRequired(f"Please give the {label.lower()}.")],
+        invalid_value_message="Please give a date and time, like 2026-05-14 18:30.",
+    )
+
+
+class ChapterForm(Form):
+    name = text_field("Chapter name", 100, minimum=3, help="e.g. “Lisbon Hosts and Riders”.")
+    city = text_field("City", 80, minimum=2)
+    time_zone = _time_zone_field()
+    description = text_area(
+        "What the chapter is for",
+        5000,
+        minimum=20,
+        help="Who it brings together and what it works on. Markdown is allowed.",
+    )
+
+
+class SettingsForm(Form):
+    description = ChapterForm.description
+    time_zone = _time_zone_field()
+    members_can_schedule = BooleanField("Any member may schedule meetups")
+    quorum_percent = IntegerField(
+        "Quorum: share of members who must vote (%)",
+        validators=[
+            InputRequired("Please give a percentage."),
+            NumberRange(0, 100, "Please give a percentage from 0 to 100."),
+        ],
+    )
+    quorum_minimum = IntegerField(
+        "Quorum: fewest votes for a decision",
+        validators=[
+            InputRequired("Please give a number of votes."),
+            NumberRange(1, 10000, "Please give a number from 1 to 10,000."),
+        ],
+    )
+
+
+class MeetupForm(Form):
+    title = text_field("Title", 150, minimum=5)
+    description = text_area("Description", 5000, minimum=10, help="Markdown is allowed.")
+    starts = _local_time("Start", help="In the chapter's time zone.")
+    ends = _local_time("End")
+    venue = text_field("Venue", 150, required=False, help="e.g. “Café Lua, back room”.")
+    address = text_field("Address", 300, required=False)
+    online_link = URLField(
+        "Online link",
+        description="For an online meetup, or a stream of this one.",
+        filters=[strip_whitespace],
+        validators=[
+            Optional(),
+            Length(max=500, message="A link can be at most 500 characters."),
+            URL(message="Please give a full link, starting with https://."),
+        ],
+    )
+    capacity = IntegerField(
+        "Capacity",
+        description="Leave empty for no limit. When it is full, RSVPs join a waitlist.",
+        validators=[Optional(), NumberRange(1, 100000, "Please give a number from 1 to 100,000.")],
+    )
+
+    def validate_ends(self, field) -> None:
+        if field.data and self.starts.data and field.data <= self.starts.data:
+            raise ValidationError("The end must be after the start.")
+
+    def validate_online_link(self, field) -> None:
+        if field.data and not field.data.lower().startswith(("https://", "http://")):
+            raise ValidationError("Please give a full link, starting with https://.")
+
+    def validate_venue(self, field) -> None:
+        if not (field.data or self.address.data or self.online_link.data):
+            raise ValidationError("Please give a venue, an address or an online link.")
+
+
+class ProposalForm(Form):
+    title = text_field("Proposal", 150, minimum=5, help="What the chapter decides, in a line.")
+    details = text_area(
+        "Details", 5000, minimum=10, help="Background and what happens if it passes."
+    )
+    closes = _local_time(
+        "Voting closes", help="In the chapter's time zone; from an hour to 90 days away."
+    )
+
+
+class VoteForm(Form):
+    choice = RadioField(
+        "Your vote",
+        choices=[SelectChoice(value, label) for value, label in CHOICE_LABELS.items()],
+        validators=[InputRequired("Please choose agree, abstain, disagree or block.")],
+    )
+    reason = text_area("Reason (optional)", 1000, required=False)

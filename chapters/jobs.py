@@ -1,0 +1,184 @@
+"""RQ jobs for chapters, and the messages and audiences of chapter notifications.
+
+Jobs take ids, run in an app context and are safe to run twice: every notification they
+send carries a key, so a second run finds it already sent.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from chapters import services
+from chapters.models import Chapter, Meetup, Proposal, Rsvp, RsvpStatus
+from core.extensions import db
+from core.queue import periodic
+from core.urls import external_url
+from notifications.services import Category, Delivery, audience, message
+
+
+def send_reminder(meetup_id: int, lead: str) -> bool:
+    """Scheduled 24 hours and 1 hour before a meetup; checks it is still due."""
+    return services.send_reminder(meetup_id, lead)
+
+
+def closing_soon(proposal_id: int) -> bool:
+    """Scheduled shortly before a proposal closes; reminds those who have not voted."""
+    return services.send_closing_soon(proposal_id)
+
+
+def close_proposal(proposal_id: int) -> str | None:
+    """Scheduled at a proposal's closing time; records and announces the outcome."""
+    outcome = services.close_proposal(proposal_id)
+    return outcome.value if outcome else None
+
+
+@periodic(interval=300)
+def send_due_reminders() -> int:
+    """Send meetup reminders whose scheduled job was lost while Redis was away."""
+    return services.send_due_reminders()
+
+
+@periodic(interval=60)
+def settle_due_proposals() -> int:
+    """Close proposals and send closing-soon reminders that no scheduled job covered."""
+    return services.settle_due_proposals()
+
+
+# --- who hears about what ------------------------------------------------------------------
+
+
+@audience("chapter-members")
+def chapter_members(payload: dict):
+    return services.member_audience(payload["chapter_id"])
+
+
+@audience("meetup-attendees")
+def meetup_attendees(payload: dict):
+    """Those going or on the waitlist: they hear about changes and cancellations."""
+    return services.attendee_audience(
+        payload["meetup_id"], (RsvpStatus.GOING, RsvpStatus.WAITLISTED)
+    )
+
+
+@audience("meetup-going")
+def meetup_going(payload: dict):
+    return services.attendee_audience(payload["meetup_id"], (RsvpStatus.GOING,))
+
+
+@audience("proposal-non-voters")
+def proposal_non_voters(payload: dict):
+    return services.non_voter_audience(payload["proposal_id"])
+
+
+# --- what each message says ------------------------------------------------------------------
+
+
+def _meetup_context(payload: dict) -> dict | None:
+    meetup = db.session.get(Meetup, payload["meetup_id"])
+    if meetup is None:
+        return None
+    return {
+        "meetup": meetup,
+        "chapter": meetup.chapter,
+        "when": services.when_text(meetup),
+        "meetup_link": external_url("chapters.meetup", meetup_id=meetup.id),
+    }
+
+
+def _proposal_context(payload: dict) -> dict | None:
+    proposal = db.session.get(Proposal, payload["proposal_id"])
+    if proposal is None:
+        return None
+    return {
+        "proposal": proposal,
+        "chapter": proposal.chapter,
+        "closes": services.local_time(proposal.closes_at, proposal.chapter.zone),
+        "proposal_link": external_url("chapters.proposal", proposal_id=proposal.id),
+    }
+
+
+@message("chapter_active", category=Category.MEETUPS)
+def chapter_active_message(payload: dict, delivery: Delivery) -> dict | None:
+    chapter = db.session.get(Chapter, payload["chapter_id"])
+    if chapter is None:
+        return None
+    return {
+        "chapter": chapter,
+        "members": services.member_count(chapter),
+        "chapter_link": external_url("chapters.show", slug=chapter.slug),
+    }
+
+
+@message("meetup_new", category=Category.MEETUPS)
+def new_meetup_message(payload: dict, delivery: Delivery) -> dict | None:
+    context = _meetup_context(payload)
+    if context is None or context["meetup"].is_cancelled:
+        return None
+    return context
+
+
+@message("meetup_changed", category=Category.MEETUPS)
+def changed_meetup_message(payload: dict, delivery: Delivery) -> dict | None:
+    context = _meetup_context(payload)
+    if context is None or context["meetup"].is_cancelled:
+        return None
+    return context
+
+
+@message("meetup_cancelled", category=Category.MEETUPS)
+def cancelled_meetup_message(payload: dict, delivery: Delivery) -> dict | None:
+    return _meetup_context(payload)
+
+
+@message("meetup_reminder", category=Category.MEETUPS)
+def reminder_message(payload: dict, delivery: Delivery) -> dict | None:
+    """Only for someone still going to a meetup that still happens."""
+    context = _meetup_context(payload)
+    if context is None or context["meetup"].is_cancelled or context["meetup"].has_started:
+        return None
+    rsvp = db.session.scalar(
+        select(Rsvp).where(
+            Rsvp.meetup_id == payload["meetup_id"], Rsvp.member_id == delivery.member_id
+        )
+    )
+    if rsvp is None or rsvp.status != RsvpStatus.GOING:
+        return None
+    return {**context, "lead": "tomorrow" if payload["lead"] == "24h" else "in an hour"}
+
+
+@message("meetup_promoted", transactional=True)
+def promoted_message(payload: dict, delivery: Delivery) -> dict | None:
+    """Told at once: a place opened and the first on the waitlist has it."""
+    context = _meetup_context(payload)
+    rsvp = db.session.get(Rsvp, payload["rsvp_id"])
+    if context is None or rsvp is None or rsvp.status != RsvpStatus.GOING:
+        return None
+    return context
+
+
+@message("proposal_new", category=Category.DECISIONS)
+def new_proposal_message(payload: dict, delivery: Delivery) -> dict | None:
+    context = _proposal_context(payload)
+    if context is None or not context["proposal"].is_open:
+        return None
+    return context
+
+
+@message("proposal_closing", category=Category.DECISIONS)
+def closing_soon_message(payload: dict, delivery: Delivery) -> dict | None:
+    """Only for members who still have not voted when the message is sent."""
+    context = _proposal_context(payload)
+    if context is None or not context["proposal"].is_open:
+        return None
+    if services.has_voted(payload["proposal_id"], delivery.member_id):
+        return None
+    return context
+
+
+@message("proposal_outcome", category=Category.DECISIONS)
+def outcome_message(payload: dict, delivery: Delivery) -> dict | None:
+    context = _proposal_context(payload)
+    if context is None:
+        return None
+    proposal = context["proposal"]
+    return {**context, "tally": services.tally(proposal)}

@@ -1,0 +1,1011 @@
+"""The chapter story: founding and joining chapters, meetups with RSVPs, waitlists,
+reminders and calendars, and proposals that members vote on.
+
+Views and jobs call these functions. Notifications go through
+:func:`notifications.services.notify`, which also commits the change it reports.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, available_timezones
+
+from flask import current_app
+from icalendar import Calendar, Event, vText
+from redis.exceptions import RedisError
+from slugify import slugify
+from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+
+from chapters.models import (
+    CalendarKey,
+    Chapter,
+    ChapterError,
+    Choice,
+    Meetup,
+    MeetupState,
+    Membership,
+    Outcome,
+    Proposal,
+    ProposalState,
+    Role,
+    Rsvp,
+    RsvpStatus,
+    Vote,
+)
+from core.db import Page, paginate, utcnow
+from core.extensions import db
+from core.hooks import WorkSummary, linked_work, work_organised_by
+from core.places import city_slug
+from core.queue import cancel_job, enqueue
+from core.urls import external_url
+from members.models import Member
+from members.signals import account_deleting, data_export
+from notifications.services import Recipient, notify
+
+PER_PAGE = 20
+TIME_ZONES = sorted(available_timezones() - {"localtime", "Factory"})
+
+# Reminders go this long before a meetup starts, each within a short window so that a
+# meetup scheduled at short notice is not announced and reminded at once.
+REMINDER_LEADS = {"24h": timedelta(hours=24), "1h": timedelta(hours=1)}
+REMINDER_WINDOWS = {"24h": timedelta(hours=2), "1h": timedelta(minutes=30)}
+SCHEDULER_SLACK = timedelta(minutes=1)
+
+SHORTEST_VOTE = timedelta(hours=1)
+LONGEST_VOTE = timedelta(days=90)
+CLOSING_SOON_BEFORE = timedelta(hours=24)
+
+
+# --- times -------------------------------------------------------------------------------
+
+
+def local_to_utc(local: datetime, zone: ZoneInfo) -> datetime:
+    """A wall-clock time in ``zone`` as UTC; refuses a time the clocks skip over."""
+    aware = local.replace(tzinfo=zone)
+    back = aware.astimezone(UTC).astimezone(zone)
+    if back.replace(tzinfo=None) != local:
+        raise ChapterError(
+            f"{local:%H:%M} on {local:%-d %B} does not exist in {zone.key}: "
+            "the clocks go forward then. Please choose another time."
+        )
+    return aware.astimezone(UTC)
+
+
+def local_time(moment: datetime, zone: ZoneInfo) -> str:
+    """A UTC time as people in ``zone`` read it, with the zone's abbreviation."""
+    return f"{moment.astimezone(zone):%A %-d %B %Y, %H:%M %Z}"
+
+
+def when_text(meetup: Meetup) -> str:
+    """When a meetup happens, in its chapter's time zone."""
+    zone = meetup.chapter.zone
+    start, end = meetup.starts_at.astimezone(zone), meetup.ends_at.astimezone(zone)
+    until = f"{end:%H:%M %Z}" if end.date() == start.date() else f"{end:%A %-d %B, %H:%M %Z}"
+    return f"{start:%A %-d %B %Y, %H:%M %Z} to {until}"
+
+
+# --- chapters ----------------------------------------------------------------------------
+
+
+def chapters_in_city(city: str) -> list[Chapter]:
+    """Chapters that already exist for ``city``, so a founder can join one instead."""
+    return list(
+        db.session.scalars(
+            select(Chapter).where(Chapter.city_slug == city_slug(city)).order_by(Chapter.id)
+        )
+    )
+
+
+def _unique_slug(name: str, city: str) -> str:
+    base = slugify(name, max_length=100) or slugify(city, max_length=100) or "chapter"
+    slug, n = base, 1
+    while db.session.scalar(select(Chapter.id).where(Chapter.slug == slug)) is not None:
+        n += 1
+        slug = f"{base}-{n}"
+    return slug
+
+
+def create_chapter(
+    founder: Member, *, name: str, city: str, time_zone: str, description: str
+) -> Chapter:
+    """Found a chapter; the founder is its first organiser. It forms until enough join."""
+    if time_zone not in TIME_ZONES:
+        raise ChapterError("Please choose a time zone from the list.")
+    chapter = Chapter(
+        slug=_unique_slug(name, city),
+        name=name,
+        city=city,
+        city_slug=city_slug(city),
+        time_zone=time_zone,
+        description=description,
+    )
+    chapter.memberships.append(Membership(member_id=founder.id, role=Role.ORGANISER))
+    db.session.add(chapter)
+    db.session.flush()
+    _activate_if_ready(chapter)
+    db.session.commit()
+    return chapter
+
+
+def chapter_by_slug(slug: str) -> Chapter | None:
+    return db.session.scalar(select(Chapter).where(Chapter.slug == slug))
+
+
+def find_chapters(*, q: str = "", city: str = "", page: int = 1) -> Page:
+    """Chapters, largest first, filtered by city and a text search."""
+    members = (
+        select(func.count())
+        .where(Membership.chapter_id == Chapter.id)
+        .correlate(Chapter)
+        .scalar_subquery()
+    )
+    query = select(Chapter)
+    if city:
+        query = query.where(Chapter.city_slug == city_slug(city))
+    if q:
+        pattern = f"%{q.lower()}%"
+        query = query.where(
+            or_(func.lower(Chapter.name).like(pattern), func.lower(Chapter.city).like(pattern))
+        )
+    return paginate(query, [members.desc(), Chapter.id], page, PER_PAGE)
+
+
+def member_count(chapter: Chapter) -> int:
+    return db.session.scalar(select(func.count()).where(Membership.chapter_id == chapter.id)) or 0
+
+
+def member_counts(chapter_ids: list[int]) -> dict[int, int]:
+    rows = db.session.execute(
+        select(Membership.chapter_id, func.count())
+        .where(Membership.chapter_id.in_(chapter_ids))
+        .group_by(Membership.chapter_id)
+    )
+    return dict(rows.tuples().all())
+
+
+def chapters_of(member: Member) -> list[Chapter]:
+    return list(
+        db.session.scalars(
+            select(Chapter)
+            .join(Membership)
+            .where(Membership.member_id == member.id)
+            .order_by(Chapter.name)
+        )
+    )
+
+
+def _activate_if_ready(chapter: Chapter) -> None:
+    """Activate a forming chapter that has enough members, and tell them."""
+    threshold = current_app.config["CHAPTER_ACTIVE_AT"]
+    if chapter.activate_if_ready(member_count(chapter), threshold):
+        notify(
+            "chapter_active",
+            title=f"{chapter.name} is now an active chapter",
+            link=external_url("chapters.show", slug=chapter.slug),
+            payload={"chapter_id": chapter.id},
+            audience="chapter-members",
+            key=f"chapter-active:{chapter.id}",
+        )
+
+
+def join(chapter: Chapter, member: Member) -> bool:
+    """Add ``member``; returns False if they were already in. May activate the chapter."""
+    if chapter.membership_of(member) is not None:
+        return False
+    chapter.memberships.append(Membership(member_id=member.id, role=Role.MEMBER))
+    try:
+        db.session.flush()
+    except IntegrityError:  # joined twice at once
+        db.session.rollback()
+        return False
+    _activate_if_ready(chapter)
+    db.session.commit()
+    return True
+
+
+def leave(chapter: Chapter, member: Member) -> None:
+    """Leave the chapter and give up places at its upcoming meetups."""
+    membership = chapter.membership_of(member)
+    if membership is None:
+        raise ChapterError("You are not a member of this chapter.")
+    others = [m for m in chapter.memberships if m.member_id != member.id]
+    if membership.role == Role.ORGANISER and len(chapter.organisers) == 1 and others:
+        raise ChapterError("You are the only organiser. Make someone else an organiser first.")
+    _give_up_places(member, chapter_id=chapter.id)
+    chapter.memberships.remove(membership)
+    db.session.commit()
+
+
+def set_role(chapter: Chapter, member_id: int, role: Role) -> Membership:
+    """Promote a member to organiser, or step an organiser back to member."""
+    membership = next((m for m in chapter.memberships if m.member_id == member_id), None)
+    if membership is None:
+        raise ChapterError("That person is not a member of this chapter.")
+    if role == Role.MEMBER and membership.role == Role.ORGANISER and len(chapter.organisers) == 1:
+        raise ChapterError("A chapter needs at least one organiser.")
+    membership.role = role
+    db.session.commit()
+    return membership
+
+
+def update_settings(chapter: Chapter, **settings: Any) -> None:
+    """Change the description, time zone, who may schedule, and the quorum."""
+    if settings.get("time_zone") not in TIME_ZONES:
+        raise ChapterError("Please choose a time zone from the list.")
+    for name, value in settings.items():
+        setattr(chapter, name, value)
+    db.session.commit()
+
+
+def members_of(chapter: Chapter) -> list[Membership]:
+    """Organisers first, then members in the order they joined."""
+    return sorted(chapter.memberships, key=lambda m: (m.role != Role.ORGANISER, m.id))
+
+
+def member_audience(chapter_id: int) -> Select:
+    """Members of a chapter with a confirmed address, for fan-out."""
+    return (
+        select(
+            Membership.id.label("key"),
+            Member.email,
+            Member.id.label("member_id"),
+            Member.display_name.label("name"),
+        )
+        .join(Member, Member.id == Membership.member_id)
+        .where(Membership.chapter_id == chapter_id, Member.email_confirmed_at.is_not(None))
+    )
+
+
+# --- meetups -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MeetupDetails:
+    """What an organiser fills in; times in UTC."""
+
+    title: str
+    description: str
+    starts_at: datetime
+    ends_at: datetime
+    venue: str | None
+    address: str | None
+    online_link: str | None
+    capacity: int | None
+
+
+def schedule_meetup(chapter: Chapter, member: Member, details: MeetupDetails) -> Meetup:
+    """Add a meetup, tell the chapter, and schedule its reminders."""
+    if not chapter.may_schedule(member):
+        raise ChapterError("Only this chapter's organisers can schedule meetups.")
+    if details.starts_at <= utcnow():
+        raise ChapterError("A new meetup must start in the future.")
+    meetup = Meetup(chapter_id=chapter.id, created_by_id=member.id)
+    _apply(meetup, details)
+    db.session.add(meetup)
+    db.session.flush()
+    notify(
+        "meetup_new",
+        title=f"New meetup in {chapter.name}: {meetup.title}",
+        link=external_url("chapters.meetup", meetup_id=meetup.id),
+        payload={"meetup_id": meetup.id, "chapter_id": chapter.id},
+        audience="chapter-members",
+        key=f"meetup-new:{meetup.id}",
+    )
+    schedule_reminders(meetup)
+    return meetup
+
+
+def _apply(meetup: Meetup, details: MeetupDetails) -> None:
+    if not (details.venue or details.address or details.online_link):
+        raise ChapterError("Please give a venue, an address or an online link.")
+    meetup.set_times(details.starts_at, details.ends_at)
+    meetup.title, meetup.description = details.title, details.description
+    meetup.venue, meetup.address = details.venue, details.address
+    meetup.online_link, meetup.capacity = details.online_link, details.capacity
+
+
+def edit_meetup(meetup: Meetup, details: MeetupDetails) -> bool:
+    """Save changes; a new time or place is told to everyone going or waitlisted.
+
+    Returns True when people were told.
+    """
+    if meetup.is_cancelled or meetup.has_ended:
+        raise ChapterError("A cancelled or finished meetup cannot be changed.")
+    before = (meetup.starts_at, meetup.ends_at, meetup.place)
+    version = _lock_rsvps(meetup)
+    _apply(meetup, details)
+    promoted = _promote_waitlist(meetup)
+    moved = (meetup.starts_at, meetup.ends_at) != before[:2]
+    changed = moved or meetup.place != before[2]
+    if changed:
+        notify(
+            "meetup_changed",
+            title=f"Changed: {meetup.title}",
+            link=external_url("chapters.meetup", meetup_id=meetup.id),
+            payload={"meetup_id": meetup.id},
+            audience="meetup-attendees",
+        )
+    db.session.commit()
+    _tell_promoted(meetup, promoted, version)
+    if moved:
+        schedule_reminders(meetup)
+    return changed
+
+
+def cancel_meetup(meetup: Meetup) -> None:
+    """Cancel, tell those going and waitlisted, and drop the reminders."""
+    meetup.cancel()
+    db.session.flush()
+    notify(
+        "meetup_cancelled",
+        title=f"Cancelled: {meetup.title}",
+        link=external_url("chapters.meetup", meetup_id=meetup.id),
+        payload={"meetup_id": meetup.id},
+        audience="meetup-attendees",
+        key=f"meetup-cancelled:{meetup.id}",
+    )
+    unschedule_reminders(meetup)
+
+
+def upcoming_meetups(chapter_ids: list[int] | None = None, *, limit: int = 20) -> list[Meetup]:
+    query = select(Meetup).where(Meetup.state == MeetupState.SCHEDULED, Meetup.ends_at > utcnow())
+    if chapter_ids is not None:
+        query = query.where(Meetup.chapter_id.in_(chapter_ids))
+    return list(db.session.scalars(query.order_by(Meetup.starts_at).limit(limit)))
+
+
+def past_meetups(chapter: Chapter, *, limit: int = 20) -> list[Meetup]:
+    return list(
+        db.session.scalars(
+            select(Meetup)
+            .where(Meetup.chapter_id == chapter.id, Meetup.ends_at <= utcnow())
+            .order_by(Meetup.starts_at.desc())
+            .limit(limit)
+        )
+    )
+
+
+def meetups_in_city(slug: str, *, limit: int = 20) -> list[Meetup]:
+    chapter_ids = select(Chapter.id).where(Chapter.city_slug == slug)
+    return list(
+        db.session.scalars(
+            select(Meetup)
+            .where(
+                Meetup.chapter_id.in_(chapter_ids),
+                Meetup.state == MeetupState.SCHEDULED,
+                Meetup.ends_at > utcnow(),
+            )
+            .order_by(Meetup.starts_at)
+            .limit(limit)
+        )
+    )
+
+
+# --- RSVPs and the waitlist -----------------------------------------------------------------
+
+
+def _lock_rsvps(meetup: Meetup) -> int:
+    """Serialise changes to one meetup's RSVPs, on PostgreSQL and SQLite alike.
+
+    The UPDATE takes the row lock (PostgreSQL) or the write lock (SQLite) before anything
+    is counted, so two changes at once cannot both see the same free place.
+    """
+    version = db.session.scalar(
+        update(Meetup)
+        .where(Meetup.id == meetup.id)
+        .values(rsvp_version=Meetup.rsvp_version + 1)
+        .returning(Meetup.rsvp_version)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.expire_all()  # count from the rows as they are now, not as first loaded
+    return version
+
+
+def _count(meetup_id: int, status: RsvpStatus) -> int:
+    return (
+        db.session.scalar(
+            select(func.count()).where(Rsvp.meetup_id == meetup_id, Rsvp.status == status)
+        )
+        or 0
+    )
+
+
+def _is_full(meetup: Meetup) -> bool:
+    if meetup.capacity is None:
+        return False
+    return _count(meetup.id, RsvpStatus.GOING) >= meetup.capacity or bool(
+        _count(meetup.id, RsvpStatus.WAITLISTED)
+    )
+
+
+def _promote_waitlist(meetup: Meetup) -> list[Rsvp]:
+    """Move the first on the waitlist into the places that are free; call under the lock."""
+    query = (
+        select(Rsvp)
+        .where(Rsvp.meetup_id == meetup.id, Rsvp.status == RsvpStatus.WAITLISTED)
+        .order_by(Rsvp.waitlisted_at, Rsvp.id)
+    )
+    if meetup.capacity is not None:
+        free = meetup.capacity - _count(meetup.id, RsvpStatus.GOING)
+        if free <= 0:
+            return []
+        query = query.limit(free)
+    promoted = list(db.session.scalars(query))
+    for rsvp in promoted:
+        rsvp.status, rsvp.responded_at = RsvpStatus.GOING, utcnow()
+    return promoted
+
+
+def _tell_promoted(meetup: Meetup, promoted: list[Rsvp], version: int) -> None:
+    for rsvp in promoted:
+        member = rsvp.member
+        notify(
+            "meetup_promoted",
+            title=f"You have a place at {meetup.title}",
+            link=external_url("chapters.meetup", meetup_id=meetup.id),
+            payload={"meetup_id": meetup.id, "rsvp_id": rsvp.id},
+            recipients=[Recipient(member.email, member.id, member.display_name)],
+            key=f"meetup-promoted:{rsvp.id}:{version}",
+        )
+
+
+def rsvp_of(meetup: Meetup, member: Member | None) -> Rsvp | None:
+    if member is None or not getattr(member, "is_authenticated", False):
+        return None
+    return db.session.scalar(
+        select(Rsvp).where(Rsvp.meetup_id == meetup.id, Rsvp.member_id == member.id)
+    )
+
+
+def respond(meetup: Meetup, member: Member, going: bool) -> RsvpStatus:
+    """Record going or not going. A full meetup waitlists newcomers first come, first
+    served; a place given up goes at once to the first on the waitlist, who is told."""
+    if not meetup.is_open_for_rsvp:
+        raise ChapterError("This meetup no longer takes RSVPs.")
+    if meetup.chapter.membership_of(member) is None:
+        raise ChapterError("Join the chapter to RSVP to its meetups.")
+    version = _lock_rsvps(meetup)
+    rsvp = rsvp_of(meetup, member)
+    promoted: list[Rsvp] = []
+    if going:
+        if rsvp is not None and rsvp.status in (RsvpStatus.GOING, RsvpStatus.WAITLISTED):
+            db.session.commit()
+            return RsvpStatus(rsvp.status)
+        if rsvp is None:
+            rsvp = Rsvp(meetup_id=meetup.id, member_id=member.id, status=RsvpStatus.GOING)
+            db.session.add(rsvp)
+        if _is_full(meetup):
+            rsvp.status, rsvp.waitlisted_at = RsvpStatus.WAITLISTED, utcnow()
+        else:
+            rsvp.status = RsvpStatus.GOING
+    else:
+        was_going = rsvp is not None and rsvp.status == RsvpStatus.GOING
+        if rsvp is None:
+            rsvp = Rsvp(meetup_id=meetup.id, member_id=member.id)
+            db.session.add(rsvp)
+        rsvp.status, rsvp.waitlisted_at = RsvpStatus.NOT_GOING, None
+        if was_going:
+            db.session.flush()
+            promoted = _promote_waitlist(meetup)
+    rsvp.responded_at = utcnow()
+    status = RsvpStatus(rsvp.status)
+    db.session.commit()
+    _tell_promoted(meetup, promoted, version)
+    return status
+
+
+def _give_up_places(member: Member, chapter_id: int | None = None) -> None:
+    """Withdraw the member from upcoming meetups, promoting whoever waits."""
+    query = (
+        select(Meetup)
+        .join(Rsvp, Rsvp.meetup_id == Meetup.id)
+        .where(
+            Rsvp.member_id == member.id,
+            Rsvp.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED]),
+            Meetup.state == MeetupState.SCHEDULED,
+            Meetup.ends_at > utcnow(),
+        )
+    )
+    if chapter_id is not None:
+        query = query.where(Meetup.chapter_id == chapter_id)
+    for meetup in db.session.scalars(query).all():
+        respond_as_leaving(meetup, member)
+
+
+def respond_as_leaving(meetup: Meetup, member: Member) -> None:
+    version = _lock_rsvps(meetup)
+    rsvp = rsvp_of(meetup, member)
+    if rsvp is None:
+        return
+    was_going = rsvp.status == RsvpStatus.GOING
+    rsvp.status, rsvp.waitlisted_at = RsvpStatus.NOT_GOING, None
+    db.session.flush()
+    promoted = _promote_waitlist(meetup) if was_going else []
+    db.session.commit()
+    _tell_promoted(meetup, promoted, version)
+
+
+def attendees(meetup: Meetup, status: RsvpStatus) -> list[Rsvp]:
+    order = (Rsvp.waitlisted_at, Rsvp.id) if status == RsvpStatus.WAITLISTED else (Rsvp.id,)
+    return list(
+        db.session.scalars(
+            select(Rsvp).where(Rsvp.meetup_id == meetup.id, Rsvp.status == status).order_by(*order)
+        )
+    )
+
+
+def rsvp_counts(meetup_ids: list[int]) -> dict[int, Counter]:
+    counts: dict[int, Counter] = {i: Counter() for i in meetup_ids}
+    rows = db.session.execute(
+        select(Rsvp.meetup_id, Rsvp.status, func.count())
+        .where(Rsvp.meetup_id.in_(meetup_ids))
+        .group_by(Rsvp.meetup_id, Rsvp.status)
+    )
+    for meetup_id, status, n in rows:
+        counts[meetup_id][status] = n
+    return counts
+
+
+def attendee_audience(meetup_id: int, statuses: tuple[RsvpStatus, ...]) -> Select:
+    """People with an RSVP in ``statuses``, for fan-out."""
+    return (
+        select(
+            Rsvp.id.label("key"),
+            Member.email,
+            Member.id.label("member_id"),
+            Member.display_name.label("name"),
+        )
+        .join(Member, Member.id == Rsvp.member_id)
+        .where(Rsvp.meetup_id == meetup_id, Rsvp.status.in_(statuses))
+    )
+
+
+def mark_attendance(meetup: Meetup, attended_member_ids: set[int]) -> int:
+    """After a meetup has started, record who came; returns how many did."""
+    if not meetup.has_started or meetup.is_cancelled:
+        raise ChapterError("Attendance can be marked once the meetup has started.")
+    count = 0
+    for rsvp in attendees(meetup, RsvpStatus.GOING):
+        rsvp.attended = rsvp.member_id in attended_member_ids
+        count += rsvp.attended
+    db.session.commit()
+    return count
+
+
+# --- reminders ---------------------------------------------------------------------------
+
+
+def _reminder_job_id(meetup_id: int, lead: str) -> str:
+    return f"meetup-{meetup_id}-reminder-{lead}"
+
+
+def schedule_reminders(meetup: Meetup) -> None:
+    """(Re)schedule the 24-hour and 1-hour reminders with RQ's scheduler.
+
+    If Redis is down the periodic sweep still sends them on time.
+    """
+    from chapters import jobs
+
+    try:
+        for lead, before in REMINDER_LEADS.items():
+            cancel_job(_reminder_job_id(meetup.id, lead))
+            at = meetup.starts_at - before
+            if at > utcnow():
+                enqueue(
+                    jobs.send_reminder,
+                    meetup.id,
+                    lead,
+                    at=at,
+                    job_id=_reminder_job_id(meetup.id, lead),
+                )
+    except RedisError:
+        current_app.logger.warning("reminders of meetup %s wait for the sweep", meetup.id)
+
+
+def unschedule_reminders(meetup: Meetup) -> None:
+    try:
+        for lead in REMINDER_LEADS:
+            cancel_job(_reminder_job_id(meetup.id, lead))
+    except RedisError:  # the reminder job itself refuses a cancelled meetup
+        current_app.logger.warning("reminders of meetup %s stay queued", meetup.id)
+
+
+def reminder_is_due(meetup: Meetup, lead: str, now: datetime | None = None) -> bool:
+    """Whether it is time for this reminder: never early, late or after the start."""
+    now = now or utcnow()
+    opens = meetup.starts_at - REMINDER_LEADS[lead]
+    closes = min(opens + REMINDER_WINDOWS[lead], meetup.starts_at)
+    return not meetup.is_cancelled and opens - SCHEDULER_SLACK <= now < closes
+
+
+def send_reminder(meetup_id: int, lead: str) -> bool:
+    """Remind everyone going; once per meetup time, whoever calls it and however often."""
+    meetup = db.session.get(Meetup, meetup_id)
+    if meetup is None or lead not in REMINDER_LEADS or not reminder_is_due(meetup, lead):
+        return False
+    notified = notify(
+        "meetup_reminder",
+        title=f"Reminder: {meetup.title}",
+        link=external_url("chapters.meetup", meetup_id=meetup.id),
+        payload={"meetup_id": meetup.id, "lead": lead},
+        audience="meetup-going",
+        key=f"meetup-reminder:{meetup.id}:{lead}:{int(meetup.starts_at.timestamp())}",
+    )
+    return notified is not None
+
+
+def send_due_reminders() -> int:
+    """The safety net for reminders whose scheduled job was lost; returns how many went."""
+    now = utcnow()
+    soon = db.session.scalars(
+        select(Meetup).where(
+            Meetup.state == MeetupState.SCHEDULED,
+            Meetup.starts_at > now,
+            Meetup.starts_at <= now + max(REMINDER_LEADS.values()) + SCHEDULER_SLACK,
+        )
+    ).all()
+    return sum(
+        send_reminder(meetup.id, lead)
+        for meetup in soon
+        for lead in REMINDER_LEADS
+        if reminder_is_due(meetup, lead, now)
+    )
+
+
+# --- calendars ---------------------------------------------------------------------------
+
+
+def _event_for(meetup: Meetup) -> Event:
+    event = Event()
+    event.add("uid", f"meetup-{meetup.id}@{current_app.config['SERVER_NAME'] or 'groundswell'}")
+    event.add("dtstamp", meetup.updated_at or utcnow())
+    event.add("dtstart", meetup.starts_at)
+    event.add("dtend", meetup.ends_at)
+    event.add("summary", meetup.title)
+    event.add("description", meetup.description)
+    event.add("url", external_url("chapters.meetup", meetup_id=meetup.id))
+    if meetup.place:
+        event.add("location", vText(meetup.place))
+    event.add("status", "CANCELLED" if meetup.is_cancelled else "CONFIRMED")
+    event.add("sequence", int(meetup.updated_at.timestamp()) if meetup.updated_at else 0)
+    return event
+
+
+def calendar_for(meetups: list[Meetup], name: str) -> bytes:
+    """An iCalendar file of ``meetups`` that calendar applications import or subscribe to."""
+    calendar = Calendar()
+    calendar.add("prodid", "-//Groundswell//Meetups//EN")
+    calendar.add("version", "2.0")
+    calendar.add("calscale", "GREGORIAN")
+    calendar.add("x-wr-calname", name)
+    for meetup in meetups:
+        calendar.add_component(_event_for(meetup))
+    return calendar.to_ical()
+
+
+def calendar_meetups(chapter: Chapter) -> list[Meetup]:
+    """Recent and coming meetups of a chapter, for its feed."""
+    return list(
+        db.session.scalars(
+            select(Meetup)
+            .where(
+                Meetup.chapter_id == chapter.id,
+                Meetup.starts_at > utcnow() - timedelta(days=90),
+            )
+            .order_by(Meetup.starts_at)
+        )
+    )
+
+
+def member_meetups(member: Member) -> list[Meetup]:
+    """Meetups the member is going to or waiting for, recent and coming."""
+    return list(
+        db.session.scalars(
+            select(Meetup)
+            .join(Rsvp, Rsvp.meetup_id == Meetup.id)
+            .where(
+                Rsvp.member_id == member.id,
+                Rsvp.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED]),
+                Meetup.starts_at > utcnow() - timedelta(days=90),
+            )
+            .order_by(Meetup.starts_at)
+        )
+    )
+
+
+def calendar_secret(member: Member) -> str:
+    """The secret of the member's personal feed, made on first use."""
+    key = db.session.get(CalendarKey, member.id)
+    if key is None:
+        key = CalendarKey(member_id=member.id, secret=secrets.token_urlsafe(32))
+        db.session.add(key)
+        db.session.commit()
+    return key.secret
+
+
+def reset_calendar_secret(member: Member) -> str:
+    """A new feed address; the old one stops working."""
+    key = db.session.get(CalendarKey, member.id)
+    if key is None:
+        return calendar_secret(member)
+    key.secret = secrets.token_urlsafe(32)
+    db.session.commit()
+    return key.secret
+
+
+def member_for_calendar(secret: str) -> Member | None:
+    if not secret or len(secret) > 64:
+        return None
+    key = db.session.scalar(select(CalendarKey).where(CalendarKey.secret == secret))
+    return db.session.get(Member, key.member_id) if key else None
+
+
+# --- decisions ---------------------------------------------------------------------------
+
+
+def _closing_job_id(proposal_id: int, what: str) -> str:
+    return f"proposal-{proposal_id}-{what}"
+
+
+def closing_soon_at(opened: datetime, closes_at: datetime) -> datetime:
+    """A day before closing, or halfway through a shorter vote."""
+    return max(closes_at - CLOSING_SOON_BEFORE, opened + (closes_at - opened) / 2)
+
+
+def open_proposal(
+    chapter: Chapter, member: Member, *, title: str, details: str, closes_at: datetime
+) -> Proposal:
+    """Put a proposal to the chapter's members and schedule its closing."""
+    if chapter.membership_of(member) is None:
+        raise ChapterError("Only members of this chapter can open proposals.")
+    if not chapter.is_active:
+        raise ChapterError("Proposals open once the chapter is active.")
+    now = utcnow()
+    if closes_at < now + SHORTEST_VOTE:
+        raise ChapterError("Give members at least an hour to vote.")
+    if closes_at > now + LONGEST_VOTE:
+        raise ChapterError("A vote can last at most 90 days.")
+    proposal = Proposal(
+        chapter_id=chapter.id,
+        author_id=member.id,
+        title=title,
+        details=details,
+        closes_at=closes_at,
+    )
+    db.session.add(proposal)
+    db.session.flush()
+    notify(
+        "proposal_new",
+        title=f"New proposal in {chapter.name}: {title}",
+        link=external_url("chapters.proposal", proposal_id=proposal.id),
+        payload={"proposal_id": proposal.id, "chapter_id": chapter.id},
+        audience="chapter-members",
+        key=f"proposal-new:{proposal.id}",
+    )
+    _schedule_closing(proposal, now)
+    return proposal
+
+
+def _schedule_closing(proposal: Proposal, opened: datetime) -> None:
+    from chapters import jobs
+
+    try:
+        enqueue(
+            jobs.closing_soon,
+            proposal.id,
+            at=closing_soon_at(opened, proposal.closes_at),
+            job_id=_closing_job_id(proposal.id, "closing-soon"),
+        )
+        enqueue(
+            jobs.close_proposal,
+            proposal.id,
+            at=proposal.closes_at,
+            job_id=_closing_job_id(proposal.id, "close"),
+        )
+    except RedisError:
+        current_app.logger.warning("proposal %s closes through the sweep", proposal.id)
+
+
+def cast_vote(proposal: Proposal, member: Member, choice: Choice, reason: str | None) -> Vote:
+    """Record or change a member's vote while the proposal is open."""
+    if not proposal.is_open or proposal.closes_at <= utcnow():
+        raise ChapterError("Voting on this proposal has closed.")
+    if proposal.chapter.membership_of(member) is None:
+        raise ChapterError("Only members of this chapter can vote.")
+    vote = vote_of(proposal, member)
+    if vote is None:
+        vote = Vote(proposal_id=proposal.id, member_id=member.id)
+        db.session.add(vote)
+    vote.choice, vote.reason = choice, reason or None
+    try:
+        db.session.commit()
+    except IntegrityError:  # the same member voted twice at once: keep one vote, this one
+        db.session.rollback()
+        vote = vote_of(proposal, member)
+        vote.choice, vote.reason = choice, reason or None
+        db.session.commit()
+    return vote
+
+
+def vote_of(proposal: Proposal, member: Member | None) -> Vote | None:
+    if member is None or not getattr(member, "is_authenticated", False):
+        return None
+    return db.session.scalar(
+        select(Vote).where(Vote.proposal_id == proposal.id, Vote.member_id == member.id)
+    )
+
+
+def tally(proposal: Proposal) -> dict[str, int]:
+    counts = {choice.value: 0 for choice in Choice}
+    rows = db.session.execute(
+        select(Vote.choice, func.count())
+        .where(Vote.proposal_id == proposal.id)
+        .group_by(Vote.choice)
+    )
+    counts.update(dict(rows.tuples().all()))
+    return counts
+
+
+def votes_on(proposal: Proposal) -> list[Vote]:
+    return list(
+        db.session.scalars(
+            select(Vote).where(Vote.proposal_id == proposal.id).order_by(Vote.updated_at.desc())
+        )
+    )
+
+
+def close_proposal(proposal_id: int) -> Outcome | None:
+    """Close a proposal whose time has come and tell the chapter the outcome."""
+    proposal = db.session.scalar(
+        select(Proposal).where(Proposal.id == proposal_id).with_for_update(of=Proposal)
+    )
+    if proposal is None or not proposal.is_open or proposal.closes_at > utcnow():
+        db.session.rollback()
+        return None
+    outcome = proposal.close(tally(proposal), member_count(proposal.chapter))
+    db.session.flush()
+    notify(
+        "proposal_outcome",
+        title=f"{proposal.title}: {outcome.value.replace('-', ' ')}",
+        link=external_url("chapters.proposal", proposal_id=proposal.id),
+        payload={"proposal_id": proposal.id, "chapter_id": proposal.chapter_id},
+        audience="chapter-members",
+        key=f"proposal-outcome:{proposal.id}",
+    )
+    return outcome
+
+
+def send_closing_soon(proposal_id: int) -> bool:
+    """Remind members who have not voted, once, while the proposal is still open."""
+    proposal = db.session.get(Proposal, proposal_id)
+    if proposal is None or not proposal.is_open or proposal.closes_at <= utcnow():
+        return False
+    notified = notify(
+        "proposal_closing",
+        title=f"Closing soon: {proposal.title}",
+        link=external_url("chapters.proposal", proposal_id=proposal.id),
+        payload={"proposal_id": proposal.id},
+        audience="proposal-non-voters",
+        key=f"proposal-closing:{proposal.id}",
+    )
+    return notified is not None
+
+
+def non_voter_audience(proposal_id: int) -> Select:
+    """Members of the proposal's chapter who have not voted on it."""
+    proposal = db.session.get(Proposal, proposal_id)
+    voted = select(Vote.member_id).where(
+        Vote.proposal_id == proposal_id, Vote.member_id.is_not(None)
+    )
+    return member_audience(proposal.chapter_id).where(Membership.member_id.not_in(voted))
+
+
+def has_voted(proposal_id: int, member_id: int | None) -> bool:
+    return member_id is not None and (
+        db.session.scalar(
+            select(Vote.id).where(Vote.proposal_id == proposal_id, Vote.member_id == member_id)
+        )
+        is not None
+    )
+
+
+def settle_due_proposals() -> int:
+    """The safety net for lost scheduled jobs: close what is due, remind what is near."""
+    now = utcnow()
+    open_ones = db.session.scalars(
+        select(Proposal).where(
+            Proposal.state == ProposalState.OPEN,
+            Proposal.closes_at <= now + CLOSING_SOON_BEFORE,
+        )
+    ).all()
+    closed = 0
+    for proposal in open_ones:
+        if proposal.closes_at <= now:
+            closed += close_proposal(proposal.id) is not None
+        elif closing_soon_at(proposal.created_at, proposal.closes_at) <= now:
+            send_closing_soon(proposal.id)
+    return closed
+
+
+def proposals_of(chapter: Chapter, state: ProposalState, *, limit: int = 20) -> list[Proposal]:
+    order = Proposal.closes_at if state == ProposalState.OPEN else Proposal.closed_at.desc()
+    return list(
+        db.session.scalars(
+            select(Proposal)
+            .where(Proposal.chapter_id == chapter.id, Proposal.state == state)
+            .order_by(order)
+            .limit(limit)
+        )
+    )
+
+
+# --- chapters on other features' pages and in members' data ---------------------------------
+
+
+@linked_work.connect
+def summarise_meetups(sender, kind: str, ids: list[int], **extra) -> dict[int, WorkSummary] | None:
+    """Title, link, date and RSVPs of meetups, for campaign pages."""
+    if kind != "meetup":
+        return None
+    found = db.session.scalars(select(Meetup).where(Meetup.id.in_(ids))).all()
+    counts = rsvp_counts([m.id for m in found])
+    return {
+        m.id: WorkSummary(
+            title=m.title,
+            endpoint="chapters.meetup",
+            values={"meetup_id": m.id},
+            detail=(
+                "cancelled"
+                if m.is_cancelled
+                else f"{counts[m.id][RsvpStatus.GOING]} going · {m.chapter.name}"
+            ),
+            when=m.starts_at,
+        )
+        for m in found
+    }
+
+
+@work_organised_by.connect
+def organises_meetup(sender, kind: str, target_id: int, member: Member, **extra) -> bool | None:
+    """Whether ``member`` organises the meetup's chapter, so may attach it to a campaign."""
+    if kind != "meetup":
+        return None
+    meetup = db.session.get(Meetup, target_id)
+    return meetup is not None and meetup.chapter.is_organised_by(member)
+
+
+@data_export.connect
+def export_member_chapters(sender, member: Member, **extra) -> dict[str, Any]:
+    """The member's chapters, RSVPs and votes, for their data download."""
+    memberships = db.session.scalars(select(Membership).where(Membership.member_id == member.id))
+    rsvps = db.session.scalars(select(Rsvp).where(Rsvp.member_id == member.id))
+    votes = db.session.scalars(select(Vote).where(Vote.member_id == member.id))
+    return {
+        "chapters": [
+            {"chapter": m.chapter.name, "role": m.role, "joined_at": m.joined_at.isoformat()}
+            for m in memberships
+        ],
+        "rsvps": [
+            {"meetup_id": r.meetup_id, "status": r.status, "attended": r.attended} for r in rsvps
+        ],
+        "votes": [
+            {"proposal_id": v.proposal_id, "choice": v.choice, "reason": v.reason} for v in votes
+        ],
+    }
+
+
+@account_deleting.connect
+def hand_over_before_deletion(sender, member: Member, **extra) -> None:
+    """Free the member's meetup places and leave no chapter without an organiser."""
+    _give_up_places(member)
+    for chapter in chapters_of(member):
+        if chapter.is_organised_by(member) and len(chapter.organisers) == 1:
+            successor = next((m for m in members_of(chapter) if m.member_id != member.id), None)
+            if successor is not None:
+                successor.role = Role.ORGANISER
+    db.session.flush()

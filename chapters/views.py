@@ -1,0 +1,553 @@
+"""Chapter, meetup and proposal pages. Thin: form in, service call, redirect or render."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask_login import current_user, login_required
+from markupsafe import Markup
+
+from chapters import bp, services
+from chapters.forms import ChapterForm, MeetupForm, ProposalForm, SettingsForm, VoteForm
+from chapters.models import (
+    CHOICE_LABELS,
+    OUTCOME_LABELS,
+    Chapter,
+    ChapterError,
+    Choice,
+    Meetup,
+    Proposal,
+    ProposalState,
+    Role,
+    RsvpStatus,
+)
+from core.extensions import db
+from core.forms import INVALID_FORM_STATUS, ActionForm, form_page
+from core.hooks import city_sections, collect, home_sections
+from members.signals import profile_sections
+
+MEETUP_PLACE_FIELDS = ("venue", "address", "online_link")
+
+
+def _viewer():
+    return current_user if current_user.is_authenticated else None
+
+
+def _chapter_or_404(slug: str) -> Chapter:
+    return services.chapter_by_slug(slug) or abort(404)
+
+
+def _organised_or_403(slug: str) -> Chapter:
+    chapter = _chapter_or_404(slug)
+    if not chapter.is_organised_by(_viewer()):
+        abort(403)
+    return chapter
+
+
+def _meetup_or_404(meetup_id: int) -> Meetup:
+    return db.session.get(Meetup, meetup_id) or abort(404)
+
+
+def _proposal_or_404(proposal_id: int) -> Proposal:
+    return db.session.get(Proposal, proposal_id) or abort(404)
+
+
+def _page_number() -> int:
+    page = request.args.get("page", "1")
+    return int(page) if page.isascii() and page.isdigit() and len(page) < 7 else 1
+
+
+@bp.app_template_filter("local")
+def local_filter(moment: datetime | None, chapter: Chapter) -> str:
+    """A stored UTC time in the chapter's time zone."""
+    return services.local_time(moment, chapter.zone) if moment else ""
+
+
+# --- chapters ----------------------------------------------------------------------------
+
+
+@bp.get("/chapters")
+def index():
+    result = services.find_chapters(
+        q=request.args.get("q", "")[:100],
+        city=request.args.get("city", "")[:80],
+        page=_page_number(),
+    )
+    counts = services.member_counts([c.id for c in result.items])
+    return render_template("chapters/index.html", result=result, counts=counts, args=request.args)
+
+
+@bp.route("/chapters/new", methods=["GET", "POST"])
+@login_required
+def new():
+    form = ChapterForm()
+    existing = services.chapters_in_city(form.city.data) if form.city.data else []
+    second = request.form.get("second_chapter") == "yes"
+    if form.validate_on_submit():
+        if existing and not second:
+            # Point the founder to the chapters already there before making another.
+            return form_page("chapters/new.html", form, 409, existing=existing)
+        try:
+            chapter = services.create_chapter(
+                current_user,
+                name=form.name.data,
+                city=form.city.data,
+                time_zone=form.time_zone.data,
+                description=form.description.data,
+            )
+        except ChapterError as error:
+            form.form_errors.append(str(error))
+        else:
+            flash("Your chapter is founded. Invite people to join it.", "success")
+            return redirect(url_for("chapters.show", slug=chapter.slug))
+    return form_page("chapters/new.html", form, existing=existing)
+
+
+def _chapter_context(chapter: Chapter) -> dict:
+    upcoming = services.upcoming_meetups([chapter.id])
+    past = services.past_meetups(chapter)
+    return {
+        "chapter": chapter,
+        "membership": chapter.membership_of(_viewer()),
+        "is_organiser": chapter.is_organised_by(_viewer()),
+        "members": services.members_of(chapter),
+        "member_count": services.member_count(chapter),
+        "threshold": _threshold(),
+        "upcoming": upcoming,
+        "past": past,
+        "counts": services.rsvp_counts([m.id for m in upcoming + past]),
+        "open_proposals": services.proposals_of(chapter, ProposalState.OPEN),
+        "closed_proposals": services.proposals_of(chapter, ProposalState.CLOSED),
+        "outcomes": OUTCOME_LABELS,
+        "city_work": [
+            Markup(html)
+            for html in collect(city_sections, city_slug=chapter.city_slug, within="chapter")
+        ],
+        "action_form": ActionForm(formdata=None),
+    }
+
+
+def _threshold() -> int:
+    return current_app.config["CHAPTER_ACTIVE_AT"]
+
+
+@bp.get("/chapters/<slug>")
+def show(slug: str):
+    chapter = _chapter_or_404(slug)
+    return render_template("chapters/show.html", **_chapter_context(chapter))
+
+
+def _act(action: Callable[[], str], back: str):
+    """Run a button's action after checking its CSRF token; flash its message or error."""
+    form = ActionForm()
+    if not form.validate():
+        abort(400)
+    try:
+        flash(action(), "success")
+    except ChapterError as error:
+        flash(str(error), "error")
+    return redirect(back)
+
+
+@bp.post("/chapters/<slug>/join")
+@login_required
+def join(slug: str):
+    chapter = _chapter_or_404(slug)
+
+    def action() -> str:
+        was_active = chapter.is_active
+        if not services.join(chapter, current_user):
+            return "You are already a member."
+        if chapter.is_active and not was_active:
+            return f"Welcome! With you, {chapter.name} is now an active chapter."
+        return f"Welcome to {chapter.name}."
+
+    return _act(action, url_for("chapters.show", slug=slug))
+
+
+@bp.post("/chapters/<slug>/leave")
+@login_required
+def leave(slug: str):
+    chapter = _chapter_or_404(slug)
+
+    def action() -> str:
+        services.leave(chapter, current_user)
+        return f"You have left {chapter.name}."
+
+    return _act(action, url_for("chapters.show", slug=slug))
+
+
+def _manage_page(chapter: Chapter, settings_form: SettingsForm | None = None, status: int = 200):
+    settings_form = settings_form or SettingsForm(formdata=None, obj=chapter)
+    return (
+        render_template(
+            "chapters/manage.html", settings_form=settings_form, **_chapter_context(chapter)
+        ),
+        status,
+    )
+
+
+@bp.get("/chapters/<slug>/manage")
+@login_required
+def manage(slug: str):
+    return _manage_page(_organised_or_403(slug))
+
+
+@bp.post("/chapters/<slug>/settings")
+@login_required
+def settings(slug: str):
+    chapter = _organised_or_403(slug)
+    form = SettingsForm()
+    if form.validate():
+        try:
+            services.update_settings(
+                chapter,
+                description=form.description.data,
+                time_zone=form.time_zone.data,
+                members_can_schedule=form.members_can_schedule.data,
+                quorum_percent=form.quorum_percent.data,
+                quorum_minimum=form.quorum_minimum.data,
+            )
+        except ChapterError as error:
+            form.form_errors.append(str(error))
+        else:
+            flash("The chapter's settings are saved.", "success")
+            return redirect(url_for("chapters.manage", slug=slug))
+    return _manage_page(chapter, form, INVALID_FORM_STATUS)
+
+
+@bp.post("/chapters/<slug>/members/<id:member_id>/<any(organiser, member):role>")
+@login_required
+def set_role(slug: str, member_id: int, role: str):
+    chapter = _organised_or_403(slug)
+
+    def action() -> str:
+        membership = services.set_role(chapter, member_id, Role(role))
+        title = "an organiser" if role == Role.ORGANISER else "a member"
+        return f"{membership.member.display_name} is now {title}."
+
+    return _act(action, url_for("chapters.manage", slug=slug))
+
+
+# --- meetups -----------------------------------------------------------------------------
+
+
+def _meetup_details(form: MeetupForm, chapter: Chapter) -> services.MeetupDetails:
+    return services.MeetupDetails(
+        title=form.title.data,
+        description=form.description.data,
+        starts_at=services.local_to_utc(form.starts.data, chapter.zone),
+        ends_at=services.local_to_utc(form.ends.data, chapter.zone),
+        venue=form.venue.data or None,
+        address=form.address.data or None,
+        online_link=form.online_link.data or None,
+        capacity=form.capacity.data,
+    )
+
+
+def _save_meetup(form: MeetupForm, chapter: Chapter, save: Callable) -> Meetup | None:
+    """Validate, convert the local times and save; errors land on the form."""
+    if not form.validate_on_submit():
+        return None
+    try:
+        return save(_meetup_details(form, chapter))
+    except ChapterError as error:
+        form.form_errors.append(str(error))
+        return None
+
+
+@bp.route("/chapters/<slug>/meetups/new", methods=["GET", "POST"])
+@login_required
+def new_meetup(slug: str):
+    chapter = _chapter_or_404(slug)
+    if not chapter.may_schedule(current_user):
+        abort(403)
+    form = MeetupForm()
+    meetup = _save_meetup(
+        form, chapter, lambda details: services.schedule_meetup(chapter, current_user, details)
+    )
+    if meetup is not None:
+        flash("The meetup is scheduled and the chapter has been told.", "success")
+        return redirect(url_for("chapters.meetup", meetup_id=meetup.id))
+    return form_page("chapters/meetup_form.html", form, chapter=chapter, meetup=None)
+
+
+@bp.get("/meetups/<id:meetup_id>")
+def meetup(meetup_id: int):
+    meetup = _meetup_or_404(meetup_id)
+    chapter = meetup.chapter
+    return render_template(
+        "chapters/meetup.html",
+        meetup=meetup,
+        chapter=chapter,
+        when=services.when_text(meetup),
+        rsvp=services.rsvp_of(meetup, _viewer()),
+        membership=chapter.membership_of(_viewer()),
+        is_organiser=chapter.is_organised_by(_viewer()),
+        going=services.attendees(meetup, RsvpStatus.GOING),
+        waitlist=services.attendees(meetup, RsvpStatus.WAITLISTED),
+        action_form=ActionForm(formdata=None),
+    )
+
+
+def _local_form_values(meetup: Meetup) -> dict:
+    zone = meetup.chapter.zone
+    return {
+        "starts": meetup.starts_at.astimezone(zone).replace(tzinfo=None),
+        "ends": meetup.ends_at.astimezone(zone).replace(tzinfo=None),
+    }
+
+
+@bp.route("/meetups/<id:meetup_id>/edit", methods=["GET", "POST"])
+@login_required
+def edit_meetup(meetup_id: int):
+    meetup = _meetup_or_404(meetup_id)
+    chapter = meetup.chapter
+    if not chapter.is_organised_by(current_user):
+        abort(403)
+    form = MeetupForm(obj=meetup, **_local_form_values(meetup))
+    if request.method == "POST":
+        if meetup.is_cancelled or meetup.has_ended:
+            form.form_errors.append("A cancelled or finished meetup cannot be changed.")
+            return form_page("chapters/meetup_form.html", form, 409, chapter=chapter, meetup=meetup)
+        saved = _save_meetup(form, chapter, lambda details: services.edit_meetup(meetup, details))
+        if saved is not None:
+            flash(
+                "Saved. Everyone going or waitlisted has been told of the new time or place."
+                if saved
+                else "Saved.",
+                "success",
+            )
+            return redirect(url_for("chapters.meetup", meetup_id=meetup.id))
+    return form_page("chapters/meetup_form.html", form, chapter=chapter, meetup=meetup)
+
+
+@bp.post("/meetups/<id:meetup_id>/cancel")
+@login_required
+def cancel_meetup(meetup_id: int):
+    meetup = _meetup_or_404(meetup_id)
+    if not meetup.chapter.is_organised_by(current_user):
+        abort(403)
+
+    def action() -> str:
+        services.cancel_meetup(meetup)
+        return "The meetup is cancelled and everyone who planned to come has been told."
+
+    return _act(action, url_for("chapters.meetup", meetup_id=meetup_id))
+
+
+RSVP_MESSAGES = {
+    RsvpStatus.GOING: "You are going. See you there!",
+    RsvpStatus.WAITLISTED: "The meetup is full, so you are on the waitlist. "
+    "We will email you if a place opens.",
+    RsvpStatus.NOT_GOING: "You are not going.",
+}
+
+
+@bp.post('/meetups/<id:meetup_id>/<any(going, "not-going"):answer>')
+@login_required
+def rsvp(meetup_id: int, answer: str):
+    meetup = _meetup_or_404(meetup_id)
+
+    def action() -> str:
+        return RSVP_MESSAGES[services.respond(meetup, current_user, answer == "going")]
+
+    return _act(action, url_for("chapters.meetup", meetup_id=meetup_id))
+
+
+@bp.route("/meetups/<id:meetup_id>/attendance", methods=["GET", "POST"])
+@login_required
+def attendance(meetup_id: int):
+    meetup = _meetup_or_404(meetup_id)
+    if not meetup.chapter.is_organised_by(current_user):
+        abort(403)
+    form = ActionForm()
+    error = None
+    if form.validate_on_submit():
+        attended = {int(v) for v in request.form.getlist("attended") if v.isascii() and v.isdigit()}
+        try:
+            count = services.mark_attendance(meetup, attended)
+        except ChapterError as problem:
+            error = str(problem)
+        else:
+            flash(f"Attendance saved: {count} came.", "success")
+            return redirect(url_for("chapters.meetup", meetup_id=meetup_id))
+    elif form.is_submitted():
+        error = "This form expired. Please send it again."
+    return (
+        render_template(
+            "chapters/attendance.html",
+            meetup=meetup,
+            going=services.attendees(meetup, RsvpStatus.GOING),
+            form=form,
+            error=error,
+        ),
+        INVALID_FORM_STATUS if error else 200,
+    )
+
+
+# --- calendars ---------------------------------------------------------------------------
+
+
+def _ics(body: bytes, filename: str) -> Response:
+    response = Response(body, mimetype="text/calendar")
+    response.headers["Content-Disposition"] = f'inline; filename="{filename}"'
+    response.headers["Cache-Control"] = "private, max-age=300"
+    return response
+
+
+@bp.get("/meetups/<id:meetup_id>.ics")
+def meetup_ics(meetup_id: int):
+    meetup = _meetup_or_404(meetup_id)
+    return _ics(services.calendar_for([meetup], meetup.title), f"meetup-{meetup.id}.ics")
+
+
+@bp.get("/chapters/<slug>/calendar.ics")
+def chapter_ics(slug: str):
+    chapter = _chapter_or_404(slug)
+    body = services.calendar_for(services.calendar_meetups(chapter), chapter.name)
+    return _ics(body, f"{chapter.slug}.ics")
+
+
+@bp.get("/calendar/<secret>.ics")
+def member_ics(secret: str):
+    member = services.member_for_calendar(secret) or abort(404)
+    body = services.calendar_for(services.member_meetups(member), "My Groundswell meetups")
+    return _ics(body, "my-meetups.ics")
+
+
+@bp.get("/calendar")
+@login_required
+def calendar():
+    secret = services.calendar_secret(current_user)
+    return render_template(
+        "chapters/calendar.html",
+        feed=url_for("chapters.member_ics", secret=secret, _external=True),
+        meetups=services.member_meetups(current_user),
+        action_form=ActionForm(formdata=None),
+    )
+
+
+@bp.post("/calendar/reset")
+@login_required
+def reset_calendar():
+    def action() -> str:
+        services.reset_calendar_secret(current_user)
+        return "Your calendar has a new address; the old one no longer works."
+
+    return _act(action, url_for("chapters.calendar"))
+
+
+# --- decisions ---------------------------------------------------------------------------
+
+
+@bp.route("/chapters/<slug>/proposals/new", methods=["GET", "POST"])
+@login_required
+def new_proposal(slug: str):
+    chapter = _chapter_or_404(slug)
+    if chapter.membership_of(current_user) is None:
+        abort(403)
+    form = ProposalForm()
+    if form.validate_on_submit():
+        try:
+            proposal = services.open_proposal(
+                chapter,
+                current_user,
+                title=form.title.data,
+                details=form.details.data,
+                closes_at=services.local_to_utc(form.closes.data, chapter.zone),
+            )
+        except ChapterError as error:
+            form.form_errors.append(str(error))
+        else:
+            flash("Your proposal is open and the chapter's members have been told.", "success")
+            return redirect(url_for("chapters.proposal", proposal_id=proposal.id))
+    return form_page("chapters/proposal_form.html", form, chapter=chapter)
+
+
+def _proposal_page(proposal: Proposal, form: VoteForm | None = None, status: int = 200):
+    vote = services.vote_of(proposal, _viewer())
+    if form is None:
+        form = VoteForm(
+            formdata=None,
+            choice=vote.choice if vote else None,
+            reason=vote.reason if vote else None,
+        )
+    chapter = proposal.chapter
+    return (
+        render_template(
+            "chapters/proposal.html",
+            proposal=proposal,
+            chapter=chapter,
+            form=form,
+            vote=vote,
+            may_vote=proposal.is_open and chapter.membership_of(_viewer()) is not None,
+            tally=services.tally(proposal),
+            votes=services.votes_on(proposal),
+            needed=chapter.votes_needed(services.member_count(chapter)),
+            choices=CHOICE_LABELS,
+            outcomes=OUTCOME_LABELS,
+        ),
+        status,
+    )
+
+
+@bp.get("/proposals/<id:proposal_id>")
+def proposal(proposal_id: int):
+    return _proposal_page(_proposal_or_404(proposal_id))
+
+
+@bp.post("/proposals/<id:proposal_id>/vote")
+@login_required
+def vote(proposal_id: int):
+    proposal = _proposal_or_404(proposal_id)
+    if proposal.chapter.membership_of(current_user) is None:
+        abort(403)
+    form = VoteForm()
+    if form.validate():
+        try:
+            services.cast_vote(proposal, current_user, Choice(form.choice.data), form.reason.data)
+        except ChapterError as error:
+            form.form_errors.append(str(error))
+            return _proposal_page(proposal, form, 409)
+        flash("Your vote is recorded. You can change it until voting closes.", "success")
+        return redirect(url_for("chapters.proposal", proposal_id=proposal_id))
+    return _proposal_page(proposal, form, INVALID_FORM_STATUS)
+
+
+# --- chapters on shared pages ------------------------------------------------------------
+
+
+@city_sections.connect
+def chapters_in_city(sender, city_slug: str, within: str = "", **extra):
+    """Chapters and upcoming meetups on a city's page (a chapter's page shows its own)."""
+    if within == "chapter":
+        return None
+    chapters = services.find_chapters(city=city_slug).items
+    meetups = services.meetups_in_city(city_slug)
+    if not chapters and not meetups:
+        return None
+    return render_template(
+        "chapters/_city.html",
+        chapters=chapters,
+        counts=services.member_counts([c.id for c in chapters]),
+        meetups=meetups,
+    )
+
+
+@home_sections.connect
+def meetups_on_home(sender, member=None, **extra):
+    """Upcoming meetups: of the member's chapters when they have any, else everywhere."""
+    chapter_ids = [c.id for c in services.chapters_of(member)] if member else []
+    meetups = services.upcoming_meetups(chapter_ids or None, limit=5)
+    if not meetups:
+        return None
+    return render_template("chapters/_home.html", meetups=meetups, mine=bool(chapter_ids))
+
+
+@profile_sections.connect
+def chapters_on_profile(sender, member, **extra):
+    chapters = services.chapters_of(member)
+    return render_template("chapters/_profile.html", chapters=chapters) if chapters else None
