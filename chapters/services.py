@@ -165,7 +165,7 @@ def member_counts(chapter_ids: list[int]) -> dict[int, int]:
         .where(Membership.chapter_id.in_(chapter_ids))
         .group_by(Membership.chapter_id)
     )
-    return dict(rows.tuples().all())
+    return {key: value for key, value in rows}
 
 
 def chapters_of(member: Member) -> list[Chapter]:
@@ -476,10 +476,11 @@ def respond(meetup: Meetup, member: Member, going: bool) -> RsvpStatus:
         if rsvp is not None and rsvp.status in (RsvpStatus.GOING, RsvpStatus.WAITLISTED):
             db.session.commit()
             return RsvpStatus(rsvp.status)
+        full = _is_full(meetup)  # counted before this RSVP is added
         if rsvp is None:
             rsvp = Rsvp(meetup_id=meetup.id, member_id=member.id, status=RsvpStatus.GOING)
             db.session.add(rsvp)
-        if _is_full(meetup):
+        if full:
             rsvp.status, rsvp.waitlisted_at = RsvpStatus.WAITLISTED, utcnow()
         else:
             rsvp.status = RsvpStatus.GOING
@@ -847,7 +848,7 @@ def tally(proposal: Proposal) -> dict[str, int]:
         .where(Vote.proposal_id == proposal.id)
         .group_by(Vote.choice)
     )
-    counts.update(dict(rows.tuples().all()))
+    counts.update({key: value for key, value in rows})
     return counts
 
 
