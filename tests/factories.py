@@ -134,3 +134,42 @@ def add_co_organiser(campaign, member: Member, *, declare: bool = True):
     if declare:
         campaigns.declare_affiliation(organiser, company=None, topic=None, details=None)
     return organiser
+
+
+# --- chapters --------------------------------------------------------------------------------
+
+
+def make_chapter(founder: Member, *members: Member, **fields):
+    """A chapter founded by ``founder`` and joined by ``members`` (active from three)."""
+    from chapters import services as chapters
+
+    values = {
+        "name": "Lisbon Hosts and Riders",
+        "city": "Lisbon",
+        "time_zone": "Europe/Lisbon",
+        "description": "Hosts, drivers and couriers in Lisbon who want fair, local rules.",
+        **fields,
+    }
+    chapter = chapters.create_chapter(founder, **values)
+    for member in members:
+        chapters.join(chapter, member)
+    return chapter
+
+
+def make_meetup(chapter, organiser: Member, *, starts_in: timedelta = timedelta(days=3), **fields):
+    """A two-hour meetup of ``chapter`` starting ``starts_in`` from now."""
+    from chapters import services as chapters
+
+    starts = utcnow() + starts_in
+    values = {
+        "title": "Planning night",
+        "description": "We plan the next month of the campaign.",
+        "starts_at": starts,
+        "ends_at": starts + timedelta(hours=2),
+        "venue": "Café Lua",
+        "address": "Rua dos Remédios 12, Lisbon",
+        "online_link": None,
+        "capacity": None,
+        **fields,
+    }
+    return chapters.schedule_meetup(chapter, organiser, chapters.MeetupDetails(**values))

@@ -7,6 +7,7 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -180,3 +181,36 @@ class Auth:
         response = self.confirm(email)
         assert response.status_code == 302, response.status_code
         return response
+
+
+def scheduled_jobs(app: Flask) -> dict[str, datetime]:
+    """Jobs waiting for RQ's scheduler, by id, with the time each is due."""
+    from core.queue import all_queues
+
+    due = {}
+    with app.app_context():
+        for queue in all_queues():
+            registry = queue.scheduled_job_registry
+            for job_id in registry.get_job_ids():
+                due[job_id] = registry.get_scheduled_time(job_id)
+    return due
+
+
+def release_scheduled(app: Flask, job_ids: list[str] | None = None) -> int:
+    """Move scheduled jobs onto their queues now, as the scheduler does when they fall due."""
+    from rq.job import Job
+
+    from core.queue import all_queues
+
+    released = 0
+    with app.app_context():
+        for queue in all_queues():
+            registry = queue.scheduled_job_registry
+            for job_id in registry.get_job_ids():
+                if job_ids is not None and job_id not in job_ids:
+                    continue
+                job = Job.fetch(job_id, connection=queue.connection)
+                queue._enqueue_job(job)
+                registry.remove(job)
+                released += 1
+    return released

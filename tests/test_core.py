@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 from sqlalchemy import func, select
-from werkzeug.routing import IntegerConverter
+from werkzeug.routing import AnyConverter, IntegerConverter
 
 from core.extensions import db, redis_store
 from members.models import Member
@@ -100,8 +100,12 @@ def _routes(app, method: str) -> list[str]:
             continue
         values = {}
         for name, converter in rule._converters.items():
-            numeric = isinstance(converter, IntegerConverter)
-            values[name] = 2**40 if numeric else "junk-value"
+            if isinstance(converter, AnyConverter):  # only its own words reach the view
+                values[name] = sorted(converter.items)[0]
+            elif isinstance(converter, IntegerConverter):
+                values[name] = 2**40
+            else:
+                values[name] = "junk-value"
         urls.append(rule.build(values, append_unknown=False)[1])
     return urls
 
