@@ -1,7 +1,8 @@
 """Signals through which features contribute to shared pages without importing each other.
 
 - ``home_sections(member)``: return rendered HTML for the home page, or None.
-- ``city_sections(city_slug)``: return rendered HTML for the page of one city, or None.
+- ``city_sections(city_slug, within="")``: return rendered HTML for the page of one city,
+  or None. A chapter's page asks with ``within="chapter"`` for the city's other work.
 - ``linked_work(kind, ids)``: the feature owning ``kind`` ("petition", "meetup") returns
   ``{id: WorkSummary}`` for the ids it knows.
 - ``work_organised_by(kind, target_id, member)``: the owning feature returns True when the

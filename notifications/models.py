@@ -30,7 +30,7 @@ class Category(StrEnum):
 CATEGORY_LABELS = {
     Category.PETITIONS: "Petitions I signed or started",
     Category.CAMPAIGNS: "Campaigns I follow",
-    Category.MEETUPS: "My chapters' meetups",
+    Category.MEETUPS: "My chapters' meetups and news",
     Category.DECISIONS: "My chapters' decisions",
 }
 

@@ -28,6 +28,7 @@ from campaigns.models import (
     StatusChange,
 )
 from campaigns.views import MANAGE_FORMS
+from chapters import services as chapter_services
 from core.extensions import db
 from notifications import jobs as notification_jobs
 from notifications.models import Notification
@@ -794,9 +795,7 @@ def test_a_member_follows_in_one_click_even_after_an_unconfirmed_guest_follow(
 # --- 6. the city page ------------------------------------------------------------------------
 
 
-def test_the_city_page_gathers_campaigns_and_open_petitions_of_that_city_only(app, client):
-    # Chapters and meetups do not exist yet (chapters/ is an empty blueprint); when they
-    # do, they join this page through core.hooks.city_sections and belong in this test.
+def test_the_city_page_gathers_chapters_campaigns_petitions_and_meetups_of_that_city(app, client):
     launch(app, title="Keep Alfama lived in")
     launch(app, title="Porto homes for residents", city="Porto")
     launch(app, title="Unpublished Lisbon idea", publish=False)
@@ -807,26 +806,41 @@ def test_the_city_page_gathers_campaigns_and_open_petitions_of_that_city_only(ap
         closed = factories.make_petition(olga, title="Closed Lisbon petition")
         petition_services.close(closed)
         factories.make_petition(olga, title="Fair pay for Porto couriers", city="Porto")
+        lisbon = factories.make_chapter(olga, name="Lisbon Hosts and Riders")
+        factories.make_meetup(lisbon, olga, title="Alfama planning night")
+        cancelled = factories.make_meetup(lisbon, olga, title="Cancelled Lisbon picnic")
+        chapter_services.cancel_meetup(cancelled)
+        porto = factories.make_chapter(olga, name="Porto Riders", city="Porto")
+        factories.make_meetup(porto, olga, title="Porto riders' assembly")
 
     page = client.get("/cities/lisbon")
     assert page.status_code == 200
-    campaigns = page.text.split('id="campaigns-campaigns"', 1)[1].split("</section>", 1)[0]
-    petitions = page.text.split('id="city-petitions-heading"', 1)[1].split("</section>", 1)[0]
+
+    def section(heading_id: str) -> str:
+        return page.text.split(f'id="{heading_id}"', 1)[1].split("</section>", 1)[0]
+
     assert listed(page.text) == ["Keep Alfama lived in"]
-    assert "Keep Alfama lived in" in campaigns
-    assert "Fair pay for Lisbon couriers" in petitions
+    assert "Keep Alfama lived in" in section("campaigns-campaigns")
+    assert "Fair pay for Lisbon couriers" in section("city-petitions-heading")
+    assert "Lisbon Hosts and Riders" in section("city-chapters-heading")
+    assert "Alfama planning night" in section("city-meetups-heading")
     for elsewhere in [
         "Porto homes for residents",
         "Unpublished Lisbon idea",
         "Draft Lisbon petition",
         "Closed Lisbon petition",
         "Fair pay for Porto couriers",
+        "Porto Riders",
+        "Porto riders&#39; assembly",
+        "Cancelled Lisbon picnic",
     ]:
         assert elsewhere not in page.text, elsewhere
 
-    porto = client.get("/cities/porto").text
-    assert "Porto homes for residents" in porto and "Fair pay for Porto couriers" in porto
-    assert "Keep Alfama lived in" not in porto and "Fair pay for Lisbon couriers" not in porto
+    porto_page = client.get("/cities/porto").text
+    for here in ["Porto homes for residents", "Fair pay for Porto couriers", "Porto Riders"]:
+        assert here in porto_page, here
+    assert "Porto riders&#39; assembly" in porto_page
+    assert "Keep Alfama lived in" not in porto_page and "Alfama planning night" not in porto_page
 
     redirect = client.get("/cities/Lisbon")
     assert redirect.status_code == 301
