@@ -61,6 +61,7 @@ def load_config(instance_path: str | Path) -> dict[str, Any]:
         "SIGN_LIMIT_PER_EMAIL": os.environ.get("SIGN_LIMIT_PER_EMAIL", "6 per hour"),
         # Recipients recorded per fan-out job; transactional mail is served between pages.
         "FAN_OUT_PAGE": _int("FAN_OUT_PAGE", 2000),
+        "API_RATE_LIMIT": os.environ.get("API_RATE_LIMIT", "300 per minute"),
         # Members a forming chapter needs before it becomes active.
         "CHAPTER_ACTIVE_AT": _int("CHAPTER_ACTIVE_AT", 3),
         "EMAIL_TOKEN_MAX_AGE": _int("EMAIL_TOKEN_MAX_AGE", 3 * 24 * 3600),

@@ -7,6 +7,8 @@ from redis.exceptions import RedisError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
+from core.api import guard_api_request, is_api_request, problem_response
+
 MESSAGES = {
     400: ("Bad request", "We could not understand that request."),
     403: ("Not allowed", "You do not have permission to do that."),
@@ -24,6 +26,8 @@ MESSAGES = {
 
 def render_error(error: HTTPException):
     """Render the friendly page for an HTTP error, keeping its headers (e.g. Retry-After)."""
+    if is_api_request():
+        return problem_response(error)
     code = error.code or 500
     title, message = MESSAGES.get(code, (error.name, error.description))
     response = error.get_response()
@@ -47,6 +51,7 @@ def refuse_nul_bytes() -> None:
 def register(app: Flask) -> None:
     """Install the handlers on ``app``."""
     app.before_request(refuse_nul_bytes)
+    app.before_request(guard_api_request)
     app.register_error_handler(HTTPException, render_error)
 
     def service_down(error: Exception):

@@ -10,6 +10,7 @@ from flask_login import current_user
 from markupsafe import Markup
 from sqlalchemy import text
 
+from core import api
 from core.extensions import db, redis_store
 from core.hooks import city_sections, collect, home_sections
 from core.mail import outbox_folder
@@ -25,6 +26,38 @@ def home():
     sections = [Markup(html) for html in collect(home_sections, member=member)]
     city = city_slug(member.city) if member else None
     return render_template("core/home.html", sections=sections, city=city)
+
+
+@bp.get("/api/v1/")
+def api_entry():
+    """The API's entry point: links to every collection."""
+    return api.hal(
+        {
+            "motd": "Welcome to the Groundswell API, in the style of OSDI 1.x.",
+            "vendor_name": "Groundswell",
+            "product_name": "Groundswell",
+            "osdi_version": "1.1",
+            "max_pagesize": api.MAX_PER_PAGE,
+            "_links": api.entry_links(),
+        }
+    )
+
+
+@bp.get("/api/v1/openapi.json")
+def api_openapi():
+    return jsonify(api.openapi_document(current_app))
+
+
+@bp.get("/api")
+def api_docs():
+    """The API described for people: endpoints, tokens and limits."""
+    return render_template(
+        "core/api.html",
+        operations=api.OPERATIONS,
+        limit=current_app.config["API_RATE_LIMIT"],
+        max_per_page=api.MAX_PER_PAGE,
+        header=api.TOKEN_HEADER,
+    )
 
 
 @bp.get("/cities/<slug>")

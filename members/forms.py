@@ -5,7 +5,7 @@ from __future__ import annotations
 from wtforms import BooleanField, PasswordField, StringField
 from wtforms.validators import EqualTo, InputRequired, Length
 
-from core.forms import Form, email_field, strip_whitespace
+from core.forms import Form, email_field, strip_whitespace, text_field
 
 PASSWORD_HELP = "At least 10 characters. A few unrelated words make a strong password."
 
@@ -111,3 +111,7 @@ class DeleteAccountForm(Form):
         "I understand that my account will be deleted for good",
         validators=[InputRequired("Please tick the box to confirm.")],
     )
+
+
+class ApiTokenForm(Form):
+    name = text_field("Token name", 80, help="What it is for, e.g. “Chapter spreadsheet”.")

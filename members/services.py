@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
@@ -10,10 +12,11 @@ from markupsafe import Markup
 from sqlalchemy import select
 
 from core import ratelimit
+from core.db import utcnow
 from core.extensions import db
 from core.hooks import collect
 from core.tokens import make_token, read_token
-from members.models import Member, normalise_account_email
+from members.models import ApiToken, Member, normalise_account_email
 from members.signals import (
     account_deleting,
     account_mail_wanted,
@@ -236,3 +239,54 @@ def delete_account(member: Member) -> None:
     account_deleting.send(_app(), member=member)
     db.session.delete(member)
     db.session.commit()
+
+
+# --- API tokens ---------------------------------------------------------------------------
+
+API_TOKEN_PREFIX = "gs_"
+MAX_API_TOKENS = 10
+
+
+def create_api_token(member: Member, name: str) -> str:
+    """Make a token for ``member`` and return it; it cannot be shown again."""
+    if len(api_tokens_of(member)) >= MAX_API_TOKENS:
+        raise ValueError(f"You can have at most {MAX_API_TOKENS} tokens. Revoke one first.")
+    token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
+    db.session.add(
+        ApiToken(member_id=member.id, name=name, token_hash=ApiToken.hash(token), hint=token[:7])
+    )
+    db.session.commit()
+    return token
+
+
+def api_tokens_of(member: Member) -> list[ApiToken]:
+    return list(
+        db.session.scalars(
+            select(ApiToken).where(ApiToken.member_id == member.id).order_by(ApiToken.id)
+        )
+    )
+
+
+def revoke_api_token(member: Member, token_id: int) -> bool:
+    token = db.session.get(ApiToken, token_id)
+    if token is None or token.member_id != member.id:
+        return False
+    db.session.delete(token)
+    db.session.commit()
+    return True
+
+
+def member_for_api_token(token: str) -> Member | None:
+    """The confirmed member a token belongs to, or None for an unknown or revoked token."""
+    if not token.startswith(API_TOKEN_PREFIX) or len(token) > 100:
+        return None
+    found = db.session.scalar(select(ApiToken).where(ApiToken.token_hash == ApiToken.hash(token)))
+    if found is None:
+        return None
+    member = db.session.get(Member, found.member_id)
+    if member is None or not member.is_confirmed:
+        return None
+    if found.last_used_at is None or found.last_used_at < utcnow() - timedelta(hours=1):
+        found.last_used_at = utcnow()  # roughly, so reads do not write on every request
+        db.session.commit()
+    return member

@@ -11,6 +11,7 @@ from core.extensions import db, login_manager
 from core.forms import INVALID_FORM_STATUS, ActionForm, form_page, safe_next
 from members import bp, services
 from members.forms import (
+    ApiTokenForm,
     ChangeEmailForm,
     ChangePasswordForm,
     DeleteAccountForm,
@@ -139,6 +140,8 @@ def _account_forms() -> dict[str, object]:
         "password_form": ChangePasswordForm(formdata=None),
         "delete_form": DeleteAccountForm(formdata=None),
         "resend_form": ActionForm(formdata=None),
+        "token_form": ApiTokenForm(formdata=None),
+        "api_tokens": services.api_tokens_of(member),
     }
 
 
@@ -221,6 +224,32 @@ def delete_account():
     services.delete_account(member)
     flash("Your account is deleted. Thank you for taking part.", "info")
     return redirect(url_for("core.home"))
+
+
+@bp.post("/account/api-tokens")
+@login_required
+def create_api_token():
+    form = ApiTokenForm()
+    if not form.validate():
+        return _account_page(INVALID_FORM_STATUS, token_form=form)
+    try:
+        token = services.create_api_token(current_user, form.name.data)
+    except ValueError as error:
+        form.form_errors.append(str(error))
+        return _account_page(INVALID_FORM_STATUS, token_form=form)
+    # Shown once, on this response only; never stored in the session or a cookie.
+    return _account_page(new_token=token)
+
+
+@bp.post("/account/api-tokens/<id:token_id>/revoke")
+@login_required
+def revoke_api_token(token_id: int):
+    if not ActionForm().validate():
+        abort(400)
+    if not services.revoke_api_token(current_user, token_id):
+        abort(404)
+    flash("The token is revoked; programs using it no longer get in.", "success")
+    return redirect(url_for("members.account") + "#api-tokens")
 
 
 @bp.get("/account/data.json")

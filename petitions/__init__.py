@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("petitions", __name__)
 
-from petitions import demo, jobs, views  # noqa: E402, F401  (routes, periodic jobs, demo data)
+from petitions import api, demo, jobs, views  # noqa: E402, F401  (routes, jobs, demo data)
