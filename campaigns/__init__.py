@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("campaigns", __name__)
 
-from campaigns import demo, jobs, views  # noqa: E402, F401  (routes, messages, demo data)
+from campaigns import api, demo, jobs, views  # noqa: E402, F401  (routes, messages, demo data)

@@ -4,4 +4,4 @@ from flask import Blueprint
 
 bp = Blueprint("chapters", __name__)
 
-from chapters import demo, jobs, views  # noqa: E402, F401  (routes, messages, demo data)
+from chapters import api, demo, jobs, views  # noqa: E402, F401  (routes, messages, demo data)

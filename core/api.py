@@ -276,6 +276,67 @@ def schema(name: str, definition: dict[str, Any]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+LINKS_SCHEMA = {"type": "object", "additionalProperties": True}
+
+
+def collection_schema(name: str, item: dict[str, Any]) -> dict[str, str]:
+    """Register the schema of an OSDI collection whose ``_embedded`` lists ``item``."""
+    return schema(
+        name,
+        {
+            "type": "object",
+            "required": ["page", "per_page", "total_pages", "total_records", "_links", "_embedded"],
+            "properties": {
+                "page": {"type": "integer"},
+                "per_page": {"type": "integer"},
+                "total_pages": {"type": "integer"},
+                "total_records": {"type": "integer"},
+                "_links": LINKS_SCHEMA,
+                "_embedded": {
+                    "type": "object",
+                    "additionalProperties": {"type": "array", "items": item},
+                },
+            },
+        },
+    )
+
+
+def person_schema() -> dict[str, Any]:
+    """An OSDI person as the API shows it: names, email addresses and locality."""
+    return {
+        "type": "object",
+        "properties": {
+            "given_name": {"type": "string"},
+            "family_name": {"type": "string"},
+            "email_addresses": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "address": {"type": "string"},
+                        "primary": {"type": "boolean"},
+                    },
+                },
+            },
+            "postal_addresses": {
+                "type": "array",
+                "items": {"type": "object", "properties": {"locality": {"type": "string"}}},
+            },
+        },
+    }
+
+
+def person(name: str, email: str | None = None, locality: str | None = None) -> dict[str, Any]:
+    """An OSDI person from a display name, with the email only when it may be shown."""
+    given, _, family = name.partition(" ")
+    body: dict[str, Any] = {"given_name": given, "family_name": family}
+    if email:
+        body["email_addresses"] = [{"address": email, "primary": True}]
+    if locality:
+        body["postal_addresses"] = [{"locality": locality}]
+    return body
+
+
 def api_route(
     bp: Blueprint,
     rule: str,

@@ -16,16 +16,20 @@ from flask import Response, abort, jsonify, request
 from sqlalchemy import func, select
 
 from core.api import (
+    LINKS_SCHEMA,
     ApiProblem,
     api_member,
     api_route,
     collection,
+    collection_schema,
     hal,
     identifiers,
     iso,
     json_body,
     link,
     modified_filter,
+    person,
+    person_schema,
     schema,
 )
 from core.db import utcnow
@@ -36,7 +40,6 @@ from petitions.models import HourlyCount, Petition, PetitionState, Signature, Si
 
 PUBLIC_STATES = (PetitionState.OPEN, PetitionState.CLOSED, PetitionState.WON)
 
-LINKS = {"type": "object", "additionalProperties": True}
 PETITION = schema(
     "Petition",
     {
@@ -63,28 +66,11 @@ PETITION = schema(
             "status": {"type": "string", "enum": [s.value for s in PUBLIC_STATES]},
             "locality": {"type": "string"},
             "end_date": {"type": "string", "format": "date-time"},
-            "_links": LINKS,
+            "_links": LINKS_SCHEMA,
         },
     },
 )
-PERSON = {
-    "type": "object",
-    "properties": {
-        "given_name": {"type": "string"},
-        "family_name": {"type": "string"},
-        "email_addresses": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"address": {"type": "string"}, "primary": {"type": "boolean"}},
-            },
-        },
-        "postal_addresses": {
-            "type": "array",
-            "items": {"type": "object", "properties": {"locality": {"type": "string"}}},
-        },
-    },
-}
+PERSON = person_schema()
 SIGNATURE = schema(
     "Signature",
     {
@@ -97,7 +83,7 @@ SIGNATURE = schema(
             "status": {"type": "string"},
             "comments": {"type": "string"},
             "person": PERSON,
-            "_links": LINKS,
+            "_links": LINKS_SCHEMA,
         },
     },
 )
@@ -123,35 +109,14 @@ PENDING = schema(
         "properties": {
             "status": {"type": "string", "enum": ["pending"]},
             "message": {"type": "string"},
-            "_links": LINKS,
+            "_links": LINKS_SCHEMA,
         },
     },
 )
 
 
-def _collection_schema(name: str, item: dict) -> dict:
-    return schema(
-        name,
-        {
-            "type": "object",
-            "required": ["page", "per_page", "total_pages", "total_records", "_links", "_embedded"],
-            "properties": {
-                "page": {"type": "integer"},
-                "per_page": {"type": "integer"},
-                "total_pages": {"type": "integer"},
-                "total_records": {"type": "integer"},
-                "_links": LINKS,
-                "_embedded": {
-                    "type": "object",
-                    "additionalProperties": {"type": "array", "items": item},
-                },
-            },
-        },
-    )
-
-
-PETITIONS = _collection_schema("Petitions", PETITION)
-SIGNATURES = _collection_schema("Signatures", SIGNATURE)
+PETITIONS = collection_schema("Petitions", PETITION)
+SIGNATURES = collection_schema("Signatures", SIGNATURE)
 
 
 def represent_petition(petition: Petition) -> dict[str, Any]:
@@ -183,15 +148,7 @@ def represent_petition(petition: Petition) -> dict[str, Any]:
 def _person(signature: Signature, personal: bool) -> dict[str, Any] | None:
     if not (personal or signature.show_name) or not signature.name:
         return None
-    given, _, family = signature.name.partition(" ")
-    person: dict[str, Any] = {
-        "given_name": given,
-        "family_name": family,
-        "postal_addresses": [{"locality": signature.city}],
-    }
-    if personal and signature.email:
-        person["email_addresses"] = [{"address": signature.email, "primary": True}]
-    return person
+    return person(signature.name, signature.email if personal else None, signature.city)
 
 
 def represent_signature(signature: Signature, personal: bool) -> dict[str, Any]:
@@ -209,9 +166,9 @@ def represent_signature(signature: Signature, personal: bool) -> dict[str, Any]:
             "osdi:petition": link("petitions.api_petition", petition_id=signature.petition_id),
         },
     }
-    person = _person(signature, personal)
-    if person is not None:
-        body["person"] = person
+    signer = _person(signature, personal)
+    if signer is not None:
+        body["person"] = signer
         if signature.comment:
             body["comments"] = signature.comment
     return body
