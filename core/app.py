@@ -31,7 +31,16 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     register_errorhandlers(app)
     register_template_helpers(app)
     register_commands(app)
+    app.after_request(_default_headers)
     return app
+
+
+def _default_headers(response):
+    """Our pages may be framed only by ourselves, unless a view says otherwise (embeds)."""
+    response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'self'")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
+    return response
 
 
 def register_extensions(app: Flask) -> None:

@@ -109,3 +109,14 @@ class VictoryForm(Form):
 
 class HideForm(Form):
     reason = text_area("Reason", 500, minimum=5, help="Shown to the organiser.")
+
+
+class EmbedSignForm(SignForm):
+    """The signature form inside another site's iframe.
+
+    It has no CSRF token: browsers withhold our session cookie from third-party frames,
+    and a forged post can do no more than ask someone to confirm by email.
+    """
+
+    class Meta:
+        csrf = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, time
 
-from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask import Response, abort, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
 from core.forms import INVALID_FORM_STATUS, ActionForm, form_page
@@ -13,6 +13,7 @@ from core.topics import TOPICS, topic_label
 from members.signals import profile_sections
 from petitions import bp, services
 from petitions.forms import (
+    EmbedSignForm,
     HideForm,
     MemberSignForm,
     PetitionForm,
@@ -148,6 +149,35 @@ def sign(petition_id: int):
             return _show_page(petition, form, status=409)
         return _show_page(petition, form, 429, {"Retry-After": str(refusal.retry_after)})
     return redirect(url_for("petitions.thanks", petition_id=petition.id, outcome=outcome))
+
+
+@bp.route("/petitions/<id:petition_id>/embed", methods=["GET", "POST"])
+def embed(petition_id: int):
+    """A compact signature form for other sites to show in an iframe."""
+    petition = _petition_or_404(petition_id)
+    form = EmbedSignForm()
+    status, headers, signed = 200, {}, False
+    if form.validate_on_submit():
+        signed = True
+        if not form.website.data:  # a bot filled the hidden field: keep nothing
+            try:
+                details = services.SignerDetails(**{n: form[n].data for n in SIGN_FIELDS})
+                services.sign(petition, details, request.remote_addr or "")
+            except services.SigningRefused as refusal:
+                signed = False
+                form.form_errors.append(refusal.message)
+                status = 409 if refusal.retry_after is None else 429
+                if refusal.retry_after:
+                    headers["Retry-After"] = str(refusal.retry_after)
+    elif form.is_submitted():
+        status = INVALID_FORM_STATUS
+    response = make_response(
+        render_template("petitions/embed.html", petition=petition, form=form, signed=signed),
+        status,
+        headers,
+    )
+    response.headers["Content-Security-Policy"] = "frame-ancestors *"
+    return response
 
 
 @bp.get("/petitions/<id:petition_id>/thanks/<outcome>")
