@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from flask_wtf.file import FileField, FileRequired
 from wtforms import (
     BooleanField,
     DateTimeLocalField,
@@ -126,3 +127,11 @@ class VoteForm(Form):
         validators=[InputRequired("Please choose agree, abstain, disagree or block.")],
     )
     reason = text_area("Reason (optional)", 1000, required=False)
+
+
+class ImportForm(Form):
+    export = FileField(
+        "Chapter export file",
+        description="The .json file exported from a chapter's manage page on any Groundswell.",
+        validators=[FileRequired("Please choose the export file.")],
+    )

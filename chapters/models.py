@@ -11,7 +11,7 @@ from datetime import datetime
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import Timestamped, utcnow
@@ -105,6 +105,8 @@ class Membership(db.Model):
     member_id: Mapped[int] = mapped_column(ForeignKey("members.id", ondelete="CASCADE"), index=True)
     role: Mapped[str] = mapped_column(String(10), default=Role.MEMBER)
     joined_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The member agreed that organisers may export their name and email with the chapter.
+    shares_contact: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     chapter: Mapped[Chapter] = relationship(back_populates="memberships")
     member: Mapped[Member] = relationship()

@@ -101,7 +101,7 @@ def chapters_in_city(city: str) -> list[Chapter]:
     )
 
 
-def _unique_slug(name: str, city: str) -> str:
+def unique_slug(name: str, city: str) -> str:
     base = slugify(name, max_length=100) or slugify(city, max_length=100) or "chapter"
     slug, n = base, 1
     while db.session.scalar(select(Chapter.id).where(Chapter.slug == slug)) is not None:
@@ -117,7 +117,7 @@ def create_chapter(
     if time_zone not in TIME_ZONES:
         raise ChapterError("Please choose a time zone from the list.")
     chapter = Chapter(
-        slug=_unique_slug(name, city),
+        slug=unique_slug(name, city),
         name=name,
         city=city,
         city_slug=city_slug(city),
@@ -239,6 +239,15 @@ def update_settings(chapter: Chapter, **settings: Any) -> None:
         raise ChapterError("Please choose a time zone from the list.")
     for name, value in settings.items():
         setattr(chapter, name, value)
+    db.session.commit()
+
+
+def set_contact_sharing(chapter: Chapter, member: Member, shares: bool) -> None:
+    """Whether organisers may export the member's name and email with the chapter."""
+    membership = chapter.membership_of(member)
+    if membership is None:
+        raise ChapterError("You are not a member of this chapter.")
+    membership.shares_contact = shares
     db.session.commit()
 
 
@@ -788,11 +797,11 @@ def open_proposal(
         audience="chapter-members",
         key=f"proposal-new:{proposal.id}",
     )
-    _schedule_closing(proposal, now)
+    schedule_closing(proposal, now)
     return proposal
 
 
-def _schedule_closing(proposal: Proposal, opened: datetime) -> None:
+def schedule_closing(proposal: Proposal, opened: datetime) -> None:
     from chapters import jobs
 
     try:

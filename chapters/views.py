@@ -5,12 +5,30 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    json,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_login import current_user, login_required
 from markupsafe import Markup
 
-from chapters import bp, services
-from chapters.forms import ChapterForm, MeetupForm, ProposalForm, SettingsForm, VoteForm
+from chapters import bp, portability, services
+from chapters.forms import (
+    ChapterForm,
+    ImportForm,
+    MeetupForm,
+    ProposalForm,
+    SettingsForm,
+    VoteForm,
+)
 from chapters.models import (
     CHOICE_LABELS,
     OUTCOME_LABELS,
@@ -229,6 +247,48 @@ def set_role(slug: str, member_id: int, role: str):
         return f"{membership.member.display_name} is now {title}."
 
     return _act(action, url_for("chapters.manage", slug=slug))
+
+
+@bp.post("/chapters/<slug>/sharing/<any(on, off):choice>")
+@login_required
+def sharing(slug: str, choice: str):
+    chapter = _chapter_or_404(slug)
+
+    def action() -> str:
+        services.set_contact_sharing(chapter, current_user, choice == "on")
+        if choice == "on":
+            return "Organisers may now include your name and email in the chapter's export."
+        return "Your name and email are left out of the chapter's export."
+
+    return _act(action, url_for("chapters.show", slug=slug))
+
+
+@bp.get("/chapters/<slug>/export.json")
+@login_required
+def export(slug: str):
+    chapter = _organised_or_403(slug)
+    response = jsonify(portability.export_chapter(chapter))
+    response.headers["Content-Disposition"] = f'attachment; filename="{chapter.slug}.json"'
+    return response
+
+
+@bp.route("/chapters/import", methods=["GET", "POST"])
+@login_required
+def import_chapter():
+    form = ImportForm()
+    if form.validate_on_submit():
+        try:
+            data = json.loads(form.export.data.read())
+            chapter = portability.import_chapter(current_user, data)
+        except (ValueError, UnicodeDecodeError):
+            form.export.errors.append("This file is not JSON.")
+        except ChapterError as error:
+            db.session.rollback()
+            form.export.errors.append(str(error))
+        else:
+            flash(f"{chapter.name} is imported, with you as an organiser.", "success")
+            return redirect(url_for("chapters.show", slug=chapter.slug))
+    return form_page("chapters/import.html", form)
 
 
 # --- meetups -----------------------------------------------------------------------------
