@@ -32,12 +32,12 @@ def _time_zone_field() -> SelectField:
     )
 
 
-def _local_time(label: str, help: str = "") -> DateTimeLocalField:
+def _local_time(label: str, missing: str, help: str = "") -> DateTimeLocalField:
     return DateTimeLocalField(
         label,
         description=help,
         format=LOCAL_TIME_FORMATS,
-        validators=[InputRequired(f"Please give the {label.lower()}.")],
+        validators=[InputRequired(missing)],
         invalid_value_message="Please give a date and time, like 2026-05-14 18:30.",
     )
 
@@ -77,8 +77,10 @@ class SettingsForm(Form):
 class MeetupForm(Form):
     title = text_field("Title", 150, minimum=5)
     description = text_area("Description", 5000, minimum=10, help="Markdown is allowed.")
-    starts = _local_time("Start", help="In the chapter's time zone.")
-    ends = _local_time("End")
+    starts = _local_time(
+        "Start", "Please give the start date and time.", help="In the chapter's time zone."
+    )
+    ends = _local_time("End", "Please give the end date and time.")
     venue = text_field("Venue", 150, required=False, help="e.g. “Café Lua, back room”.")
     address = text_field("Address", 300, required=False)
     online_link = URLField(
@@ -116,7 +118,9 @@ class ProposalForm(Form):
         "Details", 5000, minimum=10, help="Background and what happens if it passes."
     )
     closes = _local_time(
-        "Voting closes", help="In the chapter's time zone; from an hour to 90 days away."
+        "Voting closes",
+        "Please give the closing date and time.",
+        help="In the chapter's time zone; from an hour to 90 days away.",
     )
 
 

@@ -823,6 +823,8 @@ def schedule_closing(proposal: Proposal, opened: datetime) -> None:
 
 def cast_vote(proposal: Proposal, member: Member, choice: Choice, reason: str | None) -> Vote:
     """Record or change a member's vote while the proposal is open."""
+    # Read the state under the row lock that closing takes, so no vote lands after it.
+    db.session.refresh(proposal, with_for_update={"of": Proposal})
     if not proposal.is_open or proposal.closes_at <= utcnow():
         raise ChapterError("Voting on this proposal has closed.")
     if proposal.chapter.membership_of(member) is None:

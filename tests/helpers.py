@@ -211,6 +211,6 @@ def release_scheduled(app: Flask, job_ids: list[str] | None = None) -> int:
                     continue
                 job = Job.fetch(job_id, connection=queue.connection)
                 queue._enqueue_job(job)
-                registry.remove(job)
+                registry.remove(job_id)
                 released += 1
     return released
