@@ -104,12 +104,21 @@ class MeetupForm(Form):
             raise ValidationError("The end must be after the start.")
 
     def validate_online_link(self, field) -> None:
+        if field.errors:  # the URL check has said it already
+            return
         if field.data and not field.data.lower().startswith(("https://", "http://")):
             raise ValidationError("Please give a full link, starting with https://.")
 
-    def validate_venue(self, field) -> None:
-        if not (field.data or self.address.data or self.online_link.data):
-            raise ValidationError("Please give a venue, an address or an online link.")
+    def validate(self, extra_validators=None) -> bool:
+        valid = super().validate(extra_validators)
+        # Each place field is optional alone, so the rule for all three lives here.
+        if not (self.venue.data or self.address.data or self.online_link.data):
+            self.venue.errors = [
+                *self.venue.errors,
+                "Please give a venue, an address or an online link.",
+            ]
+            valid = False
+        return valid
 
 
 class ProposalForm(Form):

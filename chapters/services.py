@@ -630,7 +630,11 @@ def reminder_is_due(meetup: Meetup, lead: str, now: datetime | None = None) -> b
     now = now or utcnow()
     opens = meetup.starts_at - REMINDER_LEADS[lead]
     closes = min(opens + REMINDER_WINDOWS[lead], meetup.starts_at)
-    return not meetup.is_cancelled and opens - SCHEDULER_SLACK <= now < closes
+    # A meetup announced after this reminder's time gets only the reminders still ahead.
+    announced_late = meetup.created_at > opens + SCHEDULER_SLACK
+    return (
+        not meetup.is_cancelled and not announced_late and opens - SCHEDULER_SLACK <= now < closes
+    )
 
 
 def send_reminder(meetup_id: int, lead: str) -> bool:
@@ -976,7 +980,7 @@ def summarise_meetups(sender, kind: str, ids: list[int], **extra) -> dict[int, W
                 if m.is_cancelled
                 else f"{counts[m.id][RsvpStatus.GOING]} going · {m.chapter.name}"
             ),
-            when=m.starts_at,
+            when=m.starts_at.astimezone(m.chapter.zone),
         )
         for m in found
     }

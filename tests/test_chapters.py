@@ -1,0 +1,1386 @@
+"""Chapters: the activation threshold, founding, membership and roles, RSVPs and the
+waitlist (also under concurrent changes), capacity changes, reminders, time zones across a
+clock change, calendars, attendance, notifications of changes, bad input, campaigns and
+the city page."""
+
+from __future__ import annotations
+
+import html
+import re
+import threading
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from flask import Flask
+from icalendar import Calendar
+from sqlalchemy import func, select, update
+
+from campaigns import services as campaign_services
+from campaigns.models import CampaignError
+from chapters import jobs as chapter_jobs
+from chapters import services
+from chapters.models import (
+    Chapter,
+    ChapterError,
+    ChapterState,
+    Meetup,
+    Role,
+    Rsvp,
+    RsvpStatus,
+)
+from core.db import utcnow
+from core.extensions import db
+from core.queue import enqueue
+from members.models import Member
+from tests.factories import (
+    PASSWORD,
+    make_campaign,
+    make_chapter,
+    make_meetup,
+    make_member,
+    make_petition,
+    member_by_email,
+)
+from tests.helpers import csrf_token, release_scheduled, scheduled_jobs, submit, text_body
+
+SLUG = "lisbon-hosts-and-riders"
+LISBON = ZoneInfo("Europe/Lisbon")
+LATER = (utcnow() + timedelta(days=20)).astimezone(LISBON).strftime("%Y-%m-%d")  # a date well ahead
+ACTIVE_SUBJECT = "Your chapter Lisbon Hosts and Riders is now active"
+PROMOTED_SUBJECT = "You have a place at Planning night"
+
+
+# --- helpers ----------------------------------------------------------------------------
+
+
+def email(name: str) -> str:
+    return f"{name.lower()}@example.org"
+
+
+def people(*names: str) -> list[Member]:
+    """Confirmed members named ``names``, with addresses like olga@example.org."""
+    return [make_member(email(name), name, "Lisbon") for name in names]
+
+
+def chapter_of(*names: str, **fields) -> tuple[Chapter, dict[str, Member]]:
+    """Olga's chapter in Lisbon, joined by ``names`` in that order; Olga is its organiser."""
+    members = dict(zip(("Olga", *names), people("Olga", *names), strict=True))
+    chapter = make_chapter(members["Olga"], *(members[name] for name in names), **fields)
+    return chapter, members
+
+
+def log_in(app: Flask, name: str):
+    """A fresh test client logged in as ``name``."""
+    client = app.test_client()
+    response = submit(client, "/login", {"email": email(name), "password": PASSWORD})
+    assert response.status_code == 302, response.status_code
+    return client
+
+
+def post_with_token(client, url: str, data: dict | None = None):
+    """Post a button or form with the session's CSRF token, taken from the account page."""
+    token = csrf_token(client.get("/account").text)
+    return client.post(url, data={"csrf_token": token, **(data or {})})
+
+
+def flashes(client, response) -> list[str]:
+    """The messages shown on the page a response redirects to."""
+    assert response.status_code == 302, response.status_code
+    page = client.get(response.headers["Location"]).text
+    return [html.unescape(m) for m in re.findall(r'<p class="flash flash-\w+">(.*?)</p>', page)]
+
+
+def field_error(page_html: str, field_id: str) -> str:
+    """The message shown beside a field."""
+    assert f'id="{field_id}-error"' in page_html, f"no error beside {field_id}"
+    return html.unescape(page_html.split(f'id="{field_id}-error">', 1)[1].split("</p>", 1)[0])
+
+
+def error_summary(page_html: str) -> str:
+    assert 'class="error-summary"' in page_html, "no error summary"
+    return html.unescape(page_html.split('class="error-summary"', 1)[1].split("</div>", 1)[0])
+
+
+def text_of(fragment: str) -> str:
+    return html.unescape(re.sub(r"\s+", " ", re.sub(r"<[^>]+>", "", fragment))).strip()
+
+
+def mail(outbox) -> dict[str, list[str]]:
+    """Subjects of the messages in the outbox, by recipient."""
+    found: dict[str, list[str]] = {}
+    for message in outbox.messages():
+        found.setdefault(message["To"], []).append(message["Subject"])
+    return found
+
+
+def each(addresses, subjects: list[str]) -> dict[str, list[str]]:
+    """The same subjects for each of ``addresses``, to compare with mail()."""
+    return {address: list(subjects) for address in addresses}
+
+
+def names(meetup: Meetup, status: RsvpStatus) -> list[str]:
+    """Who has ``status``; the waitlist in its order."""
+    db.session.expire_all()
+    return [rsvp.member.display_name for rsvp in services.attendees(meetup, status)]
+
+
+def answer(meetup: Meetup, members: dict[str, Member], going: bool, *who: str) -> list:
+    return [services.respond(meetup, members[name], going) for name in who]
+
+
+def details_of(meetup: Meetup, **changes) -> services.MeetupDetails:
+    fields = (
+        "title",
+        "description",
+        "starts_at",
+        "ends_at",
+        "venue",
+        "address",
+        "online_link",
+        "capacity",
+    )
+    return services.MeetupDetails(**{**{f: getattr(meetup, f) for f in fields}, **changes})
+
+
+def set_times(meetup_id: int, starts_at: datetime, ends_at: datetime | None = None) -> None:
+    """Change when a meetup is, straight in the database, as if time had passed: it was
+    scheduled three days before it starts."""
+    db.session.execute(
+        update(Meetup)
+        .where(Meetup.id == meetup_id)
+        .values(
+            starts_at=starts_at,
+            ends_at=ends_at or starts_at + timedelta(hours=2),
+            created_at=starts_at - timedelta(days=3),
+        )
+    )
+    db.session.commit()
+    db.session.expire_all()
+
+
+def meetup_count() -> int:
+    return db.session.scalar(select(func.count()).select_from(Meetup))
+
+
+def local_input(moment: datetime) -> str:
+    """A time as the form's datetime-local input sends it, in Lisbon."""
+    return moment.astimezone(LISBON).strftime("%Y-%m-%dT%H:%M")
+
+
+def meetup_form(**changes) -> dict:
+    starts = (utcnow() + timedelta(days=10)).replace(hour=18, minute=30)
+    return {
+        "title": "Planning night",
+        "description": "We plan the next month of the campaign.",
+        "starts": local_input(starts),
+        "ends": local_input(starts + timedelta(hours=2)),
+        "venue": "Café Lua",
+        "address": "Rua dos Remédios 12, Lisbon",
+        "online_link": "",
+        "capacity": "",
+        **changes,
+    }
+
+
+def chapter_form(**changes) -> dict:
+    return {
+        "name": "Lisbon Hosts and Riders",
+        "city": "Lisbon",
+        "time_zone": "Europe/Lisbon",
+        "description": "Hosts, drivers and couriers in Lisbon who want fair, local rules.",
+        **changes,
+    }
+
+
+def meetup_id_of(response) -> int:
+    assert response.status_code == 302, response.status_code
+    match = re.fullmatch(r"/meetups/(\d+)", response.headers["Location"])
+    assert match, response.headers["Location"]
+    return int(match.group(1))
+
+
+def reminder_jobs(meetup_id: int) -> dict[str, str]:
+    return {lead: f"meetup-{meetup_id}-reminder-{lead}" for lead in ("24h", "1h")}
+
+
+def assert_due(due: datetime, expected: datetime) -> None:
+    assert abs((due - expected).total_seconds()) <= 1, (due, expected)
+
+
+def events_in(response) -> list:
+    assert response.status_code == 200, response.status_code
+    assert response.mimetype == "text/calendar"
+    return Calendar.from_ical(response.data).walk("VEVENT")
+
+
+# --- 1. forming and active ------------------------------------------------------------------
+
+
+def test_the_third_member_makes_a_chapter_active_and_everyone_hears_once(ctx, outbox, run_jobs):
+    """A founder and one member leave a chapter forming; the third activates it, told once."""
+    chapter, _ = chapter_of("Ana")
+    assert chapter.state == ChapterState.FORMING and chapter.activated_at is None
+    run_jobs()
+    assert outbox.messages() == []
+
+    ben, dan = people("Ben", "Dan")
+    assert services.join(chapter, ben)
+    assert chapter.state == ChapterState.ACTIVE and chapter.activated_at is not None
+    assert not services.join(chapter, ben)  # already in
+    run_jobs()
+    assert services.join(chapter, dan)  # a fourth member is no news
+    run_jobs()
+    run_jobs()
+
+    assert mail(outbox) == {email(n): [ACTIVE_SUBJECT] for n in ("Olga", "Ana", "Ben")}
+    assert "has 3 members and is now an active chapter" in text_body(outbox.last_to(email("Ana")))
+
+
+def test_the_activation_threshold_follows_the_configuration(app, ctx, monkeypatch):
+    """CHAPTER_ACTIVE_AT moves the threshold both ways."""
+    monkeypatch.setitem(app.config, "CHAPTER_ACTIVE_AT", 4)
+    chapter, members = chapter_of("Ana", "Ben")
+    assert chapter.state == ChapterState.FORMING
+    services.join(chapter, people("Cara")[0])
+    assert chapter.state == ChapterState.ACTIVE
+
+    monkeypatch.setitem(app.config, "CHAPTER_ACTIVE_AT", 2)
+    porto = make_chapter(members["Ana"], name="Porto Riders", city="Porto")
+    assert porto.state == ChapterState.FORMING
+    services.join(porto, members["Ben"])
+    assert porto.state == ChapterState.ACTIVE
+
+    monkeypatch.setitem(app.config, "CHAPTER_ACTIVE_AT", 1)
+    alone = make_chapter(members["Ben"], name="Faro Hosts", city="Faro")
+    assert alone.state == ChapterState.ACTIVE
+
+
+# --- 2. founding through the form -------------------------------------------------------------
+
+
+def test_founding_a_chapter_through_the_form_leads_to_its_page(app):
+    """A valid form founds the chapter with its founder as organiser and shows its page."""
+    with app.app_context():
+        people("Olga")
+    olga = log_in(app, "Olga")
+    response = submit(olga, "/chapters/new", chapter_form())
+    assert response.status_code == 302
+    assert response.headers["Location"] == f"/chapters/{SLUG}"
+    assert "Your chapter is founded. Invite people to join it." in flashes(olga, response)
+    page = olga.get(f"/chapters/{SLUG}").text
+    assert "This chapter is forming: 1 of 3 members have joined." in page
+    assert "You are an organiser of this chapter." in page
+    with app.app_context():
+        chapter = services.chapter_by_slug(SLUG)
+        assert (chapter.name, chapter.city_slug, chapter.time_zone) == (
+            "Lisbon Hosts and Riders",
+            "lisbon",
+            "Europe/Lisbon",
+        )
+        assert [(m.member.email, m.role) for m in chapter.memberships] == [
+            (email("Olga"), Role.ORGANISER)
+        ]
+
+
+@pytest.mark.parametrize(
+    ("data", "errors"),
+    [
+        (
+            {"name": "", "city": "", "time_zone": "", "description": ""},
+            {
+                "name": "Please fill in chapter name.",
+                "city": "Please fill in city.",
+                "time_zone": "Please choose a time zone.",
+                "description": "Please fill in what the chapter is for.",
+            },
+        ),
+        ({"time_zone": "Mars/Olympus_Mons"}, {"time_zone": "Not a valid choice."}),
+        ({"description": "Too short."}, {"description": "must be 20 to 5000 characters long"}),
+    ],
+    ids=["missing fields", "unknown time zone", "short description"],
+)
+def test_the_founding_form_refuses_bad_input_beside_each_field(app, data, errors):
+    """Missing fields or an unknown time zone answer 422 with a message per field."""
+    with app.app_context():
+        people("Olga")
+    olga = log_in(app, "Olga")
+    response = submit(olga, "/chapters/new", chapter_form(**data))
+    assert response.status_code == 422
+    for field, message in errors.items():
+        assert message in field_error(response.text, field), field
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Chapter)) == 0
+
+
+def test_a_second_chapter_in_a_city_points_to_the_first_until_confirmed(app):
+    """A second chapter in the same city first answers 409 with a link to the existing one."""
+    with app.app_context():
+        chapter_of()
+        people("Ana")
+    ana = log_in(app, "Ana")
+    form = chapter_form(name="Lisbon Couriers United", city="lisbon")
+
+    first = submit(ana, "/chapters/new", form)
+    assert first.status_code == 409
+    assert f'href="/chapters/{SLUG}"' in first.text
+    assert "There is already a chapter in lisbon" in first.text
+    assert 'name="second_chapter" value="yes"' in first.text
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Chapter)) == 1
+
+    second = submit(ana, "/chapters/new", {**form, "second_chapter": "yes"})
+    assert second.status_code == 302
+    assert second.headers["Location"] == "/chapters/lisbon-couriers-united"
+    with app.app_context():
+        assert [c.name for c in services.chapters_in_city("Lisbon")] == [
+            "Lisbon Hosts and Riders",
+            "Lisbon Couriers United",
+        ]
+
+
+# --- 3. membership, roles and permissions ------------------------------------------------------
+
+
+def roles(app: Flask) -> dict[str, str]:
+    with app.app_context():
+        chapter = services.chapter_by_slug(SLUG)
+        return {m.member.display_name: m.role for m in chapter.memberships}
+
+
+def test_members_join_and_leave_through_the_chapter_page(app):
+    """Joining and leaving are buttons on the chapter page."""
+    with app.app_context():
+        chapter_of("Ana")
+        people("Ben")
+    ben = log_in(app, "Ben")
+    assert "Join this chapter" in ben.get(f"/chapters/{SLUG}").text
+
+    joined = post_with_token(ben, f"/chapters/{SLUG}/join")
+    assert joined.headers["Location"] == f"/chapters/{SLUG}"
+    assert flashes(ben, joined) == [
+        "Welcome! With you, Lisbon Hosts and Riders is now an active chapter."
+    ]
+    assert roles(app) == {"Olga": "organiser", "Ana": "member", "Ben": "member"}
+    assert "You are a member of this chapter." in ben.get(f"/chapters/{SLUG}").text
+    again = post_with_token(ben, f"/chapters/{SLUG}/join")
+    assert flashes(ben, again) == ["You are already a member."]
+
+    left = post_with_token(ben, f"/chapters/{SLUG}/leave")
+    assert flashes(ben, left) == ["You have left Lisbon Hosts and Riders."]
+    assert roles(app) == {"Olga": "organiser", "Ana": "member"}
+    assert "Join this chapter" in ben.get(f"/chapters/{SLUG}").text
+
+
+def test_leaving_a_chapter_gives_up_places_at_its_meetups(ctx, outbox, run_jobs):
+    """A member who leaves loses their RSVPs, and the first waiting takes the freed place."""
+    chapter, members = chapter_of("Ana", "Ben", "Cara")
+    meetup = make_meetup(chapter, members["Olga"], capacity=1)
+    other = make_meetup(chapter, members["Olga"], title="Picnic day", capacity=1)
+    answer(meetup, members, True, "Ana", "Ben", "Cara")
+    answer(other, members, True, "Cara", "Ana")
+    run_jobs()
+    outbox.clear()
+
+    services.leave(chapter, members["Ana"])
+    assert chapter.membership_of(members["Ana"]) is None
+    assert names(meetup, RsvpStatus.GOING) == ["Ben"]
+    assert names(meetup, RsvpStatus.WAITLISTED) == ["Cara"]
+    assert names(other, RsvpStatus.GOING) == ["Cara"]
+    assert names(other, RsvpStatus.WAITLISTED) == []
+    run_jobs()
+    assert mail(outbox) == {email("Ben"): [PROMOTED_SUBJECT]}
+    with pytest.raises(ChapterError, match="Join the chapter"):
+        services.respond(meetup, members["Ana"], True)
+
+
+def test_the_only_organiser_cannot_leave_while_others_remain(app):
+    """The sole organiser must hand over before leaving a chapter with other members."""
+    with app.app_context():
+        _, members = chapter_of("Ana")
+        ana_id = members["Ana"].id
+    olga = log_in(app, "Olga")
+
+    refused = post_with_token(olga, f"/chapters/{SLUG}/leave")
+    assert flashes(olga, refused) == [
+        "You are the only organiser. Make someone else an organiser first."
+    ]
+    assert roles(app) == {"Olga": "organiser", "Ana": "member"}
+
+    promoted = post_with_token(olga, f"/chapters/{SLUG}/members/{ana_id}/organiser")
+    assert promoted.headers["Location"] == f"/chapters/{SLUG}/manage"
+    left = post_with_token(olga, f"/chapters/{SLUG}/leave")
+    assert flashes(olga, left) == ["You have left Lisbon Hosts and Riders."]
+    assert roles(app) == {"Ana": "organiser"}
+
+
+def test_organisers_promote_and_demote_but_keep_one_organiser(app):
+    """Organisers change roles on the manage page; the last organiser cannot step back."""
+    with app.app_context():
+        _, members = chapter_of("Ana")
+        olga_id, ana_id = members["Olga"].id, members["Ana"].id
+        outsider_id = people("Rui")[0].id
+    olga = log_in(app, "Olga")
+    base = f"/chapters/{SLUG}/members"
+
+    manage = olga.get(f"/chapters/{SLUG}/manage")
+    assert manage.status_code == 200
+    assert f'action="{base}/{ana_id}/organiser"' in manage.text
+
+    assert flashes(olga, post_with_token(olga, f"{base}/{ana_id}/organiser")) == [
+        "Ana is now an organiser."
+    ]
+    assert roles(app) == {"Olga": "organiser", "Ana": "organiser"}
+    assert flashes(olga, post_with_token(olga, f"{base}/{ana_id}/member")) == [
+        "Ana is now a member."
+    ]
+    assert roles(app) == {"Olga": "organiser", "Ana": "member"}
+
+    assert flashes(olga, post_with_token(olga, f"{base}/{olga_id}/member")) == [
+        "A chapter needs at least one organiser."
+    ]
+    assert flashes(olga, post_with_token(olga, f"{base}/{outsider_id}/organiser")) == [
+        "That person is not a member of this chapter."
+    ]
+    assert roles(app) == {"Olga": "organiser", "Ana": "member"}
+
+
+def chapter_snapshot(app: Flask) -> dict:
+    """Everything an organiser route could change."""
+    with app.app_context():
+        chapter = services.chapter_by_slug(SLUG)
+        return {
+            "settings": (
+                chapter.description,
+                chapter.time_zone,
+                chapter.members_can_schedule,
+                chapter.quorum_percent,
+                chapter.quorum_minimum,
+            ),
+            "roles": {m.member_id: m.role for m in chapter.memberships},
+            "meetups": db.session.execute(
+                select(Meetup.id, Meetup.title, Meetup.state, Meetup.starts_at).order_by(Meetup.id)
+            ).all(),
+            "attended": db.session.scalars(select(Rsvp.attended).order_by(Rsvp.id)).all(),
+        }
+
+
+def settings_form(**changes) -> dict:
+    return {
+        "description": "Hosts, drivers and couriers in Lisbon who want fair, local rules.",
+        "time_zone": "Europe/Lisbon",
+        "quorum_percent": "20",
+        "quorum_minimum": "3",
+        **changes,
+    }
+
+
+def test_a_member_who_does_not_organise_gets_403_on_every_organiser_route(app, outbox, run_jobs):
+    """Managing, settings, roles, scheduling, editing, cancelling and attendance are refused."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana", "Ben")
+        meetup = make_meetup(chapter, members["Olga"])
+        services.respond(meetup, members["Ana"], True)
+        meetup_id, ana_id = meetup.id, members["Ana"].id
+    run_jobs()
+    outbox.clear()
+    before = chapter_snapshot(app)
+    ana = log_in(app, "Ana")
+
+    gets = [
+        f"/chapters/{SLUG}/manage",
+        f"/chapters/{SLUG}/meetups/new",
+        f"/meetups/{meetup_id}/edit",
+        f"/meetups/{meetup_id}/attendance",
+    ]
+    for url in gets:
+        assert ana.get(url).status_code == 403, url
+    posts = {
+        f"/chapters/{SLUG}/settings": settings_form(members_can_schedule="y"),
+        f"/chapters/{SLUG}/members/{ana_id}/organiser": {},
+        f"/chapters/{SLUG}/meetups/new": meetup_form(),
+        f"/meetups/{meetup_id}/edit": meetup_form(title="Hijacked night"),
+        f"/meetups/{meetup_id}/cancel": {},
+        f"/meetups/{meetup_id}/attendance": {"attended": str(ana_id)},
+    }
+    for url, data in posts.items():
+        assert post_with_token(ana, url, data).status_code == 403, url
+    assert chapter_snapshot(app) == before
+    run_jobs()
+    assert outbox.messages() == []
+    page = ana.get(f"/chapters/{SLUG}").text
+    assert "Manage the chapter" not in page and "Schedule a meetup" not in page
+
+
+def test_members_may_schedule_once_the_chapter_allows_it(app):
+    """With members_can_schedule on, a member schedules a meetup but still cannot edit it."""
+    with app.app_context():
+        chapter_of("Ana", "Ben")
+    ana = log_in(app, "Ana")
+    assert ana.get(f"/chapters/{SLUG}/meetups/new").status_code == 403
+
+    olga = log_in(app, "Olga")
+    saved = post_with_token(
+        olga, f"/chapters/{SLUG}/settings", settings_form(members_can_schedule="y")
+    )
+    assert saved.headers["Location"] == f"/chapters/{SLUG}/manage"
+    assert "Schedule a meetup" in ana.get(f"/chapters/{SLUG}").text
+
+    meetup_id = meetup_id_of(submit(ana, f"/chapters/{SLUG}/meetups/new", meetup_form()))
+    with app.app_context():
+        meetup = db.session.get(Meetup, meetup_id)
+        assert meetup.title == "Planning night"
+        assert meetup.created_by_id == member_by_email(email("Ana")).id
+    assert ana.get(f"/meetups/{meetup_id}/edit").status_code == 403
+    assert post_with_token(ana, f"/meetups/{meetup_id}/cancel").status_code == 403
+
+    # Turned off again, members lose the right.
+    post_with_token(olga, f"/chapters/{SLUG}/settings", settings_form())
+    assert ana.get(f"/chapters/{SLUG}/meetups/new").status_code == 403
+
+
+def test_guests_are_sent_to_log_in(app, client):
+    """Every page and button that needs an account redirects a guest to the login page."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana")
+        meetup_id = make_meetup(chapter, members["Olga"]).id
+        ana_id = members["Ana"].id
+    gets = [
+        "/chapters/new",
+        f"/chapters/{SLUG}/manage",
+        f"/chapters/{SLUG}/meetups/new",
+        f"/meetups/{meetup_id}/edit",
+        f"/meetups/{meetup_id}/attendance",
+        "/calendar",
+    ]
+    posts = [
+        "/chapters/new",
+        f"/chapters/{SLUG}/join",
+        f"/chapters/{SLUG}/leave",
+        f"/chapters/{SLUG}/settings",
+        f"/chapters/{SLUG}/members/{ana_id}/member",
+        f"/meetups/{meetup_id}/going",
+        f"/meetups/{meetup_id}/not-going",
+        f"/meetups/{meetup_id}/cancel",
+        "/calendar/reset",
+    ]
+    for method, urls in (("get", gets), ("post", posts)):
+        for url in urls:
+            response = getattr(client, method)(url)
+            assert response.status_code == 302, (method, url)
+            assert response.headers["Location"].startswith("/login"), (method, url)
+    assert client.get(f"/chapters/{SLUG}").status_code == 200
+    assert "Log in to RSVP" in client.get(f"/meetups/{meetup_id}").text
+    assert roles(app) == {"Olga": "organiser", "Ana": "member"}
+
+
+# --- 4. the waitlist ---------------------------------------------------------------------------
+
+
+def test_a_freed_place_goes_to_the_first_on_the_waitlist_who_is_told_once(app, outbox, run_jobs):
+    """Capacity 2: the third is waitlisted, and gets the place when someone cancels."""
+    with app.app_context():
+        chapter, _ = chapter_of("Ana", "Ben", "Cara", "Dan")
+        meetup_id = make_meetup(chapter, chapter.organisers[0].member, capacity=2).id
+    clients = {name: log_in(app, name) for name in ("Ana", "Ben", "Cara", "Dan")}
+    said = {
+        name: flashes(c, post_with_token(c, f"/meetups/{meetup_id}/going"))
+        for name, c in clients.items()
+    }
+    assert said["Ana"] == said["Ben"] == ["You are going. See you there!"]
+    assert (
+        said["Cara"]
+        == said["Dan"]
+        == ["The meetup is full, so you are on the waitlist. We will email you if a place opens."]
+    )
+    assert "You are on the waitlist, number 2." in clients["Dan"].get(f"/meetups/{meetup_id}").text
+    run_jobs()
+    outbox.clear()
+
+    cancelled = post_with_token(clients["Ana"], f"/meetups/{meetup_id}/not-going")
+    assert flashes(clients["Ana"], cancelled) == ["You are not going."]
+    with app.app_context():
+        meetup = db.session.get(Meetup, meetup_id)
+        assert names(meetup, RsvpStatus.GOING) == ["Ben", "Cara"]
+        assert names(meetup, RsvpStatus.WAITLISTED) == ["Dan"]
+        assert names(meetup, RsvpStatus.NOT_GOING) == ["Ana"]
+    run_jobs()
+    run_jobs()
+    assert mail(outbox) == {email("Cara"): [PROMOTED_SUBJECT]}
+    body = text_body(outbox.last_to(email("Cara")))
+    assert "you are now going to" in body and f"/meetups/{meetup_id}" in body
+    page = clients["Dan"].get(f"/meetups/{meetup_id}").text
+    assert "You are on the waitlist, number 1." in page
+
+
+def test_leaving_the_waitlist_or_saying_no_twice_promotes_no_one(ctx, outbox, run_jobs):
+    """Only a place given up by someone going promotes the next in line."""
+    chapter, members = chapter_of("Ana", "Ben", "Cara", "Dan")
+    meetup = make_meetup(chapter, members["Olga"], capacity=1)
+    assert answer(meetup, members, True, "Ana", "Ben", "Cara") == [
+        RsvpStatus.GOING,
+        RsvpStatus.WAITLISTED,
+        RsvpStatus.WAITLISTED,
+    ]
+    assert answer(meetup, members, True, "Ben") == [RsvpStatus.WAITLISTED]  # keeps its place
+    run_jobs()
+    outbox.clear()
+
+    assert answer(meetup, members, False, "Ben", "Dan", "Dan") == [RsvpStatus.NOT_GOING] * 3
+    assert names(meetup, RsvpStatus.GOING) == ["Ana"]
+    assert names(meetup, RsvpStatus.WAITLISTED) == ["Cara"]
+    run_jobs()
+    assert outbox.messages() == []
+
+    services.respond(meetup, members["Ana"], False)
+    assert names(meetup, RsvpStatus.GOING) == ["Cara"]
+    run_jobs()
+    assert mail(outbox) == {email("Cara"): [PROMOTED_SUBJECT]}
+
+
+# --- 5. concurrent changes ----------------------------------------------------------------------
+
+
+def respond_together(app: Flask, meetup_id: int, answers: list[tuple[int, bool]]) -> list:
+    """Each (member id, going) answered by its own thread and session, released at once."""
+    barrier = threading.Barrier(len(answers))
+    results: list = [None] * len(answers)
+    errors: list[BaseException] = []
+
+    def run(index: int, member_id: int, going: bool) -> None:
+        try:
+            with app.app_context():
+                meetup = db.session.get(Meetup, meetup_id)
+                member = db.session.get(Member, member_id)
+                barrier.wait(timeout=10)
+                results[index] = services.respond(meetup, member, going)
+        except BaseException as error:  # reported in the test's own thread
+            errors.append(error)
+            barrier.abort()
+
+    threads = [
+        threading.Thread(target=run, args=(i, member_id, going))
+        for i, (member_id, going) in enumerate(answers)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert not errors, errors
+    return results
+
+
+def test_two_cancellations_at_once_promote_exactly_two_in_waitlist_order(app, outbox, run_jobs):
+    """Two places given up at the same moment go to the first two waiting, no more."""
+    for _ in range(3):  # several rounds, for different interleavings
+        with app.app_context():
+            if services.chapter_by_slug(SLUG) is None:
+                chapter_of("Ana", "Ben", "Wes", "Wil", "Wyn")
+            chapter = services.chapter_by_slug(SLUG)
+            members = {m.member.display_name: m.member for m in chapter.memberships}
+            meetup = make_meetup(chapter, members["Olga"], capacity=2)
+            answer(meetup, members, True, "Ana", "Ben", "Wes", "Wil", "Wyn")
+            assert names(meetup, RsvpStatus.WAITLISTED) == ["Wes", "Wil", "Wyn"]
+            meetup_id, ids = meetup.id, {name: m.id for name, m in members.items()}
+        run_jobs()
+        outbox.clear()
+
+        results = respond_together(app, meetup_id, [(ids["Ana"], False), (ids["Ben"], False)])
+
+        assert results == [RsvpStatus.NOT_GOING, RsvpStatus.NOT_GOING]
+        with app.app_context():
+            meetup = db.session.get(Meetup, meetup_id)
+            assert names(meetup, RsvpStatus.GOING) == ["Wes", "Wil"]
+            assert names(meetup, RsvpStatus.WAITLISTED) == ["Wyn"]
+        run_jobs()
+        assert mail(outbox) == {email("Wes"): [PROMOTED_SUBJECT], email("Wil"): [PROMOTED_SUBJECT]}
+
+
+def test_a_cancellation_and_a_new_rsvp_at_once_never_overfill(app):
+    """A place given up while someone new says going goes to the waitlist first; never 3."""
+    for _ in range(3):
+        with app.app_context():
+            if services.chapter_by_slug(SLUG) is None:
+                chapter_of("Ana", "Ben", "Wes", "Cal", "Cid")
+            chapter = services.chapter_by_slug(SLUG)
+            members = {m.member.display_name: m.member for m in chapter.memberships}
+            full = make_meetup(chapter, members["Olga"], capacity=2)
+            answer(full, members, True, "Ana", "Ben", "Wes")
+            no_queue = make_meetup(chapter, members["Olga"], capacity=2, title="Picnic day")
+            answer(no_queue, members, True, "Ana", "Ben")
+            ids = {name: m.id for name, m in members.items()}
+            full_id, no_queue_id = full.id, no_queue.id
+
+        respond_together(app, full_id, [(ids["Ana"], False), (ids["Cal"], True)])
+        respond_together(app, no_queue_id, [(ids["Ana"], False), (ids["Cid"], True)])
+
+        with app.app_context():
+            full = db.session.get(Meetup, full_id)
+            assert names(full, RsvpStatus.GOING) == ["Ben", "Wes"]
+            assert names(full, RsvpStatus.WAITLISTED) == ["Cal"]
+            no_queue = db.session.get(Meetup, no_queue_id)
+            assert sorted(names(no_queue, RsvpStatus.GOING)) == ["Ben", "Cid"]
+            assert names(no_queue, RsvpStatus.WAITLISTED) == []
+
+
+# --- 6. capacity changes -------------------------------------------------------------------------
+
+
+def test_raising_the_capacity_promotes_from_the_waitlist_in_order(ctx, outbox, run_jobs):
+    """Two more places go to the first two waiting, who are told; no one else hears."""
+    chapter, members = chapter_of("Ana", "Ben", "Wes", "Wil", "Wyn")
+    meetup = make_meetup(chapter, members["Olga"], capacity=2)
+    answer(meetup, members, True, "Ana", "Ben", "Wes", "Wil", "Wyn")
+    run_jobs()
+    outbox.clear()
+
+    assert services.edit_meetup(meetup, details_of(meetup, capacity=4)) is False
+    assert names(meetup, RsvpStatus.GOING) == ["Ana", "Ben", "Wes", "Wil"]
+    assert names(meetup, RsvpStatus.WAITLISTED) == ["Wyn"]
+    run_jobs()
+    assert mail(outbox) == {email("Wes"): [PROMOTED_SUBJECT], email("Wil"): [PROMOTED_SUBJECT]}
+
+    services.edit_meetup(meetup, details_of(meetup, capacity=None))  # no limit any more
+    assert names(meetup, RsvpStatus.WAITLISTED) == []
+    assert "Wyn" in names(meetup, RsvpStatus.GOING)
+
+
+def test_lowering_the_capacity_removes_no_one_but_waitlists_newcomers(ctx, outbox, run_jobs):
+    """Below the number going, everyone keeps their place and new RSVPs wait."""
+    chapter, members = chapter_of("Ana", "Ben", "Cara", "Dan", "Eva")
+    meetup = make_meetup(chapter, members["Olga"], capacity=4)
+    answer(meetup, members, True, "Ana", "Ben", "Cara")
+    run_jobs()
+    outbox.clear()
+
+    services.edit_meetup(meetup, details_of(meetup, capacity=2))
+    assert meetup.capacity == 2
+    assert names(meetup, RsvpStatus.GOING) == ["Ana", "Ben", "Cara"]
+    assert answer(meetup, members, True, "Dan") == [RsvpStatus.WAITLISTED]
+
+    services.respond(meetup, members["Cara"], False)  # 2 going: still no free place
+    assert names(meetup, RsvpStatus.GOING) == ["Ana", "Ben"]
+    assert names(meetup, RsvpStatus.WAITLISTED) == ["Dan"]
+    services.respond(meetup, members["Ben"], False)
+    assert names(meetup, RsvpStatus.GOING) == ["Ana", "Dan"]
+    run_jobs()
+    assert mail(outbox) == {email("Dan"): [PROMOTED_SUBJECT]}
+
+
+# --- 7. reminders -----------------------------------------------------------------------------
+
+
+def test_reminders_are_scheduled_before_the_meetup_and_follow_it(app, ctx):
+    """Jobs wait for a day and an hour before; moving the meetup moves them, cancelling drops."""
+    chapter, members = chapter_of("Ana")
+    meetup = make_meetup(chapter, members["Olga"], starts_in=timedelta(days=3))
+    ids = reminder_jobs(meetup.id)
+    due = scheduled_jobs(app)
+    assert_due(due[ids["24h"]], meetup.starts_at - timedelta(hours=24))
+    assert_due(due[ids["1h"]], meetup.starts_at - timedelta(hours=1))
+
+    later = meetup.starts_at + timedelta(days=2, hours=3)
+    services.edit_meetup(
+        meetup, details_of(meetup, starts_at=later, ends_at=later + timedelta(hours=2))
+    )
+    due = scheduled_jobs(app)
+    assert_due(due[ids["24h"]], later - timedelta(hours=24))
+    assert_due(due[ids["1h"]], later - timedelta(hours=1))
+
+    services.edit_meetup(meetup, details_of(meetup, title="Planning night, moved"))
+    assert_due(scheduled_jobs(app)[ids["24h"]], later - timedelta(hours=24))
+
+    services.cancel_meetup(meetup)
+    assert set(ids.values()).isdisjoint(scheduled_jobs(app))
+
+    soon = make_meetup(chapter, members["Olga"], starts_in=timedelta(minutes=30))
+    assert set(reminder_jobs(soon.id).values()).isdisjoint(scheduled_jobs(app))
+    today = make_meetup(chapter, members["Olga"], starts_in=timedelta(hours=5))
+    today_ids = reminder_jobs(today.id)
+    assert today_ids["24h"] not in scheduled_jobs(app)
+    assert_due(scheduled_jobs(app)[today_ids["1h"]], today.starts_at - timedelta(hours=1))
+
+
+def test_those_going_get_each_reminder_once(app, ctx, outbox, run_jobs):
+    """The day-before reminder reaches only those going, once, however often it runs."""
+    chapter, members = chapter_of("Ana", "Ben", "Cara", "Dan")
+    meetup = make_meetup(chapter, members["Olga"], capacity=2)
+    answer(meetup, members, True, "Ana", "Ben", "Cara")
+    answer(meetup, members, False, "Dan")
+    ids = reminder_jobs(meetup.id)
+    run_jobs()
+    outbox.clear()
+
+    set_times(meetup.id, utcnow() + timedelta(hours=24) - timedelta(minutes=5))
+    assert release_scheduled(app, [ids["24h"]]) == 1
+    run_jobs()
+    going = {email("Ana"), email("Ben")}
+    assert mail(outbox) == each(going, ["Reminder: Planning night tomorrow"])
+
+    assert services.send_reminder(meetup.id, "24h") is False
+    assert release_scheduled(app, [ids["24h"]]) == 0
+    enqueue(chapter_jobs.send_reminder, meetup.id, "24h")  # the same job run a second time
+    run_jobs()
+    assert len(outbox.messages()) == 2
+    assert ids["1h"] in scheduled_jobs(app)
+
+    set_times(meetup.id, utcnow() + timedelta(minutes=58))
+    assert release_scheduled(app, [ids["1h"]]) == 1
+    run_jobs()
+    assert services.send_reminder(meetup.id, "1h") is False
+    run_jobs()
+    assert mail(outbox) == each(
+        going, ["Reminder: Planning night tomorrow", "Reminder: Planning night in an hour"]
+    )
+
+
+def test_no_reminder_for_a_cancelled_or_past_meetup(app, ctx, outbox, run_jobs):
+    """A cancelled meetup and one already over send no reminder, by job or by sweep."""
+    chapter, members = chapter_of("Ana", "Ben")
+    cancelled = make_meetup(chapter, members["Olga"])
+    past = make_meetup(chapter, members["Olga"], title="Old night")
+    for meetup in (cancelled, past):
+        answer(meetup, members, True, "Ana", "Ben")
+    services.cancel_meetup(cancelled)
+    set_times(cancelled.id, utcnow() + timedelta(hours=23, minutes=55))
+    set_times(past.id, utcnow() - timedelta(hours=3))
+    run_jobs()
+    outbox.clear()
+
+    for meetup_id in (cancelled.id, past.id):
+        for lead in ("24h", "1h"):
+            assert services.send_reminder(meetup_id, lead) is False
+            enqueue(chapter_jobs.send_reminder, meetup_id, lead)
+    assert services.send_due_reminders() == 0
+    assert release_scheduled(app, [*reminder_jobs(cancelled.id).values()]) == 0
+    run_jobs()
+    assert outbox.messages() == []
+
+
+def test_the_periodic_sweep_sends_a_due_reminder_exactly_once(app, ctx, outbox, run_jobs):
+    """When the scheduled jobs are lost, the sweep sends the due reminder, once."""
+    chapter, members = chapter_of("Ana", "Ben")
+    meetup = make_meetup(chapter, members["Olga"])
+    later = make_meetup(chapter, members["Olga"], title="Later night")
+    for m in (meetup, later):
+        answer(m, members, True, "Ana")
+    services.unschedule_reminders(meetup)  # as if Redis had lost them
+    set_times(meetup.id, utcnow() + timedelta(hours=23, minutes=50))
+    run_jobs()
+    outbox.clear()
+
+    assert services.send_due_reminders() == 1
+    assert chapter_jobs.send_due_reminders() == 0
+    run_jobs()
+    assert mail(outbox) == {email("Ana"): ["Reminder: Planning night tomorrow"]}
+
+
+def test_a_meetup_scheduled_at_short_notice_gets_only_the_reminders_still_ahead(
+    app, ctx, outbox, run_jobs
+):
+    """A reminder whose time had passed when the meetup was scheduled is never sent."""
+    chapter, members = chapter_of("Ana")
+    tomorrow = make_meetup(chapter, members["Olga"], starts_in=timedelta(hours=23))
+    shortly = make_meetup(
+        chapter, members["Olga"], starts_in=timedelta(minutes=45), title="Quick huddle"
+    )
+    for meetup in (tomorrow, shortly):
+        answer(meetup, members, True, "Ana")
+    waiting = scheduled_jobs(app)
+    assert reminder_jobs(tomorrow.id)["24h"] not in waiting
+    assert_due(waiting[reminder_jobs(tomorrow.id)["1h"]], tomorrow.starts_at - timedelta(hours=1))
+    assert set(reminder_jobs(shortly.id).values()).isdisjoint(waiting)
+    run_jobs()
+    outbox.clear()
+
+    assert services.send_due_reminders() == 0
+    run_jobs()
+    assert outbox.messages() == []
+
+
+# --- 8. time zones and the clock change ------------------------------------------------------
+
+
+def next_spring_forward() -> date:
+    """The next last Sunday of March (when Lisbon moves to summer time) at least a week away."""
+    year = utcnow().year
+    while True:
+        sunday = date(year, 3, 31) - timedelta(days=(date(year, 3, 31).weekday() + 1) % 7)
+        if sunday > utcnow().date() + timedelta(days=7):
+            return sunday
+        year += 1
+
+
+SPRING = next_spring_forward()
+EVE = SPRING - timedelta(days=1)  # the Saturday before the change
+WEEK_AFTER = SPRING + timedelta(days=6)
+
+
+def test_a_meetup_across_the_clock_change_keeps_its_local_times(app):
+    """Local 18:30 WET to 20:30 WEST next day is stored as 18:30 and 19:30 UTC."""
+    with app.app_context():
+        chapter_of("Ana")
+    olga = log_in(app, "Olga")
+    form = meetup_form(starts=f"{EVE}T18:30", ends=f"{SPRING}T20:30")
+    meetup_id = meetup_id_of(submit(olga, f"/chapters/{SLUG}/meetups/new", form))
+    with app.app_context():
+        meetup = db.session.get(Meetup, meetup_id)
+        assert meetup.starts_at == datetime.combine(EVE, time(18, 30), UTC)
+        assert meetup.ends_at == datetime.combine(SPRING, time(19, 30), UTC)
+
+    page = olga.get(f"/meetups/{meetup_id}").text
+    eve = f"Saturday {EVE.day} March {EVE.year}, 18:30 WET"
+    assert f"{eve} to Sunday {SPRING.day} March, 20:30 WEST" in page
+    assert eve in olga.get(f"/chapters/{SLUG}").text
+    edit = olga.get(f"/meetups/{meetup_id}/edit").text
+    assert f'value="{EVE}T18:30"' in edit and f'value="{SPRING}T20:30"' in edit
+
+
+def test_a_meetup_the_week_after_the_change_is_on_summer_time(app):
+    """18:30 in Lisbon the Saturday after the change is 17:30 UTC, shown as 18:30 WEST."""
+    with app.app_context():
+        chapter_of("Ana")
+    olga = log_in(app, "Olga")
+    form = meetup_form(starts=f"{WEEK_AFTER}T18:30", ends=f"{WEEK_AFTER}T20:30")
+    meetup_id = meetup_id_of(submit(olga, f"/chapters/{SLUG}/meetups/new", form))
+    with app.app_context():
+        meetup = db.session.get(Meetup, meetup_id)
+        assert meetup.starts_at == datetime.combine(WEEK_AFTER, time(17, 30), UTC)
+        assert meetup.ends_at == datetime.combine(WEEK_AFTER, time(19, 30), UTC)
+    shown = f"Saturday {WEEK_AFTER.day} {WEEK_AFTER:%B} {WEEK_AFTER.year}, 18:30 WEST to 20:30 WEST"
+    assert shown in olga.get(f"/meetups/{meetup_id}").text
+
+
+@pytest.mark.parametrize(
+    ("starts", "ends", "missing"),
+    [
+        (f"{SPRING}T01:30", f"{SPRING}T03:00", f"01:30 on {SPRING.day} March"),
+        (f"{SPRING}T00:15", f"{SPRING}T01:45", f"01:45 on {SPRING.day} March"),
+    ],
+    ids=["start in the gap", "end in the gap"],
+)
+def test_a_time_the_clocks_skip_is_refused(app, starts, ends, missing):
+    """A local time inside the spring-forward gap answers 422 and says why."""
+    with app.app_context():
+        chapter_of("Ana")
+    olga = log_in(app, "Olga")
+    form = meetup_form(starts=starts, ends=ends)
+    response = submit(olga, f"/chapters/{SLUG}/meetups/new", form)
+    assert response.status_code == 422
+    assert (
+        f"{missing} does not exist in Europe/Lisbon: the clocks go forward then. "
+        "Please choose another time."
+    ) in error_summary(response.text)
+    with app.app_context():
+        assert meetup_count() == 0
+
+
+# --- 9. calendars ---------------------------------------------------------------------------
+
+
+def whole_minutes(days: int, hour: int = 18) -> datetime:
+    return (utcnow() + timedelta(days=days)).replace(hour=hour, minute=30, second=0, microsecond=0)
+
+
+def test_a_meetup_downloads_as_an_icalendar_event(app, client):
+    """The .ics file parses back to the stored UTC times, title, place and a UID."""
+    starts = whole_minutes(5)
+    with app.app_context():
+        chapter, members = chapter_of("Ana")
+        meetup_id = make_meetup(
+            chapter, members["Olga"], starts_at=starts, ends_at=starts + timedelta(hours=2)
+        ).id
+    response = client.get(f"/meetups/{meetup_id}.ics")
+    [event] = events_in(response)
+    assert event.decoded("dtstart") == starts
+    assert event.decoded("dtend") == starts + timedelta(hours=2)
+    assert str(event["summary"]) == "Planning night"
+    assert str(event["location"]) == "Café Lua, Rua dos Remédios 12, Lisbon"
+    assert str(event["uid"]).startswith(f"meetup-{meetup_id}@")
+    assert str(event["url"]).endswith(f"/meetups/{meetup_id}")
+    assert client.get("/meetups/999999.ics").status_code == 404
+
+
+def test_the_chapter_feed_lists_the_chapters_meetups(app, client):
+    """The chapter's calendar has its meetups and no other chapter's."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana")
+        first = make_meetup(chapter, members["Olga"], title="Planning night")
+        second = make_meetup(
+            chapter, members["Olga"], starts_in=timedelta(days=9), title="Picnic day"
+        )
+        porto = make_chapter(members["Ana"], name="Porto Riders", city="Porto")
+        make_meetup(porto, members["Ana"], title="Porto assembly")
+        uids = {f"meetup-{first.id}@", f"meetup-{second.id}@"}
+        starts = {first.starts_at.replace(microsecond=0), second.starts_at.replace(microsecond=0)}
+    events = events_in(client.get(f"/chapters/{SLUG}/calendar.ics"))
+    assert sorted(str(e["summary"]) for e in events) == ["Picnic day", "Planning night"]
+    assert {str(e["uid"]).split("@")[0] + "@" for e in events} == uids
+    assert {e.decoded("dtstart") for e in events} == starts
+    assert client.get("/chapters/nowhere/calendar.ics").status_code == 404
+
+
+def feed_path(client) -> str:
+    page = client.get("/calendar")
+    assert page.status_code == 200
+    link = re.search(r'id="feed" value="([^"]+)"', page.text).group(1)
+    assert re.fullmatch(r"http://localhost/calendar/[\w-]+\.ics", link), link
+    return link.removeprefix("http://localhost")
+
+
+def test_a_members_private_feed_lists_their_meetups_until_reset(app):
+    """The personal feed lists meetups going to or waiting for; a reset retires its address."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana", "Ben")
+        going = make_meetup(chapter, members["Olga"], title="Going night")
+        waiting = make_meetup(chapter, members["Olga"], title="Waiting night", capacity=1)
+        declined = make_meetup(chapter, members["Olga"], title="Declined night")
+        make_meetup(chapter, members["Olga"], title="Unanswered night")
+        services.respond(going, members["Ana"], True)
+        services.respond(waiting, members["Ben"], True)
+        services.respond(waiting, members["Ana"], True)
+        services.respond(declined, members["Ana"], True)
+        services.respond(declined, members["Ana"], False)
+    ana = log_in(app, "Ana")
+    path = feed_path(ana)
+    assert feed_path(ana) == path  # stable until reset
+
+    guest = app.test_client()
+    events = events_in(guest.get(path))
+    assert sorted(str(e["summary"]) for e in events) == ["Going night", "Waiting night"]
+    ben_events = events_in(guest.get(feed_path(log_in(app, "Ben"))))
+    assert [str(e["summary"]) for e in ben_events] == ["Waiting night"]
+    assert guest.get("/calendar/not-a-real-secret.ics").status_code == 404
+
+    reset = post_with_token(ana, "/calendar/reset")
+    assert flashes(ana, reset) == ["Your calendar has a new address; the old one no longer works."]
+    assert guest.get(path).status_code == 404
+    new_path = feed_path(ana)
+    assert new_path != path
+    assert len(events_in(guest.get(new_path))) == 2
+
+
+# --- 10. attendance ---------------------------------------------------------------------------
+
+
+def test_organisers_mark_attendance_of_those_going_once_it_started(app):
+    """Attendance is refused before the start; afterwards only RSVPs going are marked."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana", "Ben", "Cara", "Dan")
+        meetup = make_meetup(chapter, members["Olga"], capacity=2)
+        answer(meetup, members, True, "Ana", "Ben", "Cara")
+        answer(meetup, members, False, "Dan")
+        meetup_id = meetup.id
+        ids = {name: m.id for name, m in members.items()}
+    olga = log_in(app, "Olga")
+    url = f"/meetups/{meetup_id}/attendance"
+    came = {"attended": [str(ids[n]) for n in ("Ana", "Cara", "Dan")]}
+
+    early = submit(olga, url, came)
+    assert early.status_code == 422
+    assert "Attendance can be marked once the meetup has started." in early.text
+    with app.app_context():
+        assert db.session.scalars(select(Rsvp.attended)).all() == [False] * 4
+
+    with app.app_context():
+        set_times(meetup_id, utcnow() - timedelta(hours=1))
+    form = olga.get(url).text
+    listed = re.findall(r'name="attended" value="(\d+)"', form)
+    assert listed == [str(ids["Ana"]), str(ids["Ben"])]
+    saved = submit(olga, url, came)
+    assert saved.headers["Location"] == f"/meetups/{meetup_id}"
+    assert flashes(olga, saved) == ["Attendance saved: 1 came."]
+    with app.app_context():
+        attended = db.session.execute(
+            select(Member.display_name, Rsvp.attended).join(Member).order_by(Rsvp.id)
+        ).all()
+        assert dict(attended) == {"Ana": True, "Ben": False, "Cara": False, "Dan": False}
+    assert "Ana (attended)" in olga.get(f"/meetups/{meetup_id}").text
+
+    # Sent again without Ana, the record follows the form.
+    assert flashes(olga, submit(olga, url, {"attended": [str(ids["Ben"])]})) == [
+        "Attendance saved: 1 came."
+    ]
+    with app.app_context():
+        assert db.session.scalars(select(Rsvp.member_id).where(Rsvp.attended.is_(True))).all() == [
+            ids["Ben"]
+        ]
+
+
+# --- 11. who hears about changes ------------------------------------------------------------------
+
+
+@pytest.fixture
+def gathering(ctx, outbox, run_jobs):
+    """A meetup for two: Ana and Ben going, Cara waiting, Dan not going, Eva silent."""
+    chapter, members = chapter_of("Ana", "Ben", "Cara", "Dan", "Eva")
+    meetup = make_meetup(chapter, members["Olga"], capacity=2)
+    answer(meetup, members, True, "Ana", "Ben", "Cara")
+    answer(meetup, members, False, "Dan")
+    run_jobs()
+    outbox.clear()
+    return meetup
+
+
+ATTENDEES = (email("Ana"), email("Ben"), email("Cara"))
+
+
+def test_a_new_time_is_told_to_those_going_and_waiting_only(gathering, outbox, run_jobs):
+    """A moved meetup emails going and waitlisted, not those not going or other members."""
+    later = gathering.starts_at + timedelta(days=1)
+    changed = services.edit_meetup(
+        gathering, details_of(gathering, starts_at=later, ends_at=later + timedelta(hours=3))
+    )
+    assert changed is True
+    run_jobs()
+    assert mail(outbox) == each(ATTENDEES, ["Changed: Planning night"])
+    assert f"When: {services.when_text(gathering)}" in text_body(outbox.last_to(email("Cara")))
+
+
+def test_a_new_place_is_told_to_those_going_and_waiting_only(gathering, outbox, run_jobs):
+    """A new venue, address or link emails going and waitlisted only."""
+    for change in (
+        {"venue": "Biblioteca de Alfama"},
+        {"address": "Rua da Regueira 40, Lisbon"},
+        {"online_link": "https://meet.example.org/planning"},
+    ):
+        outbox.clear()
+        assert services.edit_meetup(gathering, details_of(gathering, **change)) is True
+        run_jobs()
+        assert mail(outbox) == each(ATTENDEES, ["Changed: Planning night"]), change
+        assert f"Where: {gathering.place}" in text_body(outbox.last_to(email("Ana")))
+
+
+def test_a_new_description_or_title_alone_is_told_to_no_one(gathering, outbox, run_jobs):
+    """Changing only the words of a meetup sends nothing."""
+    changed = services.edit_meetup(
+        gathering, details_of(gathering, description="Bring your questions about the rules.")
+    )
+    assert changed is False
+    run_jobs()
+    assert outbox.messages() == []
+    assert gathering.description == "Bring your questions about the rules."
+
+
+def test_a_cancelled_meetup_is_told_to_those_going_and_waiting(gathering, outbox, run_jobs):
+    """Cancelling emails going and waitlisted, once."""
+    services.cancel_meetup(gathering)
+    run_jobs()
+    assert mail(outbox) == each(ATTENDEES, ["Cancelled: Planning night"])
+    with pytest.raises(ChapterError, match="already cancelled"):
+        services.cancel_meetup(gathering)
+    with pytest.raises(ChapterError, match="no longer takes RSVPs"):
+        services.respond(gathering, db.session.get(Member, gathering.created_by_id), True)
+
+
+def test_a_new_meetup_is_told_to_the_chapters_members(ctx, outbox, run_jobs):
+    """Every other member of the chapter hears of a new meetup; outsiders do not."""
+    chapter, members = chapter_of("Ana", "Ben")
+    people("Rui")
+    run_jobs()
+    outbox.clear()
+    make_meetup(chapter, members["Olga"])
+    run_jobs()
+    received = mail(outbox)
+    for name in ("Ana", "Ben"):
+        assert received.pop(email(name)) == ["New meetup: Planning night"]
+    assert set(received) <= {email("Olga")}  # the organiser may get a copy, no one else
+    assert "Lisbon Hosts and Riders has a new meetup" in text_body(outbox.last_to(email("Ana")))
+
+
+# --- 12. bad input on the meetup form ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "message"),
+    [
+        (
+            {"starts": f"{LATER}T20:00", "ends": f"{LATER}T18:00"},
+            "ends",
+            "The end must be after the start.",
+        ),
+        (
+            {"starts": f"{LATER}T20:00", "ends": f"{LATER}T20:00"},
+            "ends",
+            "The end must be after the start.",
+        ),
+        (
+            {"venue": "", "address": "", "online_link": ""},
+            "venue",
+            "Please give a venue, an address or an online link.",
+        ),
+        ({"online_link": "not a link"}, "online_link", "Please give a full link"),
+        ({"online_link": "ftp://example.org/x"}, "online_link", "Please give a full link"),
+        ({"online_link": "https://"}, "online_link", "Please give a full link"),
+        ({"capacity": "0"}, "capacity", "Please give a number from 1 to 100,000."),
+        ({"capacity": "-3"}, "capacity", "Please give a number from 1 to 100,000."),
+        ({"starts": "tomorrow evening"}, "starts", "Please give a date and time"),
+        ({"title": ""}, "title", "Please fill in title."),
+    ],
+    ids=[
+        "end before start",
+        "end at start",
+        "nowhere",
+        "bad url",
+        "not a web link",
+        "no host",
+        "capacity 0",
+        "negative capacity",
+        "unreadable start",
+        "no title",
+    ],
+)
+def test_the_meetup_form_refuses_bad_input_and_saves_nothing(
+    app, outbox, run_jobs, changes, field, message
+):
+    """Bad input answers 422 with the message beside its field; nothing is saved or sent."""
+    with app.app_context():
+        chapter_of("Ana")
+    run_jobs()
+    outbox.clear()
+    olga = log_in(app, "Olga")
+    response = submit(olga, f"/chapters/{SLUG}/meetups/new", meetup_form(**changes))
+    assert response.status_code == 422
+    assert field_error(response.text, field).count(message) == 1  # once, beside its field
+    if field != "title":
+        assert 'value="Planning night"' in response.text  # what was typed is kept
+    with app.app_context():
+        assert meetup_count() == 0
+    run_jobs()
+    assert outbox.messages() == [] and scheduled_jobs(app) == {}
+
+
+def test_a_meetup_in_the_past_is_refused(app):
+    """A start already gone answers 422 and saves nothing."""
+    with app.app_context():
+        chapter_of("Ana")
+    olga = log_in(app, "Olga")
+    yesterday = utcnow() - timedelta(days=1)
+    form = meetup_form(
+        starts=local_input(yesterday), ends=local_input(yesterday + timedelta(hours=2))
+    )
+    response = submit(olga, f"/chapters/{SLUG}/meetups/new", form)
+    assert response.status_code == 422
+    assert "A new meetup must start in the future." in error_summary(response.text)
+    with app.app_context():
+        assert meetup_count() == 0
+
+
+def test_bad_input_on_the_edit_form_changes_nothing(app, outbox, run_jobs):
+    """Editing with an end before the start answers 422 and keeps the meetup as it was."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana")
+        meetup = make_meetup(chapter, members["Olga"])
+        services.respond(meetup, members["Ana"], True)
+        meetup_id, before = meetup.id, (meetup.title, meetup.starts_at, meetup.ends_at)
+    run_jobs()
+    outbox.clear()
+    olga = log_in(app, "Olga")
+    form = meetup_form(
+        title="Moved night", starts=f"{LATER}T20:00", ends=f"{LATER}T19:00", capacity="0"
+    )
+    response = submit(olga, f"/meetups/{meetup_id}/edit", form)
+    assert response.status_code == 422
+    assert "The end must be after the start." in field_error(response.text, "ends")
+    assert "Please give a number from 1 to 100,000." in field_error(response.text, "capacity")
+    with app.app_context():
+        meetup = db.session.get(Meetup, meetup_id)
+        assert (meetup.title, meetup.starts_at, meetup.ends_at) == before
+    run_jobs()
+    assert outbox.messages() == []
+
+
+# --- 13. campaigns ------------------------------------------------------------------------------
+
+
+def test_a_chapter_organiser_attaches_a_meetup_to_a_campaign(app):
+    """The meetup's organiser may attach it and it is listed with its date; others may not."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana")
+        pia = people("Pia")[0]
+        campaign = make_campaign(pia)
+        starts = whole_minutes(4)
+        meetup = make_meetup(
+            chapter,
+            members["Olga"],
+            title="Alfama planning night",
+            starts_at=starts,
+            ends_at=starts + timedelta(hours=2),
+        )
+        services.respond(meetup, members["Ana"], True)
+        campaign_id, meetup_id, starts = campaign.id, meetup.id, meetup.starts_at
+
+        with pytest.raises(CampaignError, match="Only the organisers of the campaign or of"):
+            campaign_services.attach_work(campaign, "meetup", meetup_id, members["Ana"])
+        assert campaign_services.linked_summaries(campaign) == {}
+
+        campaign_services.attach_work(campaign, "meetup", meetup_id, members["Olga"])
+        [summary] = campaign_services.linked_summaries(campaign)["meetup"]
+        assert summary.title == "Alfama planning night"
+        assert summary.when == starts
+        assert summary.detail == "1 going · Lisbon Hosts and Riders"
+        assert (summary.endpoint, summary.values) == ("chapters.meetup", {"meetup_id": meetup_id})
+        with pytest.raises(CampaignError, match="already attached"):
+            campaign_services.attach_work(campaign, "meetup", meetup_id, members["Olga"])
+        with pytest.raises(CampaignError, match="no public meetup"):
+            campaign_services.attach_work(campaign, "meetup", 999999, members["Olga"])
+
+    page = app.test_client().get(f"/campaigns/{campaign_id}").text
+    section = page.split('<h2 id="linked-heading">', 1)[1].split("</section>", 1)[0]
+    assert f'href="/meetups/{meetup_id}"' in section
+    local_date = starts.astimezone(LISBON).strftime("%-d %B %Y")
+    assert "Alfama planning night" in section and local_date in section
+
+
+def test_a_linked_meetup_is_dated_in_its_chapters_time_zone(app):
+    """The campaign page dates a meetup by its chapter's calendar, not by UTC."""
+    # 08:00 in Tokyo is 23:00 UTC the day before.
+    local_start = (utcnow() + timedelta(days=6)).astimezone(ZoneInfo("Asia/Tokyo"))
+    local_start = local_start.replace(hour=8, minute=0, second=0, microsecond=0)
+    with app.app_context():
+        olga, pia = people("Olga", "Pia")
+        tokyo = make_chapter(olga, name="Tokyo Riders", city="Tokyo", time_zone="Asia/Tokyo")
+        meetup = make_meetup(
+            tokyo,
+            olga,
+            title="Shibuya morning meetup",
+            starts_at=local_start.astimezone(UTC),
+            ends_at=(local_start + timedelta(hours=2)).astimezone(UTC),
+        )
+        campaign = make_campaign(pia, city="Tokyo")
+        campaign_services.attach_work(campaign, "meetup", meetup.id, olga)
+        campaign_id = campaign.id
+    page = app.test_client().get(f"/campaigns/{campaign_id}").text
+    section = page.split('<h2 id="linked-heading">', 1)[1].split("</section>", 1)[0]
+    item = text_of(section.split("Shibuya morning meetup", 1)[1].split("</li>", 1)[0])
+    assert item.endswith(local_start.strftime("%-d %B %Y")), item
+
+
+# --- 14. the city page ---------------------------------------------------------------------------
+
+
+def test_the_city_page_shows_the_chapter_and_its_meetup_with_campaigns_and_petitions(app, client):
+    """/cities/lisbon gathers the chapter, its next meetup, campaigns and open petitions."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana")
+        meetup = make_meetup(chapter, members["Olga"], title="Alfama planning night")
+        make_campaign(members["Olga"], title="Keep Alfama lived in")
+        make_petition(members["Olga"], title="Fair pay for Lisbon couriers")
+        porto = make_chapter(members["Ana"], name="Porto Riders", city="Porto")
+        make_meetup(porto, members["Ana"], title="Porto assembly")
+        meetup_id, when = meetup.id, services.local_time(meetup.starts_at, LISBON)
+
+    page = client.get("/cities/lisbon")
+    assert page.status_code == 200
+
+    def section(heading_id: str) -> str:
+        return page.text.split(f'id="{heading_id}"', 1)[1].split("</section>", 1)[0]
+
+    chapters = section("city-chapters-heading")
+    assert f'href="/chapters/{SLUG}"' in chapters and "2 members" in chapters
+    meetups = section("city-meetups-heading")
+    assert f'href="/meetups/{meetup_id}"' in meetups and when in text_of(meetups)
+    assert "Keep Alfama lived in" in section("campaigns-campaigns")
+    assert "Fair pay for Lisbon couriers" in section("city-petitions-heading")
+    assert "Porto Riders" not in page.text and "Porto assembly" not in page.text
