@@ -200,7 +200,7 @@ def api_events():
     query = select(Meetup).where(*modified_filter(Meetup.updated_at))
     return collection(
         query,
-        order_by=[Meetup.starts_at.desc(), Meetup.id.desc()],
+        order_by=[Meetup.starts_at, Meetup.id],
         rel="osdi:events",
         represent=represent_event,
         endpoint="chapters.api_events",

@@ -11,7 +11,7 @@ else gets an unconfirmed account that they claim by resetting its password.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -157,9 +157,15 @@ def _moment(data: dict, key: str, *, required: bool = True) -> datetime | None:
     if raw is None:
         return None
     try:
-        return datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise ChapterImportError(f"'{key}' is not a date and time: {raw!r}.") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _word(value: Any) -> str | None:
+    """A value used as a lookup key: only text counts."""
+    return value if isinstance(value, str) else None
 
 
 def _list(data: dict, key: str) -> list[dict]:
@@ -249,7 +255,12 @@ def _import_people(chapter: Chapter, importer: Member, entries: list[dict]) -> d
         roles.setdefault(member.id, role)
     for member_id, role in roles.items():
         db.session.add(
-            Membership(chapter_id=chapter.id, member_id=member_id, role=role, shares_contact=True)
+            Membership(
+                chapter_id=chapter.id,
+                member_id=member_id,
+                role=role,
+                shares_contact=member_id in people.values(),  # they agreed where they came from
+            )
         )
     return people
 
@@ -274,8 +285,8 @@ def _import_meetup(chapter: Chapter, event: dict, people: dict[str, int]) -> Non
     db.session.flush()
     seen: set[int] = set()
     for attendance in _list(event, "osdi:attendances"):
-        member_id = people.get(attendance.get("person"))
-        status = ATTENDANCE.get(attendance.get("status"))
+        member_id = people.get(_word(attendance.get("person")))
+        status = ATTENDANCE.get(_word(attendance.get("status")))
         if member_id is None or status is None or member_id in seen:
             continue  # those who did not share their details stay out
         seen.add(member_id)
@@ -293,7 +304,7 @@ def _import_meetup(chapter: Chapter, event: dict, people: dict[str, int]) -> Non
 
 def _import_proposal(chapter: Chapter, decision: dict, people: dict[str, int]) -> None:
     closed = decision.get("status") == ProposalState.CLOSED
-    outcome = decision.get("outcome")
+    outcome = _word(decision.get("outcome"))
     if closed and outcome not in set(Outcome):
         raise ChapterImportError("A closed decision needs its outcome.")
     proposal = Proposal(
@@ -311,10 +322,10 @@ def _import_proposal(chapter: Chapter, decision: dict, people: dict[str, int]) -
     db.session.flush()
     voted: set[int] = set()
     for vote in _list(decision, "votes"):
-        choice = vote.get("choice")
+        choice = _word(vote.get("choice"))
         if choice not in set(Choice):
-            raise ChapterImportError(f"Unknown vote {choice!r}.")
-        member_id = people.get(vote.get("person"))
+            raise ChapterImportError(f"Unknown vote {vote.get('choice')!r}.")
+        member_id = people.get(_word(vote.get("person")))
         if member_id in voted:
             continue
         if member_id is not None:

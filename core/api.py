@@ -8,6 +8,7 @@ tokens (the ``OSDI-API-Token`` header), rate limits, and JSON errors.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, json, request, url_for
 from sqlalchemy import ColumnElement, Select, func, select
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from core import ratelimit
 from core.extensions import db
@@ -52,6 +53,8 @@ def is_api_request() -> bool:
 
 def problem_response(error: HTTPException) -> Response:
     """Every API error, ours or Flask's, as JSON with the right status."""
+    if isinstance(error, MethodNotAllowed) and not _matches_any_route():
+        error = NotFound()  # an impossible id: no such resource, whatever the method
     code = error.code or 500
     body: dict[str, Any] = {
         "status": code,
@@ -72,6 +75,15 @@ def problem_response(error: HTTPException) -> Response:
     if retry_after:
         response.headers["Retry-After"] = str(retry_after)
     return response
+
+
+def _matches_any_route() -> bool:
+    adapter = current_app.url_map.bind_to_environ(request.environ)
+    try:
+        adapter.match(method="GET")
+    except HTTPException as found:
+        return not isinstance(found, NotFound)
+    return True
 
 
 # --- who is asking -----------------------------------------------------------------------
@@ -102,7 +114,9 @@ def require_member():
 
 def _limit_key() -> str:
     token = request.headers.get(TOKEN_HEADER, "").strip()
-    return f"api:token:{token[-12:]}" if token else f"api:address:{request.remote_addr}"
+    if not token:
+        return f"api:address:{request.remote_addr}"
+    return "api:token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
 def guard_api_request() -> None:

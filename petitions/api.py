@@ -284,7 +284,7 @@ def _signer_from(body: dict[str, Any]) -> services.SignerDetails:
         part
         for part in (
             text(person.get("given_name"), "person.given_name", 50),
-            text(person.get("family_name"), "person.family_name", 50, required=False),
+            text(person.get("family_name"), "person.family_name", 49, required=False),
         )
         if part
     )
