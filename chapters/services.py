@@ -256,15 +256,20 @@ def members_of(chapter: Chapter) -> list[Membership]:
     return sorted(chapter.memberships, key=lambda m: (m.role != Role.ORGANISER, m.id))
 
 
+def _recipients(key) -> Select:
+    """The columns an audience selects: a unique increasing key, and who to tell."""
+    return select(
+        key.label("key"),
+        Member.email,
+        Member.id.label("member_id"),
+        Member.display_name.label("name"),
+    )
+
+
 def member_audience(chapter_id: int) -> Select:
     """Members of a chapter with a confirmed address, for fan-out."""
     return (
-        select(
-            Membership.id.label("key"),
-            Member.email,
-            Member.id.label("member_id"),
-            Member.display_name.label("name"),
-        )
+        _recipients(Membership.id)
         .join(Member, Member.id == Membership.member_id)
         .where(Membership.chapter_id == chapter_id, Member.email_confirmed_at.is_not(None))
     )
@@ -564,12 +569,7 @@ def rsvp_counts(meetup_ids: list[int]) -> dict[int, Counter]:
 def attendee_audience(meetup_id: int, statuses: tuple[RsvpStatus, ...]) -> Select:
     """People with an RSVP in ``statuses``, for fan-out."""
     return (
-        select(
-            Rsvp.id.label("key"),
-            Member.email,
-            Member.id.label("member_id"),
-            Member.display_name.label("name"),
-        )
+        _recipients(Rsvp.id)
         .join(Member, Member.id == Rsvp.member_id)
         .where(Rsvp.meetup_id == meetup_id, Rsvp.status.in_(statuses))
     )
