@@ -898,3 +898,12 @@ def test_an_unconfirmed_account_does_not_export_guest_signatures_of_its_address(
     assert auth.login(email="vera@example.org").status_code == 302
     data = json.loads(client.get("/account/data.json").text)
     assert data["signatures"] == []
+
+
+def test_fields_without_help_or_errors_carry_no_empty_aria_attributes(app, client):
+    with app.app_context():
+        petition_id = make_petition(make_member()).id
+    page = client.get(f"/petitions/{petition_id}").text
+    assert '<input aria-describedby="email-help"' in page  # help text is tied to its field
+    assert '="None"' not in page
+    assert 'aria-invalid="' not in page  # nothing is invalid before the form is sent
