@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 FLASK  := $(BIN)/flask --app wsgi
 PORT   ?= 5000
 
-.PHONY: install run test lint format clean
+.PHONY: install run test lint format clean bench
 
 $(BIN)/activate:
 	$(PYTHON) -m venv $(VENV)
@@ -35,3 +35,6 @@ format: install
 
 clean:
 	rm -rf $(VENV) instance .pytest_cache .ruff_cache .hypothesis *.egg-info
+
+bench: install
+	$(BIN)/python -m bench.run

@@ -61,6 +61,8 @@ def load_config(instance_path: str | Path) -> dict[str, Any]:
         "SIGN_LIMIT_PER_EMAIL": os.environ.get("SIGN_LIMIT_PER_EMAIL", "6 per hour"),
         # Recipients recorded per fan-out job; transactional mail is served between pages.
         "FAN_OUT_PAGE": _int("FAN_OUT_PAGE", 2000),
+        # Anonymous views of busy pages are served from Redis for this long; 0 turns it off.
+        "PAGE_CACHE_SECONDS": _int("PAGE_CACHE_SECONDS", 2),
         "API_RATE_LIMIT": os.environ.get("API_RATE_LIMIT", "300 per minute"),
         # Members a forming chapter needs before it becomes active.
         "CHAPTER_ACTIVE_AT": _int("CHAPTER_ACTIVE_AT", 3),

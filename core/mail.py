@@ -9,14 +9,17 @@ Only RQ jobs call :func:`send`; web requests queue jobs instead.
 
 from __future__ import annotations
 
+import contextlib
+import re
 import smtplib
+import socket
 import ssl
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -71,8 +74,14 @@ def render(
     return message
 
 
+Accepting = Callable[[], None]
+
+
 class Connection(Protocol):
-    def send(self, message: EmailMessage) -> None: ...
+    def send(self, message: EmailMessage, accepting: Accepting | None = None) -> None:
+        """Deliver ``message``. ``accepting`` runs at the last moment before the message
+        becomes the server's, so the caller can record it as sent: if the process dies
+        before that point the message was not delivered, and after it, it was."""
 
 
 class OutboxConnection:
@@ -82,11 +91,17 @@ class OutboxConnection:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: EmailMessage, accepting: Accepting | None = None) -> None:
         name = f"{uuid.uuid1().hex}.eml"  # time-ordered names list in sending order
         temporary = self.folder / f".{name}.tmp"
         temporary.write_bytes(message.as_bytes(policy=MAIL_POLICY))
+        if accepting is not None:
+            accepting()
         temporary.rename(self.folder / name)
+
+
+# A line that starts with a dot gets another, so that only the final one ends the message.
+LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 
 
 class SMTPConnection:
@@ -96,6 +111,7 @@ class SMTPConnection:
         parts = urlsplit(url)
         options = parse_qs(parts.query)
         host, port = parts.hostname or "localhost", parts.port
+        self.in_data = False
         try:
             if parts.scheme == "smtps":
                 self.smtp = smtplib.SMTP_SSL(
@@ -107,25 +123,59 @@ class SMTPConnection:
                     self.smtp.starttls(context=ssl.create_default_context())
             if parts.username:
                 self.smtp.login(unquote(parts.username), unquote(parts.password or ""))
+            self.smtp.ehlo_or_helo_if_needed()
+            # The final dot goes in a write of its own; without this, Nagle's algorithm
+            # holds it until the server acknowledges the body, a delayed ACK later.
+            self.smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, smtplib.SMTPException) as error:
             # Even a 5xx here (a wrong password, say) says nothing about the recipients.
             raise TemporaryMailError(str(error)) from error
 
-    def send(self, message: EmailMessage) -> None:
+    def send(self, message: EmailMessage, accepting: Accepting | None = None) -> None:
+        """One SMTP transaction, with the final dot held back until ``accepting`` has run."""
+        sender = parseaddr(str(message["From"]))[1]
+        recipient = parseaddr(str(message["To"]))[1]
+        data = message.as_bytes(policy=MAIL_POLICY)
         try:
-            refused = self.smtp.send_message(message)
-        except smtplib.SMTPRecipientsRefused as error:
-            code, reply = next(iter(error.recipients.values()))
-            raise _classify(code, reply, refused_address=True) from error
-        except smtplib.SMTPResponseException as error:
-            raise _classify(error.smtp_code, error.smtp_error) from error
+            self._expect(self.smtp.mail(sender, self._options(sender, recipient)))
+            code, reply = self.smtp.rcpt(recipient)
+            if code not in (250, 251):
+                raise _classify(code, reply, refused_address=True)
+            self._expect(self.smtp.docmd("DATA"), 354)
+            self.in_data = True
+            self.smtp.send(LEADING_DOT.sub(b"..", data).rstrip(b"\r\n") + b"\r\n")
+            if accepting is not None:
+                accepting()
+            self.smtp.send(b".\r\n")
+            self.in_data = False
+            self._expect(self.smtp.getreply())
+        except MailError:
+            self._reset()
+            raise
         except (OSError, smtplib.SMTPException) as error:
             raise TemporaryMailError(str(error)) from error
-        if refused:
-            code, reply = next(iter(refused.values()))
-            raise _classify(code, reply, refused_address=True)
+
+    def _options(self, *addresses: str) -> list[str]:
+        if all(address.isascii() for address in addresses):
+            return []
+        if not self.smtp.has_extn("smtputf8"):
+            raise PermanentMailError("the server cannot take international addresses")
+        return ["SMTPUTF8", "BODY=8BITMIME"]
+
+    @staticmethod
+    def _expect(response: tuple[int, bytes], code: int = 250) -> None:
+        if response[0] != code:
+            raise _classify(*response)
+
+    def _reset(self) -> None:
+        # Abandon the transaction but keep the session for the rest of the batch.
+        with contextlib.suppress(OSError, smtplib.SMTPException):
+            self.smtp.rset()
 
     def close(self) -> None:
+        if self.in_data:  # abandoned mid-message: hang up so the server discards it
+            self.smtp.close()
+            return
         try:
             self.smtp.quit()
         except (OSError, smtplib.SMTPException):
@@ -156,24 +206,3 @@ def connection() -> Iterator[Connection]:
         yield smtp
     finally:
         smtp.close()
-
-
-def send(message: EmailMessage) -> None:
-    """Deliver one message now. Raises TemporaryMailError or PermanentMailError."""
-    with connection() as conn:
-        conn.send(message)
-
-
-def deliver(template: str, to: str, **context: Any) -> bool:
-    """Render and send one message from a job.
-
-    Returns False when the address refused it for good (the failure is logged and
-    dropped); temporary failures propagate so that RQ retries the job.
-    """
-    message = render(template, to, **context)
-    try:
-        send(message)
-    except PermanentMailError as error:
-        current_app.logger.warning("permanent mail failure to %s: %s", to, error)
-        return False
-    return True

@@ -50,7 +50,9 @@ FREQUENCY_LABELS = {
 
 class DeliveryState(StrEnum):
     PENDING = "pending"  # waiting for a worker
-    SENDING = "sending"  # claimed by a worker; never sent twice from here
+    # Claimed by a worker. A message is marked sent just before the server can accept it,
+    # so one still ``sending`` was never accepted: after a crash it is safe to send again.
+    SENDING = "sending"
     SENT = "sent"
     DIGEST = "digest"  # held for the recipient's daily digest
     DIGESTED = "digested"  # included in a digest that was sent
@@ -97,6 +99,7 @@ class Delivery(db.Model):
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(String(300))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claimed_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
 
     notification: Mapped[Notification] = relationship()

@@ -6,9 +6,11 @@ Web code then calls :func:`notify`; RQ workers do the rest:
 
 - transactional messages (confirmations, resets, waitlist promotions) go on ``high`` and
   ignore preferences;
-- everything else goes through a fan-out job on ``bulk``, which records one delivery per
-  address, adds in-app notices for members, and queues batches that honour preferences
-  (immediately, daily digest, off) and skip addresses that have failed for good.
+- everything else goes on ``bulk``, in batches that honour preferences (immediately,
+  daily digest, off) and skip addresses that have failed for good;
+- one delivery is recorded per address. Named recipients are recorded by ``notify`` and
+  their batches queued at once; an audience is walked by fan-out jobs, a page each, which
+  record deliveries and in-app notices for members as they go.
 """
 
 from __future__ import annotations
@@ -138,15 +140,30 @@ def notify(
         payload=payload or {},
         audience=audience,
     )
-    try:
-        with db.session.begin_nested():
-            db.session.add(notification)
-    except IntegrityError:  # this key was notified before
+    if key is None:
+        db.session.add(notification)
+        db.session.flush()
+    else:
+        try:
+            with db.session.begin_nested():
+                db.session.add(notification)
+        except IntegrityError:  # this key was notified before
+            db.session.commit()
+            return None
+    if audience is not None:
         db.session.commit()
-        return None
+        _queue_fan_out(notification)
+        return notification
+    # Direct recipients are all known now: record them and queue their batches at once.
     _record_deliveries(notification.id, recipients)
+    if spec.notice:
+        _add_notices(notification.id, None)
+    notification.fanned_out_at = utcnow()
     db.session.commit()
-    _queue_fan_out(notification)
+    try:
+        _queue_pending(notification, None)
+    except RedisError:
+        current_app.logger.warning("notification %s waits for the sweep", notification.id)
     return notification
 
 
@@ -283,14 +300,26 @@ def _add_notices(notification_id: int, emails: list[str] | None) -> None:
 # --- delivering ---------------------------------------------------------------------
 
 
-def _claim(delivery_id: int) -> bool:
-    claimed = db.session.execute(
+def _claim(delivery_ids: list[int]) -> list[Delivery]:
+    """Take the batch's pending deliveries for this worker, in one statement."""
+    claimed = db.session.scalars(
         update(Delivery)
-        .where(Delivery.id == delivery_id, Delivery.state == DeliveryState.PENDING)
-        .values(state=DeliveryState.SENDING)
-    ).rowcount
+        .where(Delivery.id.in_(delivery_ids), Delivery.state == DeliveryState.PENDING)
+        .values(state=DeliveryState.SENDING, claimed_at=utcnow())
+        .returning(Delivery.id)
+    ).all()
     db.session.commit()
-    return bool(claimed)
+    return list(
+        db.session.scalars(select(Delivery).where(Delivery.id.in_(claimed)).order_by(Delivery.id))
+    )
+
+
+def _release(deliveries: list[Delivery]) -> None:
+    """Put claimed deliveries that were not attempted back in the queue's hands."""
+    for delivery in deliveries:
+        if delivery.state == DeliveryState.SENDING:
+            delivery.state = DeliveryState.PENDING
+    db.session.commit()
 
 
 def _settle(delivery: Delivery, state: DeliveryState, error: str | None = None) -> None:
@@ -315,18 +344,40 @@ def is_failing(email: str) -> bool:
     return db.session.get(FailingAddress, email.strip().lower()) is not None
 
 
-def _decide(delivery: Delivery, spec: MessageKind) -> DeliveryState | None:
-    """What to do instead of sending now, if anything."""
-    if spec.transactional:
-        return None
-    if is_failing(delivery.email):
-        return DeliveryState.SKIPPED
-    if spec.category is None:
-        return None
-    frequency = frequency_for(subscriber_of(delivery.member_id, delivery.email), spec.category)
-    return {Frequency.OFF: DeliveryState.SKIPPED, Frequency.DAILY: DeliveryState.DIGEST}.get(
-        frequency
-    )
+@dataclass(frozen=True)
+class _Choices:
+    """What a batch's recipients chose, read in two queries rather than two per delivery."""
+
+    failing: set[str]
+    frequencies: dict[tuple[str, str], Frequency]
+
+    @classmethod
+    def of(cls, deliveries: list[Delivery]) -> _Choices:
+        emails = [delivery.email for delivery in deliveries]
+        failing = set(
+            db.session.scalars(select(FailingAddress.email).where(FailingAddress.email.in_(emails)))
+        )
+        subscribers = {subscriber_of(d.member_id, d.email) for d in deliveries}
+        chosen = db.session.execute(
+            select(Preference.subscriber, Preference.category, Preference.frequency).where(
+                Preference.subscriber.in_(subscribers)
+            )
+        )
+        return cls(failing, {(s, category): Frequency(f) for s, category, f in chosen})
+
+    def instead_of_sending(self, delivery: Delivery, spec: MessageKind) -> DeliveryState | None:
+        """What to do instead of sending now, if anything."""
+        if spec.transactional:
+            return None
+        if delivery.email in self.failing:
+            return DeliveryState.SKIPPED
+        if spec.category is None:
+            return None
+        subscriber = subscriber_of(delivery.member_id, delivery.email)
+        frequency = self.frequencies.get((subscriber, spec.category), Frequency.IMMEDIATELY)
+        return {Frequency.OFF: DeliveryState.SKIPPED, Frequency.DAILY: DeliveryState.DIGEST}.get(
+            frequency
+        )
 
 
 def render(delivery: Delivery, spec: MessageKind, context: dict[str, Any]):
@@ -352,46 +403,50 @@ MAX_ATTEMPTS = 8
 def deliver(delivery_ids: list[int]) -> int:
     """Send a batch of deliveries over one connection; returns how many were sent.
 
-    Each delivery is claimed before it is sent, so no address gets a message twice.
-    A temporary refusal puts that delivery back and the batch carries on; the job then
-    raises so that RQ retries what was put back. A refused address is marked failing;
-    any other failure fails that one delivery, never the batch.
+    The batch is claimed in one statement, and each message is marked sent just before
+    the server can accept it, so a worker that dies leaves only messages never delivered
+    in ``sending``; the sweep sends those once their claim lapses. A temporary refusal
+    puts that delivery back and the batch carries on; the job then raises so that RQ
+    retries what was put back. A refused address is marked failing; any other failure
+    fails that one delivery, never the batch.
     """
+    deliveries = _claim(delivery_ids)
+    if not deliveries:
+        return 0
+    choices = _Choices.of(deliveries)
     sent, deferred = 0, 0
     with _lazy_connection() as connection:
-        for delivery_id in delivery_ids:
-            if not _claim(delivery_id):
-                continue
-            delivery = db.session.get(Delivery, delivery_id)
+        for position, delivery in enumerate(deliveries):
+            spec = KINDS[delivery.notification.kind]
             try:
-                message = _prepare(delivery)
+                message = _prepare(delivery, spec, choices)
                 if message is None:
                     continue
                 server = connection()
             except mail.TemporaryMailError:  # the server cannot be reached: retry later
-                _settle(delivery, DeliveryState.PENDING)
+                _release(deliveries[position:])
                 raise
             except Exception as error:
-                current_app.logger.exception("delivery %s could not be prepared", delivery_id)
+                current_app.logger.exception("delivery %s could not be prepared", delivery.id)
                 _settle(delivery, DeliveryState.FAILED, repr(error)[:300])
                 continue
             outcome = _send(server, delivery, message)
             sent += outcome == DeliveryState.SENT
             deferred += outcome == DeliveryState.PENDING
+    db.session.commit()  # skipped and held deliveries since the last message sent
     if deferred:
         raise mail.TemporaryMailError(f"{deferred} deliveries deferred; retrying them")
     return sent
 
 
-def _prepare(delivery: Delivery):
+def _prepare(delivery: Delivery, spec: MessageKind, choices: _Choices):
     """The message to send, or None once the delivery is settled another way."""
-    spec = KINDS[delivery.notification.kind]
-    if (instead := _decide(delivery, spec)) is not None:
-        _settle(delivery, instead)
+    if (instead := choices.instead_of_sending(delivery, spec)) is not None:
+        delivery.state = instead  # saved with the next commit; redone if the worker dies
         return None
     context = spec.build(delivery.notification.payload, delivery)
     if context is None:
-        _settle(delivery, DeliveryState.SKIPPED, "no longer applies")
+        delivery.state, delivery.error = DeliveryState.SKIPPED, "no longer applies"
         return None
     return render(delivery, spec, context)
 
@@ -399,7 +454,7 @@ def _prepare(delivery: Delivery):
 def _send(server: mail.Connection, delivery: Delivery, message) -> DeliveryState:
     delivery.attempts += 1
     try:
-        server.send(message)
+        server.send(message, accepting=lambda: _settle(delivery, DeliveryState.SENT))
     except mail.TemporaryMailError as error:
         if delivery.attempts >= MAX_ATTEMPTS:
             _settle(delivery, DeliveryState.FAILED, f"gave up: {error}"[:300])
@@ -413,19 +468,30 @@ def _send(server: mail.Connection, delivery: Delivery, message) -> DeliveryState
     except mail.PermanentMailError as error:
         _settle(delivery, DeliveryState.FAILED, str(error)[:300])
         return DeliveryState.FAILED
-    _settle(delivery, DeliveryState.SENT)
     return DeliveryState.SENT
 
 
-def requeue_stalled(older_than: timedelta = timedelta(minutes=10)) -> int:
+CLAIM_LEASE = timedelta(minutes=30)  # far longer than any job may run (RQ's timeout)
+
+
+def requeue_stalled(
+    older_than: timedelta = timedelta(minutes=10), lease: timedelta = CLAIM_LEASE
+) -> int:
     """Queue again what a lost job or an unreachable Redis left behind; returns jobs queued.
 
     Notifications never fanned out are fanned out; deliveries still pending are queued in
-    batches. Claims make a second queueing harmless.
+    batches, with those a dead worker claimed longer than ``lease`` ago (no job runs that
+    long). Claims make a second queueing harmless.
     """
     from notifications import jobs
 
     cutoff = utcnow() - older_than
+    db.session.execute(
+        update(Delivery)
+        .where(Delivery.state == DeliveryState.SENDING, Delivery.claimed_at < utcnow() - lease)
+        .values(state=DeliveryState.PENDING)
+    )
+    db.session.commit()
     stalled = db.session.scalars(
         select(Notification).where(
             Notification.fanned_out_at.is_(None), Notification.created_at < cutoff

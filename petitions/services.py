@@ -398,7 +398,9 @@ def request_tally(petition_id: int) -> None:
         if redis_store.connection.set(
             _tally_flag_key(petition_id), 1, nx=True, ex=TALLY_DEBOUNCE_SECONDS
         ):
-            enqueue(jobs.tally_petition, petition_id, retry=default_retry())
+            # On ``high``: a surge of confirmations must not starve the count it feeds,
+            # and the flag keeps this to one queued tally per petition.
+            enqueue(jobs.tally_petition, petition_id, queue="high", retry=default_retry())
     except RedisError:
         current_app.logger.warning("could not queue a tally for petition %s", petition_id)
 

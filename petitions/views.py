@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time
 from flask import Response, abort, flash, make_response, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
+from core import pagecache
 from core.forms import INVALID_FORM_STATUS, ActionForm, form_page
 from core.hooks import city_sections, home_sections
 from core.topics import TOPICS, topic_label
@@ -98,8 +99,14 @@ def new():
 
 @bp.get("/petitions/<id:petition_id>")
 def show(petition_id: int):
+    cache_key = f"petition:{petition_id}"
+    if (page := pagecache.cached_page(cache_key)) is not None:
+        return page
     petition = _petition_or_404(petition_id)
-    return _show_page(petition, _sign_form())
+    page, status, headers = _show_page(petition, _sign_form())
+    if petition.is_public:
+        pagecache.store_page(cache_key, page)
+    return page, status, headers
 
 
 def _show_page(petition: Petition, form, status: int = 200, headers: dict | None = None):

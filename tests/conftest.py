@@ -47,6 +47,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
             "REDIS_URL": os.environ.get("REDIS_URL", "embedded"),
             "MAIL_URL": "outbox",
             "BASE_URL": "http://localhost",
+            "PAGE_CACHE_SECONDS": 0,  # pages change within a test; one test turns it on
         }
     )
     _reset_database(app)

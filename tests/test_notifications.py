@@ -6,9 +6,11 @@ import re
 from datetime import timedelta
 from urllib.parse import urlsplit
 
+import pytest
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import func, insert, select
 
+from core import mail
 from core.db import utcnow
 from core.extensions import db
 from core.queue import get_queue, make_worker
@@ -111,16 +113,80 @@ def test_fan_out_killed_halfway_and_rerun_sends_each_message_once(app, outbox, r
     assert len(set(addresses)) == signers
 
 
-def test_a_delivery_claimed_by_a_crashed_worker_is_never_sent_again(app, outbox, run_jobs):
-    petition_id = petition_with_signers(app, 2)
+class WorkerDied(BaseException):
+    """Stands for the worker being killed: nothing after it runs."""
+
+
+def dying_on(address: str, *, after_accepting: bool):
+    """Fault injection: the worker is killed while handing ``address``'s message over."""
+    real_send = mail.SMTPConnection.send
+
+    def send(self, message, accepting=None):
+        if message["To"] != address:
+            return real_send(self, message, accepting)
+
+        def die() -> None:
+            if after_accepting:
+                accepting()
+            raise WorkerDied
+
+        return real_send(self, message, die)
+
+    return send
+
+
+def kill_worker_during_batch(app, petition_id: int, send, monkeypatch) -> None:
     post_update(app, petition_id)
+    monkeypatch.setattr(mail.SMTPConnection, "send", send)
     with app.app_context():
-        make_worker(simple=True).work(burst=True, max_jobs=1)  # the fan-out only
-        first = db.session.scalar(select(Delivery).order_by(Delivery.id))
-        first.state = DeliveryState.SENDING  # claimed, then the worker died mid-send
-        db.session.commit()
+        make_worker(simple=True).work(burst=True, max_jobs=1)  # the fan-out
+        batch = list(db.session.scalars(select(Delivery.id).order_by(Delivery.id)))
+        with pytest.raises(WorkerDied):
+            services.deliver(batch)
+        db.session.rollback()
+    monkeypatch.undo()
+
+
+def delivery_states(app) -> dict[str, str]:
+    with app.app_context():
+        return {d.email: d.state for d in db.session.scalars(select(Delivery))}
+
+
+def test_mail_a_killed_worker_never_handed_over_is_sent_once_its_claim_lapses(
+    app, smtp_sink, run_jobs, monkeypatch
+):
+    petition_id = petition_with_signers(app, 3)
+    kill_worker_during_batch(
+        app, petition_id, dying_on("s1@example.org", after_accepting=False), monkeypatch
+    )
+    assert [m["To"] for m in smtp_sink.received] == ["s0@example.org"]
+    assert delivery_states(app) == {
+        "s0@example.org": DeliveryState.SENT,
+        "s1@example.org": DeliveryState.SENDING,  # the server never had the final dot
+        "s2@example.org": DeliveryState.SENDING,
+    }
+    with app.app_context():
+        assert services.requeue_stalled() == 0  # a claim younger than its lease may be live
+    run_jobs()  # the batch job the fan-out queued finds nothing left to claim
+    assert len(smtp_sink.received) == 1
+    with app.app_context():
+        assert services.requeue_stalled(older_than=timedelta(0), lease=timedelta(0)) == 1
     run_jobs()
-    assert sent_to(outbox) == ["s1@example.org"]
+    assert sorted(m["To"] for m in smtp_sink.received) == [f"s{n}@example.org" for n in range(3)]
+
+
+def test_a_message_recorded_as_sent_is_never_sent_again_even_if_the_worker_died_then(
+    app, smtp_sink, run_jobs, monkeypatch
+):
+    petition_id = petition_with_signers(app, 3)
+    kill_worker_during_batch(
+        app, petition_id, dying_on("s1@example.org", after_accepting=True), monkeypatch
+    )
+    assert delivery_states(app)["s1@example.org"] == DeliveryState.SENT
+    with app.app_context():
+        services.requeue_stalled(older_than=timedelta(0), lease=timedelta(0))
+    run_jobs()
+    assert sorted(m["To"] for m in smtp_sink.received) == ["s0@example.org", "s2@example.org"]
 
 
 # --- queues and headers ---------------------------------------------------------------
@@ -135,7 +201,7 @@ def test_high_queue_is_served_before_a_bulk_backlog(app, client, outbox, run_job
     url = f"/petitions/{petition_id}"
     submit(client, url, {"name": "Rui", "email": "rui@example.org", "city": "Porto"}, f"{url}/sign")
     with app.app_context():
-        make_worker(simple=True).work(burst=True, max_jobs=2)  # confirmation fan-out + send
+        make_worker(simple=True).work(burst=True, max_jobs=1)  # the confirmation: one job
     assert sent_to(outbox) == ["rui@example.org"]
     run_jobs()
     assert len(outbox.messages()) == services.BATCH_SIZE * 3 + 1

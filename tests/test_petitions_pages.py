@@ -24,7 +24,7 @@ from petitions import services
 from petitions.models import Petition, Signature, SignatureState
 from petitions.services import SignOutcome
 from tests.factories import PASSWORD, add_signature, make_member, make_petition, member_by_email
-from tests.helpers import csrf_token
+from tests.helpers import csrf_token, submit
 
 BASE = "http://localhost"  # BASE_URL in the test app
 
@@ -907,3 +907,39 @@ def test_fields_without_help_or_errors_carry_no_empty_aria_attributes(app, clien
     assert '<input aria-describedby="email-help"' in page  # help text is tied to its field
     assert '="None"' not in page
     assert 'aria-invalid="' not in page  # nothing is invalid before the form is sent
+
+
+def test_anonymous_views_share_one_cached_page_each_with_its_own_csrf_token(app, client, redis):
+    with app.app_context():
+        petition_id = make_petition(make_member()).id
+    url = f"/petitions/{petition_id}"
+    app.config["PAGE_CACHE_SECONDS"] = 60
+    try:
+        first = client.get(url).text  # rendered, then stored for everyone
+        with app.app_context():
+            db.session.get(Petition, petition_id).title = "A newer title for the petition"
+            db.session.commit()
+        visitor = app.test_client()
+        cached = visitor.get(url).text
+        assert "Fair pay for couriers" in cached and "A newer title" not in cached
+        assert "__csrf_token__" not in cached
+        assert csrf_token(cached) != csrf_token(first)
+        signed = visitor.post(
+            f"{url}/sign",
+            data={
+                "csrf_token": csrf_token(cached),
+                "name": "Rui Costa",
+                "email": "rui@example.org",
+                "city": "Porto",
+            },
+        )
+        assert signed.status_code == 302  # the token filled into the cached page is valid
+
+        # Members, and anyone with a query string or a message to see, get the page as it is.
+        assert "A newer title" in client.get(f"{url}?ref=share").text
+        submit(client, "/login", {"email": "olga@example.org", "password": PASSWORD})
+        assert "A newer title" in client.get(url).text
+        redis.delete(f"page:petition:{petition_id}")  # the entry expires
+        assert "A newer title" in visitor.get(url).text
+    finally:
+        app.config["PAGE_CACHE_SECONDS"] = 0

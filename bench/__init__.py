@@ -1,0 +1,1 @@
+"""The surge benchmark: ``make bench`` runs :mod:`bench.run`."""
