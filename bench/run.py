@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import smtplib
 import subprocess
 import sys
@@ -242,7 +243,7 @@ def start_platform(settings: Settings, stack: Stack, port: int, sink_port: int) 
                          "--redis", settings.redis_url])  # fmt: skip
     wait_for_port(sink_port)
     for number in range(settings.rq_workers):
-        stack.start(f"worker-{number}", flask("worker"))
+        stack.start(f"worker-{number}", flask("worker", "--log-level", "WARNING"))
     stack.start("web", gunicorn("wsgi:app"))
     wait_for_port(port)
 
@@ -520,7 +521,12 @@ def report(settings: Settings, results: dict) -> None:
     print("\n".join(lines), flush=True)
 
 
+def _stop_on_sigterm(signum, frame) -> None:
+    raise SystemExit(1)  # unwinds through the Stack, which stops every process it started
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     settings = Settings()
     (ROOT / "instance" / "bench").mkdir(parents=True, exist_ok=True)
     web_port, sink_port = free_port(), free_port()

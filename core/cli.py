@@ -16,7 +16,7 @@ from rq.cron import CronScheduler
 from werkzeug.serving import run_simple
 
 from core.extensions import db, redis_store
-from core.queue import PERIODIC_JOBS, bind_worker_app, make_worker
+from core.queue import PERIODIC_JOBS, QUEUE_NAMES, bind_worker_app, make_worker
 
 DemoSeeder = Callable[[], list[str]]
 DEMO_SEEDERS: list[tuple[int, DemoSeeder]] = []
@@ -39,8 +39,21 @@ def demo_seeder(order: int) -> Callable[[DemoSeeder], DemoSeeder]:
     is_flag=True,
     help="Run each job in a forked child: more isolation, far fewer jobs per second.",
 )
+@click.option(
+    "--log-level",
+    default="INFO",
+    show_default=True,
+    help="WARNING keeps busy workers from writing lines for every job.",
+)
+@click.option(
+    "--queue",
+    "queues",
+    multiple=True,
+    type=click.Choice(QUEUE_NAMES),
+    help="Serve only this queue (repeatable); by default high, default and bulk.",
+)
 @with_appcontext
-def worker_command(burst: bool, fork: bool) -> None:
+def worker_command(burst: bool, fork: bool, log_level: str, queues: tuple[str, ...]) -> None:
     """Run an RQ worker on the high, default and bulk queues, with RQ's scheduler.
 
     Jobs run in the worker's own process by default, reusing its database and mail
@@ -48,7 +61,9 @@ def worker_command(burst: bool, fork: bool) -> None:
     """
     bind_worker_app(current_app._get_current_object())
     db.engine.dispose()  # connections are opened afresh in the worker (or its children)
-    make_worker(simple=not fork).work(burst=burst, with_scheduler=True)
+    make_worker(simple=not fork, queues=queues or QUEUE_NAMES).work(
+        burst=burst, with_scheduler=True, logging_level=log_level.upper()
+    )
 
 
 @click.command("cron")

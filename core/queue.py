@@ -93,10 +93,13 @@ def cancel_job(job_id: str) -> bool:
     return True
 
 
-def make_worker(*, simple: bool = False, name: str | None = None) -> Worker:
-    """A worker on every queue of the current app, its jobs run in an app context."""
+def make_worker(
+    *, simple: bool = False, name: str | None = None, queues: tuple[str, ...] = QUEUE_NAMES
+) -> Worker:
+    """A worker on ``queues`` (all of them, highest priority first), jobs in an app context."""
     cls = SimpleWorker if simple else Worker
-    return cls(all_queues(), connection=redis_store.connection, job_class=AppJob, name=name)
+    chosen = [get_queue(queue) for queue in QUEUE_NAMES if queue in queues]
+    return cls(chosen, connection=redis_store.connection, job_class=AppJob, name=name)
 
 
 def default_retry() -> Retry:

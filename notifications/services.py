@@ -139,6 +139,8 @@ def notify(
         link=link,
         payload=payload or {},
         audience=audience,
+        # Named recipients are recorded here and now; an audience waits for its fan-out.
+        fanned_out_at=utcnow() if audience is None else None,
     )
     if key is None:
         db.session.add(notification)
@@ -155,15 +157,15 @@ def notify(
         _queue_fan_out(notification)
         return notification
     # Direct recipients are all known now: record them and queue their batches at once.
-    _record_deliveries(notification.id, recipients)
+    notification_id, queue = notification.id, _queue_for(notification)
+    delivery_ids = _record_deliveries(notification_id, recipients)
     if spec.notice:
-        _add_notices(notification.id, None)
-    notification.fanned_out_at = utcnow()
+        _add_notices(notification_id, None)
     db.session.commit()
     try:
-        _queue_pending(notification, None)
+        _queue_batches(delivery_ids, queue)
     except RedisError:
-        current_app.logger.warning("notification %s waits for the sweep", notification.id)
+        current_app.logger.warning("notification %s waits for the sweep", notification_id)
     return notification
 
 
@@ -202,12 +204,14 @@ def _members_by_address(emails: list[str]) -> dict[str, int]:
     return {email: member_id for email, member_id in rows}
 
 
-def _record_deliveries(notification_id: int, recipients: Iterable[Recipient]) -> None:
+def _record_deliveries(notification_id: int, recipients: Iterable[Recipient]) -> list[int]:
     """One delivery row per address; an address already recorded is left alone.
+    Returns the ids of the rows added.
 
     A guest address that belongs to a member counts as the member, so their preferences
     and notification centre apply whichever way they signed.
     """
+    added: list[int] = []
     for chunk in _chunks(recipients, INSERT_CHUNK):
         members = _members_by_address([r.email.strip().lower() for r in chunk])
         rows = {
@@ -225,8 +229,10 @@ def _record_deliveries(notification_id: int, recipients: Iterable[Recipient]) ->
             dialect_insert(Delivery)
             .values(list(rows.values()))
             .on_conflict_do_nothing(index_elements=["notification_id", "email"])
+            .returning(Delivery.id)
         )
-        db.session.execute(statement)
+        added.extend(db.session.scalars(statement))
+    return sorted(added)
 
 
 def fan_out(notification_id: int, after: Any = None) -> int:
@@ -267,16 +273,21 @@ def _audience_page(notification: Notification, after: Any) -> tuple[list[Recipie
 
 
 def _queue_pending(notification: Notification, emails: list[str] | None) -> int:
-    from notifications import jobs
-
     query = select(Delivery.id).where(
         Delivery.notification_id == notification.id, Delivery.state == DeliveryState.PENDING
     )
     if emails is not None:
         query = query.where(Delivery.email.in_(emails))
+    return _queue_batches(db.session.scalars(query.order_by(Delivery.id)), _queue_for(notification))
+
+
+def _queue_batches(delivery_ids: Iterable[int], queue: str) -> int:
+    """Queue delivery jobs of up to BATCH_SIZE deliveries each; returns how many."""
+    from notifications import jobs
+
     batches = 0
-    for batch in _chunks(db.session.scalars(query.order_by(Delivery.id)), BATCH_SIZE):
-        enqueue(jobs.deliver, batch, queue=_queue_for(notification), retry=default_retry())
+    for batch in _chunks(delivery_ids, BATCH_SIZE):
+        enqueue(jobs.deliver, batch, queue=queue, retry=default_retry())
         batches += 1
     return batches
 
@@ -483,8 +494,6 @@ def requeue_stalled(
     batches, with those a dead worker claimed longer than ``lease`` ago (no job runs that
     long). Claims make a second queueing harmless.
     """
-    from notifications import jobs
-
     cutoff = utcnow() - older_than
     db.session.execute(
         update(Delivery)
@@ -512,9 +521,7 @@ def requeue_stalled(
     batches = 0
     for transactional in (True, False):
         ids = [delivery_id for delivery_id, t in pending if t == transactional]
-        for batch in _chunks(ids, BATCH_SIZE):
-            enqueue(jobs.deliver, batch, queue="high" if transactional else "bulk")
-            batches += 1
+        batches += _queue_batches(ids, "high" if transactional else "bulk")
     return len(stalled) + batches
 
 

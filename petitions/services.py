@@ -219,18 +219,17 @@ def sign(petition: Petition, details: SignerDetails, address: str) -> SignOutcom
         )
         db.session.add(signature)
         try:
-            db.session.commit()
+            db.session.flush()
         except IntegrityError:  # the same person, signing twice at once
             db.session.rollback()
             return sign(petition, details, address)
-        _queue_confirmation(signature)
+        _queue_confirmation(signature)  # saved in one transaction with its email
         return SignOutcome.CHECK_EMAIL
     if existing.state == SignatureState.CONFIRMED:
         return SignOutcome.ALREADY_SIGNED
     if existing.state == SignatureState.WITHDRAWN:
         existing.renew(**_editable(details))
         existing.confirmation_sent_at = utcnow()
-        db.session.commit()
         _queue_confirmation(existing)
         return SignOutcome.CHECK_EMAIL
     return SignOutcome.RESENT if _resend_confirmation(existing) else SignOutcome.RECENTLY_SENT
@@ -364,9 +363,9 @@ def confirm_signature(signature: Signature) -> bool:
     """Confirm a pending signature; it then counts. False if it was not pending."""
     if not signature.petition.takes_signatures or not signature.confirm():
         return False
-    db.session.commit()
-    request_tally(signature.petition_id)
-    address_confirmed(signature.email)
+    petition_id = signature.petition_id
+    address_confirmed(signature.email)  # commits the confirmation with it
+    request_tally(petition_id)
     return True
 
 

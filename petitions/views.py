@@ -155,7 +155,7 @@ def sign(petition_id: int):
         if refusal.retry_after is None:
             return _show_page(petition, form, status=409)
         return _show_page(petition, form, 429, {"Retry-After": str(refusal.retry_after)})
-    return redirect(url_for("petitions.thanks", petition_id=petition.id, outcome=outcome))
+    return redirect(url_for("petitions.thanks", petition_id=petition_id, outcome=outcome))
 
 
 @bp.route("/petitions/<id:petition_id>/embed", methods=["GET", "POST"])
@@ -201,13 +201,14 @@ def confirm(token: str):
     signature = services.signature_for_confirmation(token) or abort(404)
     form = ActionForm()
     if form.validate_on_submit():
+        petition_id = signature.petition_id
         if services.confirm_signature(signature):
             flash("Thank you: your signature is confirmed and counted.", "success")
         elif signature.state == "confirmed":
             flash("Your signature was already confirmed. Thank you!", "info")
         else:
             flash("This petition is not taking signatures any more.", "info")
-        return redirect(url_for("petitions.show", petition_id=signature.petition_id))
+        return redirect(url_for("petitions.show", petition_id=petition_id))
     return form_page(
         "petitions/confirm.html", form, signature=signature, petition=signature.petition
     )

@@ -206,3 +206,18 @@ def test_seed_demo_loads_data_once_and_its_printed_login_works(app, client, run_
     run_jobs()
     for url in ("/", "/petitions", "/campaigns", "/cities/lisbon", "/account", "/notifications"):
         assert client.get(url).status_code == 200, url
+
+
+def test_a_worker_can_be_given_only_some_queues(app, redis):
+    from core.queue import enqueue, get_queue
+    from petitions.jobs import tally_stragglers
+
+    with app.app_context():
+        for queue in ("high", "bulk"):
+            enqueue(tally_stragglers, queue=queue)
+    result = app.test_cli_runner().invoke(
+        args=["worker", "--burst", "--queue", "high", "--log-level", "WARNING"]
+    )
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        assert (get_queue("high").count, get_queue("bulk").count) == (0, 1)
