@@ -4,12 +4,12 @@ Runs on PostgreSQL and Redis (``DATABASE_URL`` and ``REDIS_URL`` when set, other
 servers on this machine) and resets the database it is given. Every figure is printed
 beside the baseline measured in the same run, as a ratio. Settings, all optional:
 
-    BENCH_SECONDS=20        length of each timed load phase
+    BENCH_SECONDS=15        length of each timed load phase
     BENCH_CLIENTS=32        concurrent signers (and baseline clients)
     BENCH_READERS=8         extra clients only viewing the petition page
     WEB_CONCURRENCY=4       gunicorn workers (gunicorn.conf.py: two per core)
     BENCH_RQ_WORKERS=2      RQ workers (one per core)
-    BENCH_FANOUT=100000     signers who receive the update
+    BENCH_FANOUT=15000      signers who receive the update (100000 for the full-size run)
     BENCH_SKIP=fanout       skip a scenario: signing, fanout
 """
 
@@ -33,7 +33,17 @@ import redis
 
 from bench import load
 from bench.sink import RECEIVED, TOTAL
-from bench.stack import ROOT, Stack, command_line, free_port, peak_resident_mb, tool, wait_for_port
+from bench.stack import (
+    ROOT,
+    Stack,
+    command_line,
+    cpu_seconds,
+    free_port,
+    peak_resident_mb,
+    pids_named,
+    tool,
+    wait_for_port,
+)
 
 DEFAULT_DATABASE = "postgresql+psycopg://postgres@127.0.0.1:5432/groundswell_bench"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/14"
@@ -43,12 +53,12 @@ RESULTS = ROOT / "instance" / "bench" / "results.json"
 
 @dataclass
 class Settings:
-    seconds: float = float(os.environ.get("BENCH_SECONDS", 20))
+    seconds: float = float(os.environ.get("BENCH_SECONDS", 15))
     clients: int = int(os.environ.get("BENCH_CLIENTS", 32))
     readers: int = int(os.environ.get("BENCH_READERS", 8))
     web_workers: int = int(os.environ.get("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1)))
     rq_workers: int = int(os.environ.get("BENCH_RQ_WORKERS", os.cpu_count() or 1))
-    fanout: int = int(os.environ.get("BENCH_FANOUT", 100_000))
+    fanout: int = int(os.environ.get("BENCH_FANOUT", 15_000))
     skip: set[str] = field(
         default_factory=lambda: set(filter(None, os.environ.get("BENCH_SKIP", "").split(",")))
     )
@@ -108,6 +118,24 @@ def flask(*args: str) -> list[str]:
 
 
 # --- watching --------------------------------------------------------------------------
+
+
+def cpu_by_part(stack: Stack) -> dict[str, float]:
+    """CPU seconds used so far by each part of the system, this load generator included."""
+    parts = {
+        "web": stack.pids("web"),
+        "rq workers": stack.pids("worker"),
+        "smtp sink": stack.pids("sink"),
+        "postgresql": pids_named("postgres"),
+        "redis": pids_named("redis-server"),
+        "load generator": [os.getpid()],
+    }
+    return {part: sum(cpu_seconds(pid) for pid in pids) for part, pids in parts.items()}
+
+
+def cores_used(before: dict[str, float], after: dict[str, float], seconds: float) -> dict:
+    """How many cores each part kept busy over ``seconds``."""
+    return {part: round((after[part] - before[part]) / seconds, 2) for part in after}
 
 
 class Watcher(threading.Thread):
@@ -256,10 +284,12 @@ def signing(settings: Settings, stack: Stack, app, port: int, bare: dict) -> dic
     load.bare_gets(f"{base}/petitions/{petition_id}", 4, 1)  # warm up the page
     watcher = Watcher(settings, stack, petition_id)
     watcher.start()
+    cpu_before = cpu_by_part(stack)
     tally = load.signing_surge(
         base, petition_id, settings.redis_url, settings.clients, settings.readers, settings.seconds
     )
     surge_ended = time.monotonic() - watcher.started
+    cores = cores_used(cpu_before, cpu_by_part(stack), surge_ended)
     store = redis.Redis.from_url(settings.redis_url)
     with psycopg.connect(libpq_url(settings.database_url), autocommit=True) as connection:
         drained_in = wait_until(
@@ -314,6 +344,7 @@ def signing(settings: Settings, stack: Stack, app, port: int, bare: dict) -> dic
         "final_confirmed": final["confirmed"],
         "final_lag_rows": final["confirmed"] - final["public"],
         "queue_depth": _depth_series(watcher.samples),
+        "cores_used": cores,
         "peak_memory_mb": {
             f"{pid} {name[-60:]}": round(mb, 1) for pid, (name, mb) in watcher.peak_memory.items()
         },
@@ -428,8 +459,10 @@ def fan_out(settings: Settings, stack: Stack, app, *, kill_halfway: bool) -> dic
             progress["since"] = time.monotonic()
         return False
 
-    finished = wait_until(settled, timeout=600, step=0.5)
+    cpu_before = cpu_by_part(stack)
+    finished = wait_until(settled, timeout=900, step=0.5)
     elapsed = time.monotonic() - began
+    cores = cores_used(cpu_before, cpu_by_part(stack), elapsed)
     watcher.stop()
     received = store.hgetall(RECEIVED)
     counts = [int(n) for n in received.values()]
@@ -456,6 +489,7 @@ def fan_out(settings: Settings, stack: Stack, app, *, kill_halfway: bool) -> dic
         "killed_after": killed,
         "recovery_jobs": recovered,
         "delivery_states": states,
+        "cores_used": cores,
         "queue_depth": _depth_series(watcher.samples),
         "peak_memory_mb": {
             f"{pid} {name[-60:]}": round(mb, 1) for pid, (name, mb) in watcher.peak_memory.items()
@@ -503,6 +537,7 @@ def report(settings: Settings, results: dict) -> None:
             f", count went backwards: {surge['count_went_backwards']}",
             f"failed requests  {surge['failures'] or 'none'}",
             f"peak memory      {memory:.0f} MB (largest web or worker process)   target <= 150 MB",
+            "cores kept busy  " + ", ".join(f"{k} {v}" for k, v in surge["cores_used"].items()),
             "queue depth (t, high, default, bulk): "
             + " ".join(f"{t:.0f}s:{h}/{d}/{b}" for t, h, d, b in surge["queue_depth"]),
         ]
@@ -517,6 +552,10 @@ def report(settings: Settings, results: dict) -> None:
                 f"{run['duplicates']}, losses {run['losses']}"
                 + (f", killed after {run['killed_after']}" if run["killed_after"] else "")
                 + f"   peak memory {max(run['peak_memory_mb'].values(), default=0):.0f} MB"
+            )
+            lines.append(
+                "                 cores: "
+                + ", ".join(f"{k} {v}" for k, v in run["cores_used"].items())
             )
     print("\n".join(lines), flush=True)
 

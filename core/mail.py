@@ -14,6 +14,7 @@ import re
 import smtplib
 import socket
 import ssl
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -172,6 +173,12 @@ class SMTPConnection:
         with contextlib.suppress(OSError, smtplib.SMTPException):
             self.smtp.rset()
 
+    def is_alive(self) -> bool:
+        try:
+            return self.smtp.noop()[0] == 250
+        except (OSError, smtplib.SMTPException):
+            return False
+
     def close(self) -> None:
         if self.in_data:  # abandoned mid-message: hang up so the server discards it
             self.smtp.close()
@@ -194,15 +201,38 @@ def outbox_folder() -> Path:
     return Path(current_app.instance_path) / "outbox"
 
 
+KEEP_OPEN_SECONDS = 30
+
+# A worker runs one job after another: between jobs, the last SMTP session stays open
+# for a while, so that a stream of one-message jobs (confirmations) does not pay for a
+# new connection each.
+_kept: dict[str, tuple[SMTPConnection, float]] = {}
+
+
+def _reuse_or_open(url: str) -> SMTPConnection:
+    kept, since = _kept.pop(url, (None, 0.0))
+    if kept is not None:
+        if time.monotonic() - since < KEEP_OPEN_SECONDS and kept.is_alive():
+            return kept
+        kept.close()
+    return SMTPConnection(url)
+
+
 @contextmanager
 def connection() -> Iterator[Connection]:
-    """Open one delivery connection for a batch of messages."""
+    """A delivery connection for a batch of messages: an SMTP session kept from the last
+    batch if it still answers, or a new one."""
     url = current_app.config["MAIL_URL"]
     if url == OUTBOX_MAIL:
         yield OutboxConnection(outbox_folder())
         return
-    smtp = SMTPConnection(url)
+    smtp = _reuse_or_open(url)
     try:
         yield smtp
-    finally:
+    except BaseException:
         smtp.close()
+        raise
+    if smtp.in_data:
+        smtp.close()
+    else:
+        _kept[url] = (smtp, time.monotonic())

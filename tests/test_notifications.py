@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -371,6 +372,28 @@ def test_a_451_is_retried_and_the_message_sent_once(app, client, smtp_sink, run_
     run_jobs()
     run_jobs()
     assert [m["To"] for m in smtp_sink.received] == ["rui@example.org"]
+
+
+def test_consecutive_jobs_share_one_smtp_session_and_a_dropped_one_is_replaced(
+    app, client, smtp_sink, run_jobs
+):
+    petition_id = petition_with_signers(app, 0)
+    url = f"/petitions/{petition_id}"
+
+    def sign(name: str) -> None:
+        form = {"name": name.title(), "email": f"{name}@example.org", "city": "Porto"}
+        submit(client, url, form, f"{url}/sign")
+        run_jobs()
+
+    sign("rui")
+    sign("ana")  # a job of its own, a moment later
+    assert [m["To"] for m in smtp_sink.received] == ["rui@example.org", "ana@example.org"]
+    assert smtp_sink.connections == 1
+    for kept, _ in mail._kept.values():
+        kept.smtp.sock.shutdown(socket.SHUT_RDWR)  # the session is lost while the worker waits
+    sign("eva")
+    assert [m["To"] for m in smtp_sink.received][-1] == "eva@example.org"
+    assert smtp_sink.connections == 2
 
 
 def test_a_550_is_not_retried_and_marks_the_address_failing(app, smtp_sink, outbox, run_jobs):
