@@ -1,0 +1,70 @@
+"""The benchmark itself, run small: the production processes start, the flow completes,
+nothing is lost or sent twice (a worker killed halfway included), and everything stops.
+
+Runs only against PostgreSQL (``TEST_DATABASE_URL``), on a database of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.run import RESULTS
+from bench.stack import ROOT, command_line, descendants
+
+DATABASE = os.environ.get("TEST_DATABASE_URL", "")
+
+pytestmark = pytest.mark.skipif(
+    not DATABASE.startswith("postgresql"), reason="the benchmark runs on PostgreSQL"
+)
+
+
+def test_a_small_benchmark_loses_nothing_sends_nothing_twice_and_stops_everything():
+    database = DATABASE.rsplit("/", 1)[0] + "/groundswell_bench_check"
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15").rsplit("/", 1)[0]
+    env = {
+        **os.environ,
+        "DATABASE_URL": database,
+        "REDIS_URL": f"{redis_url}/13",
+        "BENCH_SECONDS": "2",
+        "BENCH_CLIENTS": "4",
+        "BENCH_READERS": "1",
+        "WEB_CONCURRENCY": "2",
+        "BENCH_FANOUT": "600",
+    }
+    run = subprocess.run(
+        [sys.executable, "-m", "bench.run"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    results = json.loads(RESULTS.read_text())
+
+    assert results["baseline"]["insert_rate"] > 0 and results["baseline"]["get_rate"] > 0
+    surge = results["signing"]
+    assert surge["confirmed_by_clients"] > 0
+    assert surge["confirmed_rows"] == surge["confirmed_by_clients"]
+    assert (surge["lost"], surge["duplicate_rows"], surge["duplicate_confirmation_emails"]) == (
+        0,
+        0,
+        0,
+    )
+    assert surge["final_public"] == surge["final_confirmed"]
+    assert not surge["count_went_backwards"]
+    for name in ("fanout", "fanout_killed"):
+        fan_out = results[name]
+        assert fan_out["finished"], fan_out
+        assert (fan_out["duplicates"], fan_out["losses"]) == (0, 0), fan_out
+    assert results["fanout_killed"]["killed_after"] is not None
+
+    started = ("bench.sink", "bench.baseline:app", "wsgi worker --log-level WARNING")
+    running = [command_line(pid) for pid in descendants(1)]
+    assert not [line for line in running if any(mark in line for mark in started)]
+    assert "all processes stopped" in run.stdout
