@@ -423,15 +423,16 @@ def fan_out(settings: Settings, stack: Stack, app, *, kill_halfway: bool) -> dic
     database = psycopg.connect(libpq_url(settings.database_url), autocommit=True)
 
     def unsettled() -> int:
-        return database.execute(
+        """Deliveries not yet recorded, or recorded but not yet sent or settled."""
+        recorded, waiting = database.execute(
             """
-            SELECT count(*) FROM notification_deliveries d JOIN notifications n
-                ON n.id = d.notification_id
+            SELECT count(*), count(*) FILTER (WHERE d.state IN ('pending', 'sending'))
+              FROM notification_deliveries d JOIN notifications n ON n.id = d.notification_id
              WHERE n.kind = 'petition_update' AND n.payload->>'update_id' = %s
-               AND d.state IN ('pending', 'sending')
             """,
             (str(update_id),),
-        ).fetchone()[0]
+        ).fetchone()
+        return settings.fanout - recorded + waiting
 
     progress = {"unsettled": -1, "since": time.monotonic()}
 
@@ -450,8 +451,8 @@ def fan_out(settings: Settings, stack: Stack, app, *, kill_halfway: bool) -> dic
             log(f"killed worker-0 after {total} emails; a new one starts, as a supervisor would")
             stack.start("worker-restarted", flask("worker", "--log-level", "WARNING"))
         remaining = unsettled()
-        if remaining == 0 and total >= settings.fanout:
-            return True
+        if remaining == 0 and queues_empty(store):
+            return True  # every delivery settled; the sink's counts say what arrived
         if killed is not None and stuck(remaining) and queues_empty(store):
             # What the dead worker had claimed waits for the sweep. It would run after the
             # claims' lease; with every live job finished, run it now.

@@ -75,14 +75,14 @@ def render(
     return message
 
 
-Accepting = Callable[[], None]
+HandedOver = Callable[[], None]
 
 
 class Connection(Protocol):
-    def send(self, message: EmailMessage, accepting: Accepting | None = None) -> None:
-        """Deliver ``message``. ``accepting`` runs at the last moment before the message
-        becomes the server's, so the caller can record it as sent: if the process dies
-        before that point the message was not delivered, and after it, it was."""
+    def send(self, message: EmailMessage, handed_over: HandedOver | None = None) -> None:
+        """Deliver ``message``. ``handed_over`` runs the moment the message is the server's
+        to accept, before its answer is read, so the caller can record it as sent with
+        almost no gap in which a crash could leave a delivered message unrecorded."""
 
 
 class OutboxConnection:
@@ -92,13 +92,13 @@ class OutboxConnection:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    def send(self, message: EmailMessage, accepting: Accepting | None = None) -> None:
+    def send(self, message: EmailMessage, handed_over: HandedOver | None = None) -> None:
         name = f"{uuid.uuid1().hex}.eml"  # time-ordered names list in sending order
         temporary = self.folder / f".{name}.tmp"
         temporary.write_bytes(message.as_bytes(policy=MAIL_POLICY))
-        if accepting is not None:
-            accepting()
         temporary.rename(self.folder / name)
+        if handed_over is not None:
+            handed_over()
 
 
 # A line that starts with a dot gets another, so that only the final one ends the message.
@@ -126,14 +126,20 @@ class SMTPConnection:
                 self.smtp.login(unquote(parts.username), unquote(parts.password or ""))
             self.smtp.ehlo_or_helo_if_needed()
             # The final dot goes in a write of its own; without this, Nagle's algorithm
-            # holds it until the server acknowledges the body, a delayed ACK later.
+            # may hold it until the server acknowledges the body, a delayed ACK later.
             self.smtp.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, smtplib.SMTPException) as error:
             # Even a 5xx here (a wrong password, say) says nothing about the recipients.
             raise TemporaryMailError(str(error)) from error
 
-    def send(self, message: EmailMessage, accepting: Accepting | None = None) -> None:
-        """One SMTP transaction, with the final dot held back until ``accepting`` has run."""
+    def send(self, message: EmailMessage, handed_over: HandedOver | None = None) -> None:
+        """One SMTP transaction; ``handed_over`` runs between the final dot and the reply.
+
+        Until the dot, the server discards the message if the connection drops; once the
+        dot is written it may accept it. Recording the message as sent right then leaves
+        a gap of a few system calls, not a round trip, where a crash could cause a
+        second send; a refusal that follows is reported as usual, to correct the record.
+        """
         sender = parseaddr(str(message["From"]))[1]
         recipient = parseaddr(str(message["To"]))[1]
         data = message.as_bytes(policy=MAIL_POLICY)
@@ -145,10 +151,10 @@ class SMTPConnection:
             self._expect(self.smtp.docmd("DATA"), 354)
             self.in_data = True
             self.smtp.send(LEADING_DOT.sub(b"..", data).rstrip(b"\r\n") + b"\r\n")
-            if accepting is not None:
-                accepting()
             self.smtp.send(b".\r\n")
             self.in_data = False
+            if handed_over is not None:
+                handed_over()
             self._expect(self.smtp.getreply())
         except MailError:
             self._reset()

@@ -50,8 +50,8 @@ FREQUENCY_LABELS = {
 
 class DeliveryState(StrEnum):
     PENDING = "pending"  # waiting for a worker
-    # Claimed by a worker. A message is marked sent just before the server can accept it,
-    # so one still ``sending`` was never accepted: after a crash it is safe to send again.
+    # Claimed by a worker. A message is marked sent the moment it is handed to the server,
+    # so one still ``sending`` after a crash was never handed over whole: safe to resend.
     SENDING = "sending"
     SENT = "sent"
     DIGEST = "digest"  # held for the recipient's daily digest

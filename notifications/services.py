@@ -414,9 +414,9 @@ MAX_ATTEMPTS = 8
 def deliver(delivery_ids: list[int]) -> int:
     """Send a batch of deliveries over one connection; returns how many were sent.
 
-    The batch is claimed in one statement, and each message is marked sent just before
-    the server can accept it, so a worker that dies leaves only messages never delivered
-    in ``sending``; the sweep sends those once their claim lapses. A temporary refusal
+    The batch is claimed in one statement, and each message is marked sent the moment it
+    is handed to the server, so a worker that dies leaves in ``sending`` only messages the
+    server never had whole; the sweep sends those once their claim lapses. A temporary refusal
     puts that delivery back and the batch carries on; the job then raises so that RQ
     retries what was put back. A refused address is marked failing; any other failure
     fails that one delivery, never the batch.
@@ -472,7 +472,7 @@ def _prepare(delivery: Delivery, spec: MessageKind, choices: _Choices, held: lis
 def _send(server: mail.Connection, delivery: Delivery, message) -> DeliveryState:
     delivery.attempts += 1
     try:
-        server.send(message, accepting=lambda: _settle(delivery, DeliveryState.SENT))
+        server.send(message, handed_over=lambda: _settle(delivery, DeliveryState.SENT))
     except mail.TemporaryMailError as error:
         if delivery.attempts >= MAX_ATTEMPTS:
             _settle(delivery, DeliveryState.FAILED, f"gave up: {error}"[:300])

@@ -118,20 +118,30 @@ class WorkerDied(BaseException):
     """Stands for the worker being killed: nothing after it runs."""
 
 
-def dying_on(address: str, *, after_accepting: bool):
-    """Fault injection: the worker is killed while handing ``address``'s message over."""
+def killed_while_sending_to(address: str, *, after_recording: bool):
+    """Fault injection: the worker is killed while sending ``address``'s message, either
+    just before the final dot or just after the message was recorded as sent."""
     real_send = mail.SMTPConnection.send
 
-    def send(self, message, accepting=None):
+    def send(self, message, handed_over=None):
         if message["To"] != address:
-            return real_send(self, message, accepting)
+            return real_send(self, message, handed_over)
+        if after_recording:
 
-        def die() -> None:
-            if after_accepting:
-                accepting()
-            raise WorkerDied
+            def record_then_die() -> None:
+                handed_over()
+                raise WorkerDied
 
-        return real_send(self, message, die)
+            return real_send(self, message, record_then_die)
+        write = self.smtp.send
+
+        def die_at_the_final_dot(data: bytes) -> None:
+            if data == b".\r\n":
+                raise WorkerDied
+            write(data)
+
+        self.smtp.send = die_at_the_final_dot
+        return real_send(self, message, handed_over)
 
     return send
 
@@ -158,7 +168,10 @@ def test_mail_a_killed_worker_never_handed_over_is_sent_once_its_claim_lapses(
 ):
     petition_id = petition_with_signers(app, 3)
     kill_worker_during_batch(
-        app, petition_id, dying_on("s1@example.org", after_accepting=False), monkeypatch
+        app,
+        petition_id,
+        killed_while_sending_to("s1@example.org", after_recording=False),
+        monkeypatch,
     )
     assert [m["To"] for m in smtp_sink.received] == ["s0@example.org"]
     assert delivery_states(app) == {
@@ -181,13 +194,16 @@ def test_a_message_recorded_as_sent_is_never_sent_again_even_if_the_worker_died_
 ):
     petition_id = petition_with_signers(app, 3)
     kill_worker_during_batch(
-        app, petition_id, dying_on("s1@example.org", after_accepting=True), monkeypatch
+        app,
+        petition_id,
+        killed_while_sending_to("s1@example.org", after_recording=True),
+        monkeypatch,
     )
     assert delivery_states(app)["s1@example.org"] == DeliveryState.SENT
     with app.app_context():
         services.requeue_stalled(older_than=timedelta(0), lease=timedelta(0))
     run_jobs()
-    assert sorted(m["To"] for m in smtp_sink.received) == ["s0@example.org", "s2@example.org"]
+    assert sorted(m["To"] for m in smtp_sink.received) == [f"s{n}@example.org" for n in range(3)]
 
 
 # --- queues and headers ---------------------------------------------------------------
