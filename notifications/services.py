@@ -447,7 +447,7 @@ def deliver(delivery_ids: list[int]) -> int:
                 current_app.logger.exception("delivery %s could not be prepared", delivery.id)
                 _settle(delivery, DeliveryState.FAILED, repr(error)[:300])
                 continue
-            outcome = _send(server, delivery, message)
+            outcome = _send_or_settle(server, delivery, message)
             sent += outcome == DeliveryState.SENT
             deferred += outcome == DeliveryState.PENDING
     db.session.commit()  # skipped and held deliveries since the last message sent
@@ -470,9 +470,23 @@ def _prepare(delivery: Delivery, spec: MessageKind, choices: _Choices, held: lis
 
 
 def _send(server: mail.Connection, delivery: Delivery, message) -> DeliveryState:
-    delivery.attempts += 1
+    db.session.commit()  # what preparing settled (skips) is kept whatever happens below
+    attempts = delivery.attempts + 1
+    # The record of sending is written before the final dot and committed right after it:
+    # a kill between the two leaves a gap of two system calls, not a database round trip.
+    delivery.attempts, delivery.state, delivery.sent_at = attempts, DeliveryState.SENT, utcnow()
+    db.session.flush()
     try:
-        server.send(message, handed_over=lambda: _settle(delivery, DeliveryState.SENT))
+        server.send(message, handed_over=db.session.commit)
+    except mail.MailError:
+        _not_sent(delivery, attempts)
+        raise
+    return DeliveryState.SENT
+
+
+def _send_or_settle(server: mail.Connection, delivery: Delivery, message) -> DeliveryState:
+    try:
+        return _send(server, delivery, message)
     except mail.TemporaryMailError as error:
         if delivery.attempts >= MAX_ATTEMPTS:
             _settle(delivery, DeliveryState.FAILED, f"gave up: {error}"[:300])
@@ -486,7 +500,12 @@ def _send(server: mail.Connection, delivery: Delivery, message) -> DeliveryState
     except mail.PermanentMailError as error:
         _settle(delivery, DeliveryState.FAILED, str(error)[:300])
         return DeliveryState.FAILED
-    return DeliveryState.SENT
+
+
+def _not_sent(delivery: Delivery, attempts: int) -> None:
+    """Take back the record of sending, unless the server had the message already."""
+    db.session.rollback()
+    delivery.attempts, delivery.sent_at = attempts, None
 
 
 CLAIM_LEASE = timedelta(minutes=30)  # far longer than any job may run (RQ's timeout)
