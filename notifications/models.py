@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import JSON, Boolean, ForeignKey, Index, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -76,7 +77,24 @@ class Notification(db.Model):
     payload: Mapped[dict] = mapped_column(JSON, default=dict)
     audience: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # An audience is recorded a page at a time. The next page starts after ``fan_out_after``
+    # (from the start while None); ``fanned_out_at`` is set once the last page is recorded.
+    fan_out_after: Mapped[Any | None] = mapped_column(JSON)
+    fan_out_paged_at: Mapped[datetime | None]
     fanned_out_at: Mapped[datetime | None]
+
+    def is_next_page(self, after: Any) -> bool:
+        """Whether the page starting after ``after`` is the one still to be recorded."""
+        return self.fanned_out_at is None and self.fan_out_after == after
+
+    def record_page(self, last_key: Any) -> None:
+        """Move the fan-out on past a recorded page; ``None`` says it was the last."""
+        now = utcnow()
+        self.fan_out_paged_at = now
+        if last_key is None:
+            self.fanned_out_at = now
+        else:
+            self.fan_out_after = last_key
 
 
 class Delivery(db.Model):

@@ -239,24 +239,30 @@ def fan_out(notification_id: int, after: Any = None) -> int:
     """Record one page of recipients, add their in-app notices, and queue their batches.
 
     Large audiences are walked a page at a time, each page its own job, so that
-    transactional mail on ``high`` is served between pages. Safe to run again (after a
-    crash or by mistake): rows already recorded stay as they are, and only deliveries
-    still pending are queued. Returns the number of batches queued.
+    transactional mail on ``high`` is served between pages. Where the walk has got to is
+    kept on the notification and committed with the page, before the next page is
+    queued, so the sweep can carry on a walk whose job was lost. Safe to run again (after
+    a crash, by a retry or by the sweep): a page already recorded is not walked again.
+    Returns the number of batches queued.
     """
-    notification = db.session.get(Notification, notification_id)
+    notification = db.session.get(Notification, notification_id, with_for_update=True)
     if notification is None:
         return 0
     emails = None  # direct recipients: everything recorded by notify()
+    last_key = None
     if notification.audience:
+        if not notification.is_next_page(after):
+            db.session.commit()  # another run recorded this page and queued what follows
+            return 0
         page, last_key = _audience_page(notification, after)
         _record_deliveries(notification.id, page)
         emails = [recipient.email.strip().lower() for recipient in page]
-        if last_key is not None:
-            _queue_fan_out(notification, after=last_key)
+        notification.record_page(last_key)
     if KINDS[notification.kind].notice:
         _add_notices(notification.id, emails)
-    notification.fanned_out_at = notification.fanned_out_at or utcnow()
     db.session.commit()
+    if last_key is not None:
+        _queue_fan_out(notification, after=last_key)
     return _queue_pending(notification, emails)
 
 
@@ -516,9 +522,9 @@ def requeue_stalled(
 ) -> int:
     """Queue again what a lost job or an unreachable Redis left behind; returns jobs queued.
 
-    Notifications never fanned out are fanned out; deliveries still pending are queued in
-    batches, with those a dead worker claimed longer than ``lease`` ago (no job runs that
-    long). Claims make a second queueing harmless.
+    Fan-outs that stopped short carry on after their last recorded page; deliveries still
+    pending are queued in batches, with those a dead worker claimed longer than ``lease``
+    ago (no job runs that long). Claims make a second queueing harmless.
     """
     cutoff = utcnow() - older_than
     db.session.execute(
@@ -529,19 +535,16 @@ def requeue_stalled(
     db.session.commit()
     stalled = db.session.scalars(
         select(Notification).where(
-            Notification.fanned_out_at.is_(None), Notification.created_at < cutoff
+            Notification.fanned_out_at.is_(None),
+            func.coalesce(Notification.fan_out_paged_at, Notification.created_at) < cutoff,
         )
     ).all()
     for notification in stalled:
-        _queue_fan_out(notification)
+        _queue_fan_out(notification, after=notification.fan_out_after)
     pending = db.session.execute(
         select(Delivery.id, Notification.transactional)
         .join(Notification)
-        .where(
-            Delivery.state == DeliveryState.PENDING,
-            Delivery.created_at < cutoff,
-            Notification.fanned_out_at.is_not(None),
-        )
+        .where(Delivery.state == DeliveryState.PENDING, Delivery.created_at < cutoff)
         .order_by(Delivery.id)
     ).all()
     batches = 0

@@ -35,6 +35,7 @@ def test_a_small_benchmark_loses_nothing_sends_nothing_twice_and_stops_everythin
         "BENCH_READERS": "1",
         "WEB_CONCURRENCY": "2",
         "BENCH_FANOUT": "600",
+        "FAN_OUT_PAGE": "50",  # many page jobs, so the kill may land on one
     }
     run = subprocess.run(
         [sys.executable, "-m", "bench.run"],

@@ -667,3 +667,31 @@ def test_a_large_fan_out_goes_page_by_page_and_lets_confirmations_through(
         assert len(addresses) == len(set(addresses)) == 350
     finally:
         app.config["FAN_OUT_PAGE"] = 2000
+
+
+def test_the_sweep_carries_on_a_fan_out_whose_next_page_was_lost(app, outbox, run_jobs):
+    app.config["FAN_OUT_PAGE"] = 100
+    try:
+        petition_id = petition_with_signers(app, 250)
+        post_update(app, petition_id)
+        with app.app_context():
+            make_worker(simple=True).work(burst=True, max_jobs=1)  # the first page only
+            bulk = get_queue("bulk")
+            next_pages = [job for job in bulk.get_jobs() if job.func_name.endswith("fan_out")]
+            assert len(next_pages) == 1
+            next_pages[0].delete()  # lost, as when Redis loses it or its worker dies
+        run_jobs()
+        assert len(outbox.messages()) == 100
+        with app.app_context():
+            services.requeue_stalled(older_than=timedelta(0))
+            # A late retry of a page already recorded changes nothing.
+            notification_jobs.fan_out(db.session.scalar(select(Notification.id)))
+        run_jobs()
+        addresses = [message["To"] for message in outbox.messages()]
+        assert len(addresses) == len(set(addresses)) == 250
+        with app.app_context():
+            notification = db.session.scalar(select(Notification))
+            assert notification.fanned_out_at is not None
+            assert services.requeue_stalled(older_than=timedelta(0)) == 0
+    finally:
+        app.config["FAN_OUT_PAGE"] = 2000
