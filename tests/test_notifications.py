@@ -642,56 +642,56 @@ def test_registering_an_existing_address_cannot_flood_its_inbox(app, auth, outbo
     )  # the limit is 5 an hour, one was the confirmation
 
 
+@pytest.fixture
+def small_pages(app, monkeypatch):
+    """Fan-outs walk pages of 100, so a few hundred signers make several page jobs."""
+    monkeypatch.setitem(app.config, "FAN_OUT_PAGE", 100)
+
+
 def test_a_large_fan_out_goes_page_by_page_and_lets_confirmations_through(
-    app, client, outbox, run_jobs
+    app, client, outbox, run_jobs, small_pages
 ):
-    app.config["FAN_OUT_PAGE"] = 100
-    try:
-        petition_id = petition_with_signers(app, 350)
-        post_update(app, petition_id)
-        with app.app_context():
-            make_worker(simple=True).work(burst=True, max_jobs=1)  # the first page only
-            assert db.session.scalar(select(func.count()).select_from(Delivery)) == 100
-        url = f"/petitions/{petition_id}"
-        form = {"name": "Rui", "email": "rui@example.org", "city": "Porto"}
-        submit(client, url, form, f"{url}/sign")
-        with app.app_context():
-            make_worker(simple=True).work(burst=True, max_jobs=2)  # confirmation, then send
-        assert sent_to(outbox) == ["rui@example.org"]
-        run_jobs()
-        with app.app_context():
-            # Re-running the first page (a retry) changes nothing.
-            notification_jobs.fan_out(db.session.scalar(select(Notification.id)))
-        run_jobs()
-        addresses = [m["To"] for m in outbox.messages() if m["To"] != "rui@example.org"]
-        assert len(addresses) == len(set(addresses)) == 350
-    finally:
-        app.config["FAN_OUT_PAGE"] = 2000
+    petition_id = petition_with_signers(app, 350)
+    post_update(app, petition_id)
+    with app.app_context():
+        make_worker(simple=True).work(burst=True, max_jobs=1)  # the first page only
+        assert db.session.scalar(select(func.count()).select_from(Delivery)) == 100
+    url = f"/petitions/{petition_id}"
+    form = {"name": "Rui", "email": "rui@example.org", "city": "Porto"}
+    submit(client, url, form, f"{url}/sign")
+    with app.app_context():
+        make_worker(simple=True).work(burst=True, max_jobs=2)  # confirmation, then send
+    assert sent_to(outbox) == ["rui@example.org"]
+    run_jobs()
+    with app.app_context():
+        # Re-running the first page (a retry) changes nothing.
+        notification_jobs.fan_out(db.session.scalar(select(Notification.id)))
+    run_jobs()
+    addresses = [m["To"] for m in outbox.messages() if m["To"] != "rui@example.org"]
+    assert len(addresses) == len(set(addresses)) == 350
 
 
-def test_the_sweep_carries_on_a_fan_out_whose_next_page_was_lost(app, outbox, run_jobs):
-    app.config["FAN_OUT_PAGE"] = 100
-    try:
-        petition_id = petition_with_signers(app, 250)
-        post_update(app, petition_id)
-        with app.app_context():
-            make_worker(simple=True).work(burst=True, max_jobs=1)  # the first page only
-            bulk = get_queue("bulk")
-            next_pages = [job for job in bulk.get_jobs() if job.func_name.endswith("fan_out")]
-            assert len(next_pages) == 1
-            next_pages[0].delete()  # lost, as when Redis loses it or its worker dies
-        run_jobs()
-        assert len(outbox.messages()) == 100
-        with app.app_context():
-            services.requeue_stalled(older_than=timedelta(0))
-            # A late retry of a page already recorded changes nothing.
-            notification_jobs.fan_out(db.session.scalar(select(Notification.id)))
-        run_jobs()
-        addresses = [message["To"] for message in outbox.messages()]
-        assert len(addresses) == len(set(addresses)) == 250
-        with app.app_context():
-            notification = db.session.scalar(select(Notification))
-            assert notification.fanned_out_at is not None
-            assert services.requeue_stalled(older_than=timedelta(0)) == 0
-    finally:
-        app.config["FAN_OUT_PAGE"] = 2000
+def test_the_sweep_carries_on_a_fan_out_whose_next_page_was_lost(
+    app, outbox, run_jobs, small_pages
+):
+    petition_id = petition_with_signers(app, 250)
+    post_update(app, petition_id)
+    with app.app_context():
+        make_worker(simple=True).work(burst=True, max_jobs=1)  # the first page only
+        bulk = get_queue("bulk")
+        next_pages = [job for job in bulk.get_jobs() if job.func_name.endswith("fan_out")]
+        assert len(next_pages) == 1
+        next_pages[0].delete()  # lost, as when Redis loses it or its worker dies
+    run_jobs()
+    assert len(outbox.messages()) == 100
+    with app.app_context():
+        services.requeue_stalled(older_than=timedelta(0))
+        # A late retry of a page already recorded changes nothing.
+        notification_jobs.fan_out(db.session.scalar(select(Notification.id)))
+    run_jobs()
+    addresses = [message["To"] for message in outbox.messages()]
+    assert len(addresses) == len(set(addresses)) == 250
+    with app.app_context():
+        notification = db.session.scalar(select(Notification))
+        assert notification.fanned_out_at is not None
+        assert services.requeue_stalled(older_than=timedelta(0)) == 0
