@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from playwright.sync_api import expect
 
 from tests.helpers import links_in
 
@@ -20,20 +21,20 @@ def test_register_confirm_and_log_in_in_a_browser(page, outbox, run_jobs):
     page.get_by_label("Repeat the password").fill("a long passphrase")
     page.get_by_label("Home city").fill("Berlin")
     page.get_by_role("button", name="Create my account").click()
-    assert page.get_by_role("heading", name="Check your email").is_visible()
+    expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
 
     run_jobs()
     link = next(link for link in links_in(outbox.last_to("bea@example.org")) if "/confirm/" in link)
     page.goto(re.sub(r"^https?://[^/]+", "", link))
     page.get_by_role("button", name="Confirm my email").click()
-    assert page.get_by_text("your email address is confirmed").is_visible()
+    expect(page.get_by_text("your email address is confirmed")).to_be_visible()
 
     page.get_by_role("button", name="Log out").click()
     page.get_by_role("link", name="Log in", exact=True).click()
     page.get_by_label("Email address").fill("bea@example.org")
     page.get_by_label("Password").fill("a long passphrase")
     page.get_by_role("button", name="Log in", exact=True).click()
-    assert page.get_by_text("Welcome back, Bea.").is_visible()
+    expect(page.get_by_text("Welcome back, Bea.")).to_be_visible()
 
 
 def test_form_errors_are_announced_beside_their_fields(page):
@@ -45,4 +46,4 @@ def test_form_errors_are_announced_beside_their_fields(page):
     described_by = email.get_attribute("aria-describedby").split()
     assert "email-error" in described_by
     assert "valid email address" in page.locator("#email-error").inner_text()
-    assert page.get_by_role("alert").is_visible()
+    expect(page.get_by_role("alert")).to_be_visible()

@@ -10,6 +10,7 @@ from datetime import datetime
 
 import pytest
 from flask import Flask
+from playwright.sync_api import expect
 from sqlalchemy import func, select
 
 from campaigns import services as campaign_services
@@ -1392,7 +1393,7 @@ def test_a_member_launches_declares_and_publishes_a_campaign_in_a_browser(app, p
     page.get_by_label("Email address").fill(OWNER)
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in", exact=True).click()
-    assert page.get_by_text("Welcome back, Olga Organiser.").is_visible()
+    expect(page.get_by_text("Welcome back, Olga Organiser.")).to_be_visible()
 
     page.goto("/campaigns/new")
     page.get_by_label("Title", exact=True).fill("Minimum pay per delivery in Berlin")
@@ -1409,27 +1410,27 @@ def test_a_member_launches_declares_and_publishes_a_campaign_in_a_browser(app, p
     page.get_by_label("Body", exact=True).fill("Berlin Senate")
     page.get_by_role("button", name="Save campaign").click()
 
-    assert page.get_by_role(
-        "heading", name="Organise: Minimum pay per delivery in Berlin"
-    ).is_visible()
+    expect(
+        page.get_by_role("heading", name="Organise: Minimum pay per delivery in Berlin")
+    ).to_be_visible()
     publish_notice = page.get_by_role("region", name="Publish")
     assert "who funds the campaign" in publish_notice.inner_text()
     page.get_by_label("It is volunteer-run, with no funding").check()
     page.get_by_role("button", name="Save funding").click()
-    assert page.get_by_text("The funding declaration is saved.").is_visible()
+    expect(page.get_by_text("The funding declaration is saved.")).to_be_visible()
     page.get_by_label("Company", exact=True).fill("")
     page.get_by_role("button", name="Save my declaration").click()
-    assert page.get_by_text("Your declaration is saved.").is_visible()
-    assert page.get_by_text("The disclosure is complete.").is_visible()
+    expect(page.get_by_text("Your declaration is saved.")).to_be_visible()
+    expect(page.get_by_text("The disclosure is complete.")).to_be_visible()
     page.get_by_role("button", name="Publish the campaign").click()
-    assert page.get_by_text("Your campaign is public.").is_visible()
+    expect(page.get_by_text("Your campaign is public.")).to_be_visible()
 
     page.get_by_role("link", name="See the campaign page").click()
-    assert page.get_by_role("heading", level=1).inner_text() == "Minimum pay per delivery in Berlin"
+    expect(page.get_by_role("heading", level=1)).to_have_text("Minimum pay per delivery in Berlin")
     card = page.get_by_role("region", name="Who is behind this campaign")
-    assert card.get_by_text("Volunteer-run, with no funding.").is_visible()
+    expect(card.get_by_text("Volunteer-run, with no funding.")).to_be_visible()
     assert "Industry-backed" not in card.inner_text()
-    assert page.locator("strong", has_text="waiting time").is_visible()
+    expect(page.locator("strong", has_text="waiting time")).to_be_visible()
 
     with app.app_context():
         campaign_id = db.session.scalar(select(Campaign.id))
