@@ -274,6 +274,24 @@ def start_platform(settings: Settings, stack: Stack, port: int, sink_port: int) 
         stack.start(f"worker-{number}", flask("worker", "--log-level", "WARNING"))
     stack.start("web", gunicorn("wsgi:app"))
     wait_for_port(port)
+    wait_until_started(stack)
+
+
+def wait_until_started(stack: Stack, timeout: float = 30) -> None:
+    """Wait until the web and RQ workers have loaded the app and gone idle.
+
+    The port opens before gunicorn's workers import the app, and nothing marks an RQ
+    worker as loaded; a baseline measured while they start would share the cores.
+    """
+
+    def busy() -> float:
+        before = cpu_by_part(stack)
+        time.sleep(0.5)
+        after = cpu_by_part(stack)
+        return sum(after[part] - before[part] for part in ("web", "rq workers")) / 0.5
+
+    if wait_until(lambda: busy() < 0.05, timeout, step=0) is None:
+        raise RuntimeError(f"the web and RQ workers were still busy after {timeout} s")
 
 
 def signing(settings: Settings, stack: Stack, app, port: int, bare: dict) -> dict:

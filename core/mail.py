@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from email.headerregistry import HeaderRegistry
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, make_msgid, parseaddr
@@ -46,8 +47,26 @@ class AddressRefused(PermanentMailError):
     """The server refused the recipient's address itself, for good."""
 
 
+class _ReusedHeaderClasses(HeaderRegistry):
+    """The standard header registry, keeping the class it builds for each header name.
+
+    The standard one builds a new class for every header it parses, which made up a
+    fifth of the cost of writing a message in a fan-out.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type] = {}
+
+    def __getitem__(self, name: str) -> type:
+        key = name.lower()
+        if key not in self._classes:
+            self._classes[key] = super().__getitem__(name)
+        return self._classes[key]
+
+
 # Long unsubscribe URLs must stay on one raw header line for mail clients to read them.
-MAIL_POLICY = SMTP_POLICY.clone(max_line_length=998)
+MAIL_POLICY = SMTP_POLICY.clone(max_line_length=998, header_factory=_ReusedHeaderClasses())
 
 
 def render(
