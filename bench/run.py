@@ -284,11 +284,11 @@ def wait_until_started(stack: Stack, timeout: float = 30) -> None:
     worker as loaded; a baseline measured while they start would share the cores.
     """
 
-    def busy() -> float:
+    def busy(window: float = 0.5) -> float:
         before = cpu_by_part(stack)
-        time.sleep(0.5)
-        after = cpu_by_part(stack)
-        return sum(after[part] - before[part] for part in ("web", "rq workers")) / 0.5
+        time.sleep(window)
+        used = cores_used(before, cpu_by_part(stack), window)
+        return used["web"] + used["rq workers"]
 
     if wait_until(lambda: busy() < 0.05, timeout, step=0) is None:
         raise RuntimeError(f"the web and RQ workers were still busy after {timeout} s")
