@@ -50,8 +50,8 @@ class AddressRefused(PermanentMailError):
 class _ReusedHeaderClasses(HeaderRegistry):
     """The standard header registry, keeping the class it builds for each header name.
 
-    The standard one builds a new class for every header it parses, which made up a
-    fifth of the cost of writing a message in a fan-out.
+    The standard one builds a new class for every header it parses, a cost paid about
+    17 times for each message of a fan-out.
     """
 
     def __init__(self) -> None:
