@@ -1,7 +1,8 @@
 """A local SMTP sink for the benchmark, run in its own process.
 
-It accepts every message and records, in Redis, how many each address received and the
-first link in each message, so the load generator can read its confirmation link.
+It accepts every message and records, in Redis, how many each address received, how many
+copies of each Message-ID it received, and the first link in each message, so the load
+generator can read its confirmation link.
 
     python -m bench.sink --port 2525 --redis redis://127.0.0.1:6379/14
 """
@@ -17,9 +18,11 @@ import redis
 from aiosmtpd.controller import Controller
 
 RECEIVED = "bench:received"  # hash: address -> messages received
+COPIES = "bench:copies"  # hash: "address message-id" -> copies received
 TOTAL = "bench:total"  # messages received in all
 LINKS = "bench:links:"  # list per address: links in arrival order
 LINK = re.compile(rb"http://\S+/petitions/signatures/[^/\s]+/confirm")
+MESSAGE_ID = re.compile(rb"^Message-ID:\s*(\S+)", re.IGNORECASE | re.MULTILINE)
 
 
 class RecordingHandler:
@@ -32,8 +35,11 @@ class RecordingHandler:
         pipe = self.store.pipeline(transaction=False)
         pipe.incr(TOTAL)
         link = LINK.search(envelope.content)
+        found = MESSAGE_ID.search(envelope.content)
+        message_id = found.group(1).decode() if found else "-"
         for address in envelope.rcpt_tos:
             pipe.hincrby(RECEIVED, address.lower(), 1)
+            pipe.hincrby(COPIES, f"{address.lower()} {message_id}", 1)
             if link:
                 pipe.rpush(LINKS + address.lower(), link.group().decode())
         pipe.execute()

@@ -70,11 +70,18 @@ MAIL_POLICY = SMTP_POLICY.clone(max_line_length=998, header_factory=_ReusedHeade
 
 
 def render(
-    template: str, to: str, *, headers: dict[str, str] | None = None, **context: Any
+    template: str,
+    to: str,
+    *,
+    headers: dict[str, str] | None = None,
+    message_id: str | None = None,
+    **context: Any,
 ) -> EmailMessage:
     """Render ``email/<template>.txt`` and ``.html`` into one multipart/alternative message.
 
-    The text template sets the subject with ``{% set subject = "..." %}``.
+    The text template sets the subject with ``{% set subject = "..." %}``. A caller that
+    may send the same message again passes its own ``message_id``, so the copy is known
+    for what it is.
     """
     context.setdefault("base_url", current_app.config["BASE_URL"])
     text_template = current_app.jinja_env.get_template(f"email/{template}.txt")
@@ -86,12 +93,17 @@ def render(
     message["From"] = current_app.config["MAIL_FROM"]
     message["To"] = to
     message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = make_msgid(domain="groundswell.localhost")
+    message["Message-ID"] = message_id or make_msgid(domain=message_domain())
     for name, value in (headers or {}).items():
         message[name] = value
     message.set_content(str(text_module))
     message.add_alternative(render_template(f"email/{template}.html", **context), subtype="html")
     return message
+
+
+def message_domain() -> str:
+    """The right-hand side of this installation's Message-IDs: the host it serves."""
+    return urlsplit(current_app.config["BASE_URL"]).hostname or "groundswell.localhost"
 
 
 HandedOver = Callable[[], None]

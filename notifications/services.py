@@ -411,7 +411,18 @@ def render(delivery: Delivery, spec: MessageKind, context: dict[str, Any]):
         }
         context["preferences_link"] = preferences_url(subscriber)
         context["unsubscribe_link"] = unsubscribe
-    return mail.render(spec.name, delivery.email, headers=headers, **context)
+    return mail.render(
+        spec.name, delivery.email, headers=headers, message_id=message_id(delivery), **context
+    )
+
+
+def message_id(delivery: Delivery) -> str:
+    """The same Message-ID every time a delivery is sent, so that the one copy a crash can
+    cause (see :func:`_send`) is the same message again, which mailboxes show once. The
+    time the delivery was recorded keeps ids unique if a database is ever started afresh.
+    """
+    recorded = int(delivery.created_at.timestamp() * 1_000_000)
+    return f"<{recorded}.{delivery.id}.delivery@{mail.message_domain()}>"
 
 
 MAX_ATTEMPTS = 8
@@ -478,15 +489,18 @@ def _prepare(delivery: Delivery, spec: MessageKind, choices: _Choices, held: lis
 def _send(server: mail.Connection, delivery: Delivery, message) -> DeliveryState:
     db.session.commit()  # what preparing settled (skips) is kept whatever happens below
     attempts = delivery.attempts + 1
-    # The record of sending is written before the final dot and committed right after it:
-    # a kill between the two leaves a gap of two system calls, not a database round trip.
+    # The record of sending is written before the final dot and committed right after it,
+    # on the driver's connection, the shortest path from one write to the other: only a
+    # crash in the few microseconds between them can send a message twice.
     delivery.attempts, delivery.state, delivery.sent_at = attempts, DeliveryState.SENT, utcnow()
     db.session.flush()
+    driver = db.session.connection().connection.dbapi_connection
     try:
-        server.send(message, handed_over=db.session.commit)
+        server.send(message, handed_over=driver.commit)
     except mail.MailError:
         _not_sent(delivery, attempts)
         raise
+    db.session.commit()  # already committed; this brings the session up to date
     return DeliveryState.SENT
 
 

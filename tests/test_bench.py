@@ -1,5 +1,6 @@
 """The benchmark itself, run small: the production processes start, the flow completes,
-nothing is lost or sent twice (a worker killed halfway included), and everything stops.
+nothing is lost or sent twice (a worker killed halfway may resend the one message in
+flight, as the same message), and everything stops.
 
 Runs only against PostgreSQL (``TEST_DATABASE_URL``), on a database of its own.
 """
@@ -59,11 +60,14 @@ def test_a_small_benchmark_loses_nothing_sends_nothing_twice_and_stops_everythin
     )
     assert surge["final_public"] == surge["final_confirmed"]
     assert not surge["count_went_backwards"]
-    for name in ("fanout", "fanout_killed"):
-        fan_out = results[name]
-        assert fan_out["finished"], fan_out
-        assert (fan_out["duplicates"], fan_out["losses"]) == (0, 0), fan_out
-    assert results["fanout_killed"]["killed_after"] is not None
+    fan_out, killed = results["fanout"], results["fanout_killed"]
+    assert fan_out["finished"] and killed["finished"], (fan_out, killed)
+    assert (fan_out["duplicates"], fan_out["losses"]) == (0, 0), fan_out
+    assert killed["killed_after"] is not None
+    assert killed["losses"] == 0, killed
+    # The kill may land between a final dot and the commit of its record: at most that one
+    # message arrives twice, as the same message (its Message-ID), never as another.
+    assert killed["duplicates"] == killed["resent_copies"] <= 1, killed
 
     started = ("bench.sink", "bench.baseline:app", "wsgi worker --log-level WARNING")
     running = [command_line(pid) for pid in descendants(1)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import time
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -118,9 +119,10 @@ class WorkerDied(BaseException):
     """Stands for the worker being killed: nothing after it runs."""
 
 
-def killed_while_sending_to(address: str, *, after_recording: bool):
-    """Fault injection: the worker is killed while sending ``address``'s message, either
-    just before the final dot or just after the message was recorded as sent."""
+def killed_while_sending_to(address: str, *, after_recording: bool, dot_written: bool = False):
+    """Fault injection: the worker is killed while sending ``address``'s message: just
+    before the final dot, just after it (before the record of sending is committed), or
+    just after the message was recorded as sent."""
     real_send = mail.SMTPConnection.send
 
     def send(self, message, handed_over=None):
@@ -137,6 +139,9 @@ def killed_while_sending_to(address: str, *, after_recording: bool):
 
         def die_at_the_final_dot(data: bytes) -> None:
             if data == b".\r\n":
+                if dot_written:
+                    write(data)
+                    time.sleep(0.2)  # the server reads the dot before the socket is gone
                 raise WorkerDied
             write(data)
 
@@ -204,6 +209,28 @@ def test_a_message_recorded_as_sent_is_never_sent_again_even_if_the_worker_died_
         services.requeue_stalled(older_than=timedelta(0), lease=timedelta(0))
     run_jobs()
     assert sorted(m["To"] for m in smtp_sink.received) == [f"s{n}@example.org" for n in range(3)]
+
+
+def test_the_one_copy_a_crash_after_the_final_dot_can_cause_is_the_same_message_again(
+    app, smtp_sink, run_jobs, monkeypatch
+):
+    petition_id = petition_with_signers(app, 3)
+    kill_worker_during_batch(
+        app,
+        petition_id,
+        killed_while_sending_to("s1@example.org", after_recording=False, dot_written=True),
+        monkeypatch,
+    )
+    assert [m["To"] for m in smtp_sink.received] == ["s0@example.org", "s1@example.org"]
+    assert delivery_states(app)["s1@example.org"] == DeliveryState.SENDING  # never recorded
+    with app.app_context():
+        services.requeue_stalled(older_than=timedelta(0), lease=timedelta(0))
+    run_jobs()
+    sent = [(m["To"], m["Message-ID"]) for m in smtp_sink.received]
+    assert sorted(to for to, _ in sent) == [f"s{n}@example.org" for n in (0, 1, 1, 2)]
+    copies = [message_id for to, message_id in sent if to == "s1@example.org"]
+    assert copies[0] == copies[1]  # a mailbox that merges by Message-ID shows it once
+    assert len({message_id for _, message_id in sent}) == 3
 
 
 # --- queues and headers ---------------------------------------------------------------
