@@ -22,6 +22,11 @@ def deliver(delivery_ids: list[int]) -> int:
     return services.deliver(delivery_ids)
 
 
+def send_transactional() -> int:
+    """Send the next batch of waiting confirmations, resets and other transactional mail."""
+    return services.send_transactional()
+
+
 @periodic(interval=300)
 def requeue_stalled_notifications() -> int:
     """Queue again notifications and deliveries that a lost job or Redis outage left."""

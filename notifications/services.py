@@ -10,7 +10,9 @@ Web code then calls :func:`notify`; RQ workers do the rest:
   daily digest, off) and skip addresses that have failed for good;
 - one delivery is recorded per address. Named recipients are recorded by ``notify`` and
   their batches queued at once; an audience is walked by fan-out jobs, a page each, which
-  record deliveries and in-app notices for members as they go.
+  record deliveries and in-app notices for members as they go;
+- transactional deliveries wait in a Redis list that one job at a time takes a batch
+  from, so that a surge of confirmations shares its jobs, claims and mail sessions.
 """
 
 from __future__ import annotations
@@ -26,10 +28,11 @@ from flask import current_app
 from redis.exceptions import RedisError
 from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import selectinload
 
 from core import mail
 from core.db import dialect_insert, utcnow
-from core.extensions import db
+from core.extensions import db, redis_store
 from core.queue import default_retry, enqueue
 from core.tokens import make_token, read_token
 from core.urls import external_url
@@ -47,6 +50,13 @@ from notifications.models import (
 )
 
 BATCH_SIZE = 200
+# Transactional mail: someone is waiting for each message, so batches stay small.
+TRANSACTIONAL_BATCH = 50
+TRANSACTIONAL_WAITING = "gs:mail:transactional"
+TRANSACTIONAL_QUEUED = "gs:mail:transactional:queued"
+# A lost job's flag lapses after this, so the next message queues a job again.
+TRANSACTIONAL_FLAG_SECONDS = 60
+RETRY_PAUSE = timedelta(seconds=10)
 INSERT_CHUNK = 1000
 UNSUBSCRIBE_PURPOSE = "unsubscribe"
 PREFERENCES_PURPOSE = "notification-preferences"
@@ -163,7 +173,10 @@ def notify(
         _add_notices(notification_id, None)
     db.session.commit()
     try:
-        _queue_batches(delivery_ids, queue)
+        if spec.transactional:
+            queue_transactional(delivery_ids)
+        else:
+            _queue_batches(delivery_ids, queue)
     except RedisError:
         current_app.logger.warning("notification %s waits for the sweep", notification_id)
     return notification
@@ -298,6 +311,49 @@ def _queue_batches(delivery_ids: Iterable[int], queue: str) -> int:
     return batches
 
 
+def queue_transactional(delivery_ids: list[int]) -> None:
+    """Add transactional deliveries to the waiting list, and queue a job to send them
+    unless one is already waiting.
+
+    The deliveries are in the database first: if their ids are lost from Redis, the sweep
+    sends them. Raises RedisError when Redis is unreachable.
+    """
+    from notifications import jobs
+
+    pipeline = redis_store.connection.pipeline(transaction=False)
+    if delivery_ids:
+        pipeline.rpush(TRANSACTIONAL_WAITING, *delivery_ids)
+    pipeline.set(TRANSACTIONAL_QUEUED, 1, nx=True, ex=TRANSACTIONAL_FLAG_SECONDS)
+    if pipeline.execute()[-1]:
+        enqueue(jobs.send_transactional, queue="high")
+
+
+def send_transactional() -> int:
+    """Send the next batch of waiting transactional mail; returns how many were sent.
+
+    The flag is dropped before the batch is taken, so anything added from then on queues
+    another job. One batch per job keeps tallies and other ``high`` jobs moving between
+    batches. A batch that fails goes on as a delivery job of its own, with RQ's retries.
+    """
+    connection = redis_store.connection
+    connection.delete(TRANSACTIONAL_QUEUED)
+    batch = [int(i) for i in connection.lpop(TRANSACTIONAL_WAITING, TRANSACTIONAL_BATCH) or []]
+    try:
+        return deliver(batch) if batch else 0
+    except Exception:
+        _retry_later(batch)
+        raise
+    finally:
+        if connection.llen(TRANSACTIONAL_WAITING):
+            queue_transactional([])  # more are waiting: queue the next batch's job
+
+
+def _retry_later(delivery_ids: list[int]) -> None:
+    from notifications import jobs
+
+    enqueue(jobs.deliver, delivery_ids, queue="high", retry=default_retry(), delay=RETRY_PAUSE)
+
+
 def _add_notices(notification_id: int, emails: list[str] | None) -> None:
     members = (
         select(Delivery.notification_id, Delivery.member_id, func.min(Delivery.created_at))
@@ -326,9 +382,8 @@ def _claim(delivery_ids: list[int]) -> list[Delivery]:
         .returning(Delivery.id)
     ).all()
     db.session.commit()
-    return list(
-        db.session.scalars(select(Delivery).where(Delivery.id.in_(claimed)).order_by(Delivery.id))
-    )
+    query = select(Delivery).where(Delivery.id.in_(claimed)).order_by(Delivery.id)
+    return list(db.session.scalars(query.options(selectinload(Delivery.notification))))
 
 
 def _release(deliveries: list[Delivery]) -> None:
@@ -370,6 +425,9 @@ class _Choices:
 
     @classmethod
     def of(cls, deliveries: list[Delivery]) -> _Choices:
+        deliveries = [d for d in deliveries if not d.notification.transactional]
+        if not deliveries:  # transactional mail goes out whatever was chosen
+            return cls(set(), {})
         emails = [delivery.email for delivery in deliveries]
         failing = set(
             db.session.scalars(select(FailingAddress.email).where(FailingAddress.email.in_(emails)))

@@ -251,6 +251,68 @@ def test_high_queue_is_served_before_a_bulk_backlog(app, client, outbox, run_job
     assert len(outbox.messages()) == services.BATCH_SIZE * 3 + 1
 
 
+def sign_as_guests(client, petition_id: int, names: list[str]) -> None:
+    url = f"/petitions/{petition_id}"
+    for name in names:
+        form = {"name": name.title(), "email": f"{name}@example.org", "city": "Porto"}
+        submit(client, url, form, f"{url}/sign")
+
+
+def test_a_surge_of_confirmations_waits_for_one_job_that_sends_them_together(
+    app, client, smtp_sink, run_jobs
+):
+    petition_id = petition_with_signers(app, 0)
+    names = ["rui", "ana", "eva", "ines", "joao"]
+    sign_as_guests(client, petition_id, names)
+    with app.app_context():
+        queued = [job.func_name for job in get_queue("high").jobs]
+        assert queued == ["notifications.jobs.send_transactional"]
+    assert run_jobs() == 1
+    assert sorted(m["To"] for m in smtp_sink.received) == sorted(f"{n}@example.org" for n in names)
+    assert smtp_sink.connections == 1
+
+
+def test_each_job_takes_one_batch_and_queues_the_next(
+    app, client, smtp_sink, run_jobs, monkeypatch
+):
+    monkeypatch.setattr(services, "TRANSACTIONAL_BATCH", 2)
+    petition_id = petition_with_signers(app, 0)
+    names = ["rui", "ana", "eva", "ines", "joao"]
+    sign_as_guests(client, petition_id, names)
+    assert run_jobs() == 3  # 2 + 2 + 1, with whatever else is on high served between them
+    assert sorted(m["To"] for m in smtp_sink.received) == sorted(f"{n}@example.org" for n in names)
+
+
+def test_confirmations_whose_ids_a_dead_worker_took_are_sent_by_the_sweep(
+    app, client, smtp_sink, redis, run_jobs
+):
+    petition_id = petition_with_signers(app, 0)
+    sign_as_guests(client, petition_id, ["rui", "ana"])
+    redis.lpop(services.TRANSACTIONAL_WAITING, 10)  # taken, then the worker died
+    run_jobs()
+    assert smtp_sink.received == []
+    with app.app_context():
+        assert services.requeue_stalled() == 0  # recent: they may still be on their way
+        assert services.requeue_stalled(older_than=timedelta(0)) == 1
+    run_jobs()
+    assert sorted(m["To"] for m in smtp_sink.received) == ["ana@example.org", "rui@example.org"]
+
+
+def test_a_batch_that_fails_goes_on_as_a_job_of_its_own_with_retries(
+    app, client, smtp_sink, run_jobs
+):
+    petition_id = petition_with_signers(app, 0)
+    smtp_sink.reply = "451 4.3.0 mailbox busy, try later"
+    sign_as_guests(client, petition_id, ["rui", "ana"])
+    run_jobs()
+    with app.app_context():
+        scheduled = ScheduledJobRegistry(queue=get_queue("high"))
+        [job_id] = scheduled.get_job_ids()
+        job = get_queue("high").fetch_job(job_id)
+        assert job.func_name == "notifications.jobs.deliver" and job.retries_left == 4
+        assert sorted(job.args[0]) == sorted(db.session.scalars(select(Delivery.id)))
+
+
 def test_bulk_mail_has_one_click_unsubscribe_headers_and_transactional_mail_does_not(
     app, client, outbox, run_jobs
 ):
