@@ -18,10 +18,13 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from email.headerregistry import HeaderRegistry
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
-from email.utils import formatdate, make_msgid, parseaddr
+from email.charset import QP, Charset
+from email.header import Header
+from email.message import Message
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+from email.policy import compat32
+from email.utils import formataddr, formatdate, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -47,26 +50,38 @@ class AddressRefused(PermanentMailError):
     """The server refused the recipient's address itself, for good."""
 
 
-class _ReusedHeaderClasses(HeaderRegistry):
-    """The standard header registry, keeping the class it builds for each header name.
+# The standard library's original MIME classes write a message in half the time the
+# newer ``EmailMessage`` API takes (about 0.7 ms against 1.4 ms), a large share of a
+# fan-out's cost. Lines end in CRLF, as SMTP wants them; long unsubscribe URLs must stay
+# on one raw header line for mail clients to read them.
+LONGEST_LINE = 998  # what SMTP allows in a line
+MAIL_POLICY = compat32.clone(linesep="\r\n", max_line_length=LONGEST_LINE, mangle_from_=False)
+# Plain ASCII goes as it is, so links stay whole in the raw message; anything else as
+# quoted-printable, which keeps mostly-ASCII text readable where base64 would not.
+ASCII = Charset("us-ascii")
+UTF8 = Charset("utf-8")
+UTF8.header_encoding = UTF8.body_encoding = QP
 
-    The standard one builds a new class for every header it parses, a cost paid about
-    17 times for each message of a fan-out.
+
+def _header(value: str) -> str | Header:
+    """A header value, as an RFC 2047 encoded word where it is not ASCII.
+
+    A line break would start a header of the sender's choosing, so none is let through.
     """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._classes: dict[str, type] = {}
-
-    def __getitem__(self, name: str) -> type:
-        key = name.lower()
-        if key not in self._classes:
-            self._classes[key] = super().__getitem__(name)
-        return self._classes[key]
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"a line break in the header value {value!r}")
+    return value if value.isascii() else Header(value, UTF8)
 
 
-# Long unsubscribe URLs must stay on one raw header line for mail clients to read them.
-MAIL_POLICY = SMTP_POLICY.clone(max_line_length=998, header_factory=_ReusedHeaderClasses())
+def _address(value: str) -> str:
+    """An address header whose display name may not be ASCII."""
+    return str(_header(formataddr(parseaddr(value), charset=UTF8)))
+
+
+def _text_part(body: str, subtype: str) -> MIMEText:
+    lines_fit = all(len(line) <= LONGEST_LINE for line in body.splitlines())
+    charset = ASCII if body.isascii() and lines_fit else UTF8
+    return MIMEText(body, subtype, charset, policy=MAIL_POLICY)
 
 
 def render(
@@ -76,7 +91,7 @@ def render(
     headers: dict[str, str] | None = None,
     message_id: str | None = None,
     **context: Any,
-) -> EmailMessage:
+) -> Message:
     """Render ``email/<template>.txt`` and ``.html`` into one multipart/alternative message.
 
     The text template sets the subject with ``{% set subject = "..." %}``. A caller that
@@ -87,17 +102,18 @@ def render(
     text_template = current_app.jinja_env.get_template(f"email/{template}.txt")
     current_app.update_template_context(context)
     text_module = text_template.make_module(context)
-    message = EmailMessage(policy=MAIL_POLICY)
+    html = render_template(f"email/{template}.html", **context)
+    message = MIMEMultipart("alternative", policy=MAIL_POLICY)
     subject = str(getattr(text_module, "subject", "Groundswell"))
-    message["Subject"] = " ".join(subject.split())  # no stray line breaks from user titles
-    message["From"] = current_app.config["MAIL_FROM"]
-    message["To"] = to
+    message["Subject"] = _header(" ".join(subject.split()))  # no stray line breaks
+    message["From"] = _address(current_app.config["MAIL_FROM"])
+    message["To"] = _header(to)
     message["Date"] = formatdate(localtime=False)
-    message["Message-ID"] = message_id or make_msgid(domain=message_domain())
+    message["Message-ID"] = _header(message_id or make_msgid(domain=message_domain()))
     for name, value in (headers or {}).items():
-        message[name] = value
-    message.set_content(str(text_module))
-    message.add_alternative(render_template(f"email/{template}.html", **context), subtype="html")
+        message[name] = _header(value)
+    message.attach(_text_part(str(text_module), "plain"))
+    message.attach(_text_part(html, "html"))
     return message
 
 
@@ -110,7 +126,7 @@ HandedOver = Callable[[], None]
 
 
 class Connection(Protocol):
-    def send(self, message: EmailMessage, handed_over: HandedOver | None = None) -> None:
+    def send(self, message: Message, handed_over: HandedOver | None = None) -> None:
         """Deliver ``message``. ``handed_over`` runs the moment the message is the server's
         to accept, before its answer is read, so the caller can record it as sent with
         almost no gap in which a crash could leave a delivered message unrecorded."""
@@ -123,7 +139,7 @@ class OutboxConnection:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    def send(self, message: EmailMessage, handed_over: HandedOver | None = None) -> None:
+    def send(self, message: Message, handed_over: HandedOver | None = None) -> None:
         name = f"{uuid.uuid1().hex}.eml"  # time-ordered names list in sending order
         temporary = self.folder / f".{name}.tmp"
         temporary.write_bytes(message.as_bytes(policy=MAIL_POLICY))
@@ -163,7 +179,7 @@ class SMTPConnection:
             # Even a 5xx here (a wrong password, say) says nothing about the recipients.
             raise TemporaryMailError(str(error)) from error
 
-    def send(self, message: EmailMessage, handed_over: HandedOver | None = None) -> None:
+    def send(self, message: Message, handed_over: HandedOver | None = None) -> None:
         """One SMTP transaction; ``handed_over`` runs between the final dot and the reply.
 
         Until the dot, the server discards the message if the connection drops; once the

@@ -609,6 +609,39 @@ def test_the_unsubscribe_header_stays_on_one_raw_line(app, outbox, run_jobs):
     assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in raw
 
 
+def test_plain_ascii_mail_goes_as_it_is_with_its_links_whole(app, client, outbox, run_jobs):
+    petition_id = petition_with_signers(app, 0)
+    sign_as_guests(client, petition_id, ["rui"])
+    run_jobs()
+    raw = next(outbox.folder.glob("*.eml")).read_bytes()
+    assert raw.count(b"Content-Transfer-Encoding: 7bit") == 2  # the text and the HTML
+    assert signature_confirm_link(outbox, "rui@example.org").encode() in raw
+
+
+def test_non_ascii_text_arrives_intact_through_smtp_in_a_seven_bit_message(
+    app, smtp_sink, run_jobs
+):
+    app.config["MAIL_FROM"] = "Groundswell São Bento <noreply@groundswell.localhost>"
+    petition_id = petition_with_signers(app, 1)
+    body = "From Monday, the council — Câmara — listens.\n.A line that starts with a dot\n" + (
+        "Signatures from Zürich, Kraków and Đà Nẵng. " * 6
+    )
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        petitions.post_update(petition, title="Reunião na Câmara ✊🏽", body=body)
+    run_jobs()
+    [message] = smtp_sink.received
+    assert message["Subject"].startswith("Reunião na Câmara ✊🏽 (")
+    assert message["From"].addresses[0].display_name == "Groundswell São Bento"
+    text, html = (message.get_body((part,)).get_content() for part in ("plain", "html"))
+    for content in (text, html):
+        assert "From Monday, the council — Câmara — listens." in content  # no ">From"
+        assert "Zürich, Kraków and Đà Nẵng" in content
+    assert "\r\n.A line that starts with a dot\r\n" in text
+    raw = message.as_bytes()
+    assert raw.isascii()  # readable by servers without 8BITMIME
+
+
 def test_a_5xx_about_the_message_fails_it_without_marking_the_address(app, smtp_sink, run_jobs):
     petition_id = petition_with_signers(app, 2)
     smtp_sink.reply = "554 5.7.1 message content rejected"
