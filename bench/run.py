@@ -8,7 +8,7 @@ beside the baseline measured in the same run, as a ratio. Settings, all optional
     BENCH_CLIENTS=32        concurrent signers (and baseline clients)
     BENCH_READERS=8         extra clients only viewing the petition page
     WEB_CONCURRENCY=4       gunicorn workers (gunicorn.conf.py: two per core)
-    BENCH_RQ_WORKERS=2      RQ workers (one per core)
+    BENCH_RQ_WORKERS=4      RQ workers (two per core: jobs wait on SMTP and PostgreSQL)
     BENCH_FANOUT=15000      signers who receive the update (100000 for the full-size run)
     BENCH_SKIP=fanout       skip scenarios: signing, fanout, kill (the second fan-out)
 """
@@ -57,7 +57,7 @@ class Settings:
     clients: int = int(os.environ.get("BENCH_CLIENTS", 32))
     readers: int = int(os.environ.get("BENCH_READERS", 8))
     web_workers: int = int(os.environ.get("WEB_CONCURRENCY", 2 * (os.cpu_count() or 1)))
-    rq_workers: int = int(os.environ.get("BENCH_RQ_WORKERS", os.cpu_count() or 1))
+    rq_workers: int = int(os.environ.get("BENCH_RQ_WORKERS", 2 * (os.cpu_count() or 1)))
     fanout: int = int(os.environ.get("BENCH_FANOUT", 15_000))
     skip: set[str] = field(
         default_factory=lambda: set(filter(None, os.environ.get("BENCH_SKIP", "").split(",")))
