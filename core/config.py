@@ -61,6 +61,10 @@ def load_config(instance_path: str | Path) -> dict[str, Any]:
         "SIGN_LIMIT_PER_EMAIL": os.environ.get("SIGN_LIMIT_PER_EMAIL", "6 per hour"),
         # Recipients recorded per fan-out job; transactional mail is served between pages.
         "FAN_OUT_PAGE": _int("FAN_OUT_PAGE", 2000),
+        # Confirmations within this many seconds share one tally; the count trails by about this.
+        "TALLY_DELAY_SECONDS": float(os.environ.get("TALLY_DELAY_SECONDS", 1)),
+        # How long a sender of transactional mail waits for more before its job ends.
+        "TRANSACTIONAL_LINGER_SECONDS": float(os.environ.get("TRANSACTIONAL_LINGER_SECONDS", 0.2)),
         # Anonymous views of busy pages are served from Redis for this long; 0 turns it off.
         "PAGE_CACHE_SECONDS": _int("PAGE_CACHE_SECONDS", 2),
         "API_RATE_LIMIT": os.environ.get("API_RATE_LIMIT", "300 per minute"),

@@ -11,13 +11,14 @@ Web code then calls :func:`notify`; RQ workers do the rest:
 - one delivery is recorded per address. Named recipients are recorded by ``notify`` and
   their batches queued at once; an audience is walked by fan-out jobs, a page each, which
   record deliveries and in-app notices for members as they go;
-- transactional deliveries wait in a Redis list that one job at a time takes a batch
-  from, so that a surge of confirmations shares its jobs, claims and mail sessions.
+- transactional deliveries wait in a Redis list that one job at a time drains in
+  batches, so that a surge of confirmations shares its jobs, claims and mail sessions.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -56,6 +57,8 @@ TRANSACTIONAL_WAITING = "gs:mail:transactional"
 TRANSACTIONAL_QUEUED = "gs:mail:transactional:queued"
 # A lost job's flag lapses after this, so the next message queues a job again.
 TRANSACTIONAL_FLAG_SECONDS = 60
+# A sender hands over to a new job after this long, well inside the flag's life.
+TRANSACTIONAL_RUN_SECONDS = 2
 RETRY_PAUSE = timedelta(seconds=10)
 INSERT_CHUNK = 1000
 UNSUBSCRIBE_PURPOSE = "unsubscribe"
@@ -329,23 +332,48 @@ def queue_transactional(delivery_ids: list[int]) -> None:
 
 
 def send_transactional() -> int:
-    """Send the next batch of waiting transactional mail; returns how many were sent.
+    """Send waiting transactional mail until none arrives for a moment; returns how many
+    were sent.
 
-    The flag is dropped before the batch is taken, so anything added from then on queues
-    another job. One batch per job keeps tallies and other ``high`` jobs moving between
-    batches. A batch that fails goes on as a delivery job of its own, with RQ's retries.
+    While the job runs it keeps the flag, so mail added meanwhile joins its batches
+    instead of queuing a job each: a surge of confirmations costs a few jobs, not one per
+    signature. After ``TRANSACTIONAL_RUN_SECONDS`` it hands over to a fresh job, so that
+    tallies and other ``high`` jobs get a worker in turn. A batch that fails goes on as a
+    delivery job of its own, with RQ's retries.
     """
     connection = redis_store.connection
-    connection.delete(TRANSACTIONAL_QUEUED)
-    batch = [int(i) for i in connection.lpop(TRANSACTIONAL_WAITING, TRANSACTIONAL_BATCH) or []]
+    linger = current_app.config["TRANSACTIONAL_LINGER_SECONDS"]
+    hand_over_at = time.monotonic() + TRANSACTIONAL_RUN_SECONDS
+    sent = 0
     try:
-        return deliver(batch) if batch else 0
-    except Exception:
-        _retry_later(batch)
-        raise
+        while batch := next_transactional_batch(linger):
+            try:
+                sent += deliver(batch)
+            except Exception:
+                _retry_later(batch)
+                raise
+            if time.monotonic() >= hand_over_at:
+                break
     finally:
+        # Dropped before the last look at the list: anything added after that look
+        # finds no flag and queues a job itself.
+        connection.delete(TRANSACTIONAL_QUEUED)
         if connection.llen(TRANSACTIONAL_WAITING):
-            queue_transactional([])  # more are waiting: queue the next batch's job
+            queue_transactional([])
+    return sent
+
+
+def next_transactional_batch(linger: float) -> list[int]:
+    """Up to ``TRANSACTIONAL_BATCH`` waiting delivery ids, waiting up to ``linger`` seconds
+    for the first one; empty if none came."""
+    connection = redis_store.connection
+    batch = connection.lpop(TRANSACTIONAL_WAITING, TRANSACTIONAL_BATCH) or []
+    if not batch and linger > 0:
+        first = connection.blpop([TRANSACTIONAL_WAITING], timeout=linger)
+        if first is not None:
+            rest = connection.lpop(TRANSACTIONAL_WAITING, TRANSACTIONAL_BATCH - 1) or []
+            batch = [first[1], *rest]
+    return [int(delivery_id) for delivery_id in batch]
 
 
 def _retry_later(delivery_ids: list[int]) -> None:

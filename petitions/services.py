@@ -388,18 +388,26 @@ def _tally_flag_key(petition_id: int) -> str:
 def request_tally(petition_id: int) -> None:
     """Queue a tally for the petition unless one is already waiting.
 
-    If Redis is unreachable the signature is safe in the database, and the periodic
-    sweep counts it.
+    The tally waits ``TALLY_DELAY_SECONDS`` in RQ's scheduler, so that a surge of
+    confirmations shares one tally a second instead of queuing one each. If Redis is
+    unreachable the signature is safe in the database, and the periodic sweep counts it.
     """
     from petitions import jobs
 
+    delay = current_app.config["TALLY_DELAY_SECONDS"]
     try:
         if redis_store.connection.set(
             _tally_flag_key(petition_id), 1, nx=True, ex=TALLY_DEBOUNCE_SECONDS
         ):
             # On ``high``: a surge of confirmations must not starve the count it feeds,
             # and the flag keeps this to one queued tally per petition.
-            enqueue(jobs.tally_petition, petition_id, queue="high", retry=default_retry())
+            enqueue(
+                jobs.tally_petition,
+                petition_id,
+                queue="high",
+                retry=default_retry(),
+                delay=timedelta(seconds=delay) if delay else None,
+            )
     except RedisError:
         current_app.logger.warning("could not queue a tally for petition %s", petition_id)
 

@@ -48,6 +48,10 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Flask]:
             "MAIL_URL": "outbox",
             "BASE_URL": "http://localhost",
             "PAGE_CACHE_SECONDS": 0,  # pages change within a test; one test turns it on
+            # Burst workers would wait out every pause, and never run a job scheduled for
+            # later; a test of each sets it.
+            "TRANSACTIONAL_LINGER_SECONDS": 0,
+            "TALLY_DELAY_SECONDS": 0,
         }
     )
     _reset_database(app)

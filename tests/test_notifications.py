@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -272,15 +273,65 @@ def test_a_surge_of_confirmations_waits_for_one_job_that_sends_them_together(
     assert smtp_sink.connections == 1
 
 
-def test_each_job_takes_one_batch_and_queues_the_next(
+def test_one_job_sends_everything_waiting_a_batch_at_a_time(
     app, client, smtp_sink, run_jobs, monkeypatch
 ):
     monkeypatch.setattr(services, "TRANSACTIONAL_BATCH", 2)
+    claimed: list[list[int]] = []
+    deliver = services.deliver
+    monkeypatch.setattr(services, "deliver", lambda ids: claimed.append(ids) or deliver(ids))
+    petition_id = petition_with_signers(app, 0)
+    names = ["rui", "ana", "eva", "ines", "joao"]
+    sign_as_guests(client, petition_id, names)
+    assert run_jobs() == 1
+    assert [len(batch) for batch in claimed] == [2, 2, 1]
+    assert sorted(m["To"] for m in smtp_sink.received) == sorted(f"{n}@example.org" for n in names)
+
+
+def test_a_sender_that_has_run_its_time_hands_over_to_a_new_job(
+    app, client, smtp_sink, run_jobs, monkeypatch
+):
+    monkeypatch.setattr(services, "TRANSACTIONAL_BATCH", 2)
+    monkeypatch.setattr(services, "TRANSACTIONAL_RUN_SECONDS", 0)
     petition_id = petition_with_signers(app, 0)
     names = ["rui", "ana", "eva", "ines", "joao"]
     sign_as_guests(client, petition_id, names)
     assert run_jobs() == 3  # 2 + 2 + 1, with whatever else is on high served between them
     assert sorted(m["To"] for m in smtp_sink.received) == sorted(f"{n}@example.org" for n in names)
+
+
+def test_a_sender_waits_a_moment_for_more_mail_before_it_stops(app, redis):
+    def add_later() -> None:
+        time.sleep(0.2)
+        redis.rpush(services.TRANSACTIONAL_WAITING, 7, 8)
+
+    with app.app_context():
+        assert services.next_transactional_batch(linger=0) == []
+        adder = threading.Thread(target=add_later)
+        adder.start()
+        assert services.next_transactional_batch(linger=5) == [7, 8]
+        adder.join()
+        assert services.next_transactional_batch(linger=0.1) == []
+
+
+def test_mail_added_while_a_sender_runs_needs_no_job_of_its_own(
+    app, client, smtp_sink, redis, run_jobs, monkeypatch
+):
+    petition_id = petition_with_signers(app, 0)
+    sign_as_guests(client, petition_id, ["rui"])
+    deliver = services.deliver
+
+    def deliver_then_sign(ids: list[int]) -> int:
+        sent = deliver(ids)
+        if len(smtp_sink.received) == 1:  # a second signer arrives while the job runs
+            sign_as_guests(app.test_client(), petition_id, ["ana"])
+            assert get_queue("high").count == 0
+        return sent
+
+    monkeypatch.setattr(services, "deliver", deliver_then_sign)
+    assert run_jobs() == 1
+    assert sorted(m["To"] for m in smtp_sink.received) == ["ana@example.org", "rui@example.org"]
+    assert not redis.exists(services.TRANSACTIONAL_QUEUED)
 
 
 def test_confirmations_whose_ids_a_dead_worker_took_are_sent_by_the_sweep(

@@ -7,10 +7,12 @@ from datetime import timedelta
 
 import pytest
 from flask import Flask
+from rq.registry import ScheduledJobRegistry
 from sqlalchemy import func, select, update
 
 from core.db import utcnow
 from core.extensions import db
+from core.queue import get_queue
 from notifications import jobs as notification_jobs
 from notifications.models import Notification
 from petitions import jobs, services
@@ -612,6 +614,23 @@ def test_at_most_one_tally_job_is_queued_per_petition(app, redis):
         for _ in range(5):
             services.request_tally(petition_id)
         assert [job.func_name for job in queue.jobs].count("petitions.jobs.tally_petition") == 1
+
+
+def test_confirmations_in_the_same_second_share_one_scheduled_tally(app, redis, monkeypatch):
+    petition_id = make_petition(app)
+    monkeypatch.setitem(app.config, "TALLY_DELAY_SECONDS", 1)
+    with app.app_context():
+        queue = get_queue("high")
+        before = utcnow()
+        for _ in range(5):
+            services.request_tally(petition_id)
+        assert queue.count == 0  # nothing runs at once
+        scheduled = ScheduledJobRegistry(queue=queue)
+        [job_id] = scheduled.get_job_ids()
+        assert queue.fetch_job(job_id).func_name == "petitions.jobs.tally_petition"
+        due = scheduled.get_scheduled_time(job_id)
+        # RQ keeps whole seconds: a second from now, rounded down, is still later than now.
+        assert timedelta(0) < due - before.replace(tzinfo=due.tzinfo) <= timedelta(seconds=2)
 
 
 def test_signatures_confirmed_while_redis_is_down_are_counted_by_the_sweep(app, run_jobs):
