@@ -241,13 +241,14 @@ def _record_deliveries(notification_id: int, recipients: Iterable[Recipient]) ->
             }
             for r in chunk
         }
+        # Rows as parameters, not as VALUES in the statement, so its compiled form is
+        # cached; SQLAlchemy still sends them as multi-row INSERTs.
         statement = (
-            dialect_insert(Delivery)
-            .values(list(rows.values()))
+            dialect_insert(Delivery.__table__)
             .on_conflict_do_nothing(index_elements=["notification_id", "email"])
             .returning(Delivery.id)
         )
-        added.extend(db.session.scalars(statement))
+        added.extend(db.session.scalars(statement, list(rows.values())))
     return sorted(added)
 
 
@@ -687,7 +688,9 @@ def mark_failing(email: str, reason: str) -> None:
 
 def address_confirmed(email: str) -> None:
     """Someone proved they read this address again: bulk mail may resume."""
-    db.session.execute(delete(FailingAddress).where(FailingAddress.email == email.strip().lower()))
+    statement = delete(FailingAddress).where(FailingAddress.email == email.strip().lower())
+    # No session object needs updating: a failing address is never loaded for a request.
+    db.session.execute(statement.execution_options(synchronize_session=False))
     db.session.commit()
 
 

@@ -17,6 +17,7 @@ from flask import current_app
 from redis.exceptions import RedisError
 from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import joinedload
 
 from core import ratelimit
 from core.db import Page, add_to_count, dialect_insert, paginate, utcnow
@@ -347,7 +348,10 @@ def withdrawal_token(signature: Signature) -> str:
 def signature_for_confirmation(token: str) -> Signature | None:
     """The signature a confirmation link names, while the link is valid."""
     signature_id = read_token(CONFIRM_PURPOSE, token, max_age=PENDING_SIGNATURE_DAYS * 24 * 3600)
-    return db.session.get(Signature, signature_id) if isinstance(signature_id, int) else None
+    if not isinstance(signature_id, int):
+        return None
+    # Confirming asks the petition whether it still takes signatures: read both at once.
+    return db.session.get(Signature, signature_id, options=[joinedload(Signature.petition)])
 
 
 def signature_for_withdrawal(token: str) -> Signature | None:
