@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import secrets
 import smtplib
 import socket
 import ssl
@@ -23,8 +24,9 @@ from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
-from email.policy import compat32
+from email.policy import Compat32
 from email.utils import formataddr, formatdate, make_msgid, parseaddr
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -55,7 +57,20 @@ class AddressRefused(PermanentMailError):
 # fan-out's cost. Lines end in CRLF, as SMTP wants them; long unsubscribe URLs must stay
 # on one raw header line for mail clients to read them.
 LONGEST_LINE = 998  # what SMTP allows in a line
-MAIL_POLICY = compat32.clone(linesep="\r\n", max_line_length=LONGEST_LINE, mangle_from_=False)
+
+
+class _MailPolicy(Compat32):
+    """``compat32``, except that a header value of plain ASCII that fits on its line is
+    written as it is: folding it would give the same line, through a dozen calls a header."""
+
+    def _fold(self, name: str, value: Any, sanitize: bool) -> str:
+        line = f"{name}: {value}" if isinstance(value, str) and value.isascii() else None
+        if line is not None and len(line) <= self.max_line_length and "\n" not in line:
+            return line + self.linesep
+        return super()._fold(name, value, sanitize)
+
+
+MAIL_POLICY = _MailPolicy(linesep="\r\n", max_line_length=LONGEST_LINE, mangle_from_=False)
 # Plain ASCII goes as it is, so links stay whole in the raw message; anything else as
 # quoted-printable, which keeps mostly-ASCII text readable where base64 would not.
 ASCII = Charset("us-ascii")
@@ -73,6 +88,7 @@ def _header(value: str) -> str | Header:
     return value if value.isascii() else Header(value, UTF8)
 
 
+@lru_cache(maxsize=64)  # the sender's address, on every message
 def _address(value: str) -> str:
     """An address header whose display name may not be ASCII."""
     return str(_header(formataddr(parseaddr(value), charset=UTF8)))
@@ -103,7 +119,11 @@ def render(
     current_app.update_template_context(context)
     text_module = text_template.make_module(context)
     html = render_template(f"email/{template}.html", **context)
-    message = MIMEMultipart("alternative", policy=MAIL_POLICY)
+    # A random boundary of our own: the writer would otherwise compile a new regular
+    # expression for every message to check that its boundary is not in the text.
+    message = MIMEMultipart(
+        "alternative", boundary=f"=_{secrets.token_hex(16)}", policy=MAIL_POLICY
+    )
     subject = str(getattr(text_module, "subject", "Groundswell"))
     message["Subject"] = _header(" ".join(subject.split()))  # no stray line breaks
     message["From"] = _address(current_app.config["MAIL_FROM"])
