@@ -64,10 +64,16 @@ class _MailPolicy(Compat32):
     written as it is: folding it would give the same line, through a dozen calls a header."""
 
     def _fold(self, name: str, value: Any, sanitize: bool) -> str:
-        line = f"{name}: {value}" if isinstance(value, str) and value.isascii() else None
-        if line is not None and len(line) <= self.max_line_length and "\n" not in line:
-            return line + self.linesep
+        if isinstance(value, str) and value.isascii() and _one_line(value):
+            line = f"{name}: {value}"
+            if len(line) <= self.max_line_length:
+                return line + self.linesep
         return super()._fold(name, value, sanitize)
+
+
+def _one_line(value: str) -> bool:
+    # Folding splits on every line boundary ``splitlines`` knows, form feeds included.
+    return value.splitlines() in ([], [value])
 
 
 MAIL_POLICY = _MailPolicy(linesep="\r\n", max_line_length=LONGEST_LINE, mangle_from_=False)

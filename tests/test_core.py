@@ -221,3 +221,34 @@ def test_a_worker_can_be_given_only_some_queues(app, redis):
     assert result.exit_code == 0, result.output
     with app.app_context():
         assert (get_queue("high").count, get_queue("bulk").count) == (0, 1)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Confirm your signature: Cap holiday lets",
+        "  spaces  at both ends  ",
+        "a\ttab and  double  spaces",
+        "",
+        "form\x0cfeed",
+        "file\x1cseparator",
+        "folded\r\n continuation",
+        "x" * 990,
+        "word " * 300,
+    ],
+)
+def test_mail_headers_are_written_as_the_standard_folding_writes_them(value):
+    from email.errors import HeaderParseError
+    from email.policy import compat32
+
+    from core.mail import LONGEST_LINE, MAIL_POLICY
+
+    standard = compat32.clone(linesep="\r\n", max_line_length=LONGEST_LINE)
+
+    def written(policy) -> str | type:
+        try:
+            return policy.fold("Subject", value)
+        except HeaderParseError as error:
+            return type(error)
+
+    assert written(MAIL_POLICY) == written(standard)
