@@ -74,12 +74,13 @@ def enqueue(
     delay: timedelta | None = None,
     **job_options: Any,
 ) -> Job:
-    """Queue ``func(*args)``; with ``at`` or ``delay`` it waits for RQ's scheduler."""
+    """Queue ``func(*args)``; with ``at`` or a ``delay`` above zero it waits for RQ's
+    scheduler."""
     q = get_queue(queue)
     options = {"retry": retry, "job_id": job_id, "failure_ttl": 7 * 24 * 3600, **job_options}
     if at is not None:
         return q.enqueue_at(at, func, *args, **options)
-    if delay is not None:
+    if delay:  # a zero delay runs at once, as if none were given
         return q.enqueue_in(delay, func, *args, **options)
     return q.enqueue(func, *args, **options)
 

@@ -398,7 +398,7 @@ def request_tally(petition_id: int) -> None:
     """
     from petitions import jobs
 
-    delay = current_app.config["TALLY_DELAY_SECONDS"]
+    delay = timedelta(seconds=current_app.config["TALLY_DELAY_SECONDS"])
     try:
         if redis_store.connection.set(
             _tally_flag_key(petition_id), 1, nx=True, ex=TALLY_DEBOUNCE_SECONDS
@@ -410,7 +410,7 @@ def request_tally(petition_id: int) -> None:
                 petition_id,
                 queue="high",
                 retry=default_retry(),
-                delay=timedelta(seconds=delay) if delay else None,
+                delay=delay,
             )
     except RedisError:
         current_app.logger.warning("could not queue a tally for petition %s", petition_id)
