@@ -27,7 +27,7 @@ from typing import Any
 
 from flask import current_app
 from redis.exceptions import RedisError
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Integer, Select, String, bindparam, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -210,14 +210,16 @@ def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
         yield chunk
 
 
-def _members_by_address(emails: list[str]) -> dict[str, int]:
-    """Members whose confirmed account address is among ``emails``."""
-    rows = db.session.execute(
-        select(Member.email, Member.id).where(
-            Member.email.in_(emails), Member.email_confirmed_at.is_not(None)
+def _member_owning(address_param: str):
+    """The confirmed member whose account address is the bound ``address_param``, as SQL."""
+    return (
+        select(Member.id)
+        .where(
+            Member.email == bindparam(address_param, type_=String),
+            Member.email_confirmed_at.is_not(None),
         )
+        .scalar_subquery()
     )
-    return {email: member_id for email, member_id in rows}
 
 
 def _record_deliveries(notification_id: int, recipients: Iterable[Recipient]) -> list[int]:
@@ -225,29 +227,35 @@ def _record_deliveries(notification_id: int, recipients: Iterable[Recipient]) ->
     Returns the ids of the rows added.
 
     A guest address that belongs to a member counts as the member, so their preferences
-    and notification centre apply whichever way they signed.
+    and notification centre apply whichever way they signed. The database finds that
+    member in the same statement, which saves a round trip per signature.
     """
+    # Rows as parameters, not as VALUES in the statement, so its compiled form is
+    # cached; SQLAlchemy still sends them as multi-row INSERTs.
+    statement = (
+        dialect_insert(Delivery.__table__)
+        .values(
+            member_id=func.coalesce(
+                bindparam("given_member_id", type_=Integer), _member_owning("address")
+            )
+        )
+        .on_conflict_do_nothing(index_elements=["notification_id", "email"])
+        .returning(Delivery.id)
+    )
     added: list[int] = []
     for chunk in _chunks(recipients, INSERT_CHUNK):
-        members = _members_by_address([r.email.strip().lower() for r in chunk])
-        rows = {
-            r.email.strip().lower(): {
+        rows = {}
+        for recipient in chunk:
+            address = recipient.email.strip().lower()
+            rows[address] = {
                 "notification_id": notification_id,
-                "member_id": r.member_id or members.get(r.email.strip().lower()),
-                "email": r.email.strip().lower(),
-                "name": r.name[:100],
+                "given_member_id": recipient.member_id,
+                "address": address,
+                "email": address,
+                "name": recipient.name[:100],
                 "state": DeliveryState.PENDING,
                 "created_at": utcnow(),
             }
-            for r in chunk
-        }
-        # Rows as parameters, not as VALUES in the statement, so its compiled form is
-        # cached; SQLAlchemy still sends them as multi-row INSERTs.
-        statement = (
-            dialect_insert(Delivery.__table__)
-            .on_conflict_do_nothing(index_elements=["notification_id", "email"])
-            .returning(Delivery.id)
-        )
         added.extend(db.session.scalars(statement, list(rows.values())))
     return sorted(added)
 

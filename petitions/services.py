@@ -208,32 +208,46 @@ def sign(petition: Petition, details: SignerDetails, address: str) -> SignOutcom
     _require_open(petition)
     email_key = normalise_signer_email(details.email)
     _check_limits(email_key, address)
+    # Most signers are new, so the row is inserted first and read only if it was there.
+    signature_id = _add_pending_signature(petition.id, details, email_key)
+    if signature_id is not None:
+        signer = Recipient(details.email.strip(), None, details.name)
+        _queue_confirmation(petition, signature_id, signer)  # one transaction with its email
+        return SignOutcome.CHECK_EMAIL
     existing = _signature_by_key(petition.id, email_key)
-    if existing is None:
-        signature = Signature(
-            petition_id=petition.id,
+    if existing is None:  # purged between the two statements: sign afresh
+        return sign(petition, details, address)
+    if existing.state == SignatureState.CONFIRMED:
+        return SignOutcome.ALREADY_SIGNED
+    if existing.state == SignatureState.WITHDRAWN:
+        existing.renew(**_editable(details))
+        existing.confirmation_sent_at = utcnow()
+        _queue_confirmation(petition, existing.id, _signer(existing))
+        return SignOutcome.CHECK_EMAIL
+    resent = _resend_confirmation(petition, existing)
+    return SignOutcome.RESENT if resent else SignOutcome.RECENTLY_SENT
+
+
+def _add_pending_signature(petition_id: int, details: SignerDetails, email_key: str) -> int | None:
+    """Insert a pending signature and return its id; None if this person signed before.
+
+    A concurrent signature by the same person waits for the other to commit, then
+    counts as signed before, so the unique key never raises here.
+    """
+    statement = (
+        dialect_insert(Signature.__table__)
+        .values(
+            petition_id=petition_id,
             email=details.email.strip(),
             email_key=email_key,
             state=SignatureState.PENDING,
             confirmation_sent_at=utcnow(),
             **_editable(details),
         )
-        db.session.add(signature)
-        try:
-            db.session.flush()
-        except IntegrityError:  # the same person, signing twice at once
-            db.session.rollback()
-            return sign(petition, details, address)
-        _queue_confirmation(signature)  # saved in one transaction with its email
-        return SignOutcome.CHECK_EMAIL
-    if existing.state == SignatureState.CONFIRMED:
-        return SignOutcome.ALREADY_SIGNED
-    if existing.state == SignatureState.WITHDRAWN:
-        existing.renew(**_editable(details))
-        existing.confirmation_sent_at = utcnow()
-        _queue_confirmation(existing)
-        return SignOutcome.CHECK_EMAIL
-    return SignOutcome.RESENT if _resend_confirmation(existing) else SignOutcome.RECENTLY_SENT
+        .on_conflict_do_nothing(index_elements=["petition_id", "email_key"])
+        .returning(Signature.id)
+    )
+    return db.session.scalar(statement)
 
 
 def _editable(details: SignerDetails) -> dict[str, Any]:
@@ -287,7 +301,8 @@ def sign_as_member(
         db.session.rollback()
         return SignOutcome.ALREADY_SIGNED
     request_tally(petition.id)
-    _tell_signer("signature_receipt", f"You signed: {petition.title}", existing)
+    receipt_title = f"You signed: {petition.title}"
+    _tell_signer("signature_receipt", receipt_title, petition.id, existing.id, _signer(existing))
     return SignOutcome.COUNTED
 
 
@@ -299,23 +314,28 @@ def _signature_by_key(petition_id: int, email_key: str) -> Signature | None:
     )
 
 
-def _tell_signer(kind: str, title: str, signature: Signature) -> None:
+def _signer(signature: Signature) -> Recipient:
+    return Recipient(signature.email, signature.member_id, signature.name)
+
+
+def _tell_signer(
+    kind: str, title: str, petition_id: int, signature_id: int, signer: Recipient
+) -> None:
     notify(
         kind,
         title=title,
-        link=external_url("petitions.show", petition_id=signature.petition_id),
-        payload={"signature_id": signature.id},
-        recipients=[Recipient(signature.email, signature.member_id, signature.name)],
+        link=external_url("petitions.show", petition_id=petition_id),
+        payload={"signature_id": signature_id},
+        recipients=[signer],
     )
 
 
-def _queue_confirmation(signature: Signature) -> None:
-    _tell_signer(
-        "confirm_signature", f"Confirm your signature: {signature.petition.title}", signature
-    )
+def _queue_confirmation(petition: Petition, signature_id: int, signer: Recipient) -> None:
+    title = f"Confirm your signature: {petition.title}"
+    _tell_signer("confirm_signature", title, petition.id, signature_id, signer)
 
 
-def _resend_confirmation(signature: Signature) -> bool:
+def _resend_confirmation(petition: Petition, signature: Signature) -> bool:
     """Re-send a pending signature's confirmation unless one went out in the last ten minutes."""
     now = utcnow()
     claimed = db.session.execute(
@@ -332,7 +352,7 @@ def _resend_confirmation(signature: Signature) -> bool:
     ).rowcount
     db.session.commit()
     if claimed:
-        _queue_confirmation(signature)
+        _queue_confirmation(petition, signature.id, _signer(signature))
     return bool(claimed)
 
 

@@ -386,6 +386,36 @@ def test_one_signature_per_person_however_the_address_is_written(
     assert rows(app, petition_id) == 1
 
 
+def test_the_same_person_signing_twice_at_once_is_one_signature_and_one_email(
+    app, outbox, run_jobs
+):
+    petition_id = make_petition(app)
+    both_ready = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def signer(email: str) -> None:
+        with app.app_context():
+            petition = db.session.get(Petition, petition_id)
+            details = services.SignerDetails("Rui Costa", email, "Porto", None, True, False)
+            both_ready.wait()
+            outcomes.append(services.sign(petition, details, "10.0.0.1"))
+            db.session.remove()
+
+    threads = [threading.Thread(target=signer, args=(email,)) for email in
+               ("rui@example.org", "Rui@Example.org ")]  # fmt: skip
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    run_jobs()
+
+    assert rows(app, petition_id) == 1
+    assert sorted(outcomes) == sorted(
+        [services.SignOutcome.CHECK_EMAIL, services.SignOutcome.RECENTLY_SENT]
+    )
+    assert len(outbox.to("rui@example.org")) == 1
+
+
 def test_normalised_emails_keep_other_providers_distinct():
     assert services.normalise_signer_email("A.B+x@Gmail.com") == "ab@gmail.com"
     assert services.normalise_signer_email("a.b+x@example.org") == "a.b+x@example.org"
