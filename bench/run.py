@@ -10,7 +10,7 @@ beside the baseline measured in the same run, as a ratio. Settings, all optional
     WEB_CONCURRENCY=4       gunicorn workers (gunicorn.conf.py: two per core)
     BENCH_RQ_WORKERS=4      RQ workers (two per core: jobs wait on SMTP and PostgreSQL)
     BENCH_FANOUT=15000      signers who receive the update (100000 for the full-size run)
-    BENCH_SKIP=fanout       skip scenarios: signing, fanout, kill (the second fan-out)
+    BENCH_SKIP=fanout       skip scenarios: signing, cost, fanout, kill (the second fan-out)
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import psycopg
 import redis
 
 from bench import load
+from bench.cost import request_costs
 from bench.sink import COPIES, RECEIVED, TOTAL
 from bench.stack import (
     ROOT,
@@ -374,6 +375,13 @@ def signing(settings: Settings, stack: Stack, app, port: int, bare: dict) -> dic
     }
 
 
+def request_cost(app) -> dict:
+    """CPU and SQL statements per request of the flow, against a bare insert."""
+    with app.app_context():
+        petition_id = seed_petition("Licences for every ride-hailing driver in Porto")
+    return request_costs(app, petition_id)
+
+
 def _depth_series(samples: list[dict]) -> list[tuple[float, int, int, int]]:
     """Queue depths about every two seconds: (t, high, default, bulk)."""
     series, next_t = [], 0.0
@@ -566,6 +574,17 @@ def report(settings: Settings, results: dict) -> None:
             "queue depth (t, high, default, bulk): "
             + " ".join(f"{t:.0f}s:{h}/{d}/{b}" for t, h, d, b in surge["queue_depth"]),
         ]
+    if cost := results.get("cost"):
+        r, spread, sql = cost["ratios"], cost["spread"], cost["statements"]
+        lines.append(
+            f"request cost     in-process CPU as a multiple of one bare insert "
+            f"({cost['bare_insert_ms']:.1f} ms), median of blocks [range]: "
+            + ", ".join(
+                f"{kind} {r[kind]:.2f} [{spread[kind][0]:.2f}-{spread[kind][1]:.2f}] "
+                f"({sql[kind]} SQL)"
+                for kind in r
+            )
+        )
     if "bare_smtp_rate" in results:
         lines.append(f"bare smtplib     {results['bare_smtp_rate']:7.0f} emails/s")
     for name in ("fanout", "fanout_killed"):
@@ -615,6 +634,9 @@ def main() -> None:
         if "signing" not in settings.skip:
             log("signature surge")
             results["signing"] = signing(settings, stack, app, web_port, results["baseline"])
+        if "cost" not in settings.skip:
+            log("cost of each request, in-process")
+            results["cost"] = request_cost(app)
         if "fanout" not in settings.skip:
             results["bare_smtp_rate"] = bare_smtp_rate(sink_port, 5)
             log(f"fan-out to {settings.fanout}")

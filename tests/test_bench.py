@@ -60,6 +60,10 @@ def test_a_small_benchmark_loses_nothing_sends_nothing_twice_and_stops_everythin
     )
     assert surge["final_public"] == surge["final_confirmed"]
     assert not surge["count_went_backwards"]
+    cost = results["cost"]
+    assert all(ratio > 0 for ratio in cost["ratios"].values()), cost
+    # A signature is saved with its email in four statements, a confirmation in three.
+    assert cost["statements"]["sign"] <= 4 and cost["statements"]["confirm"] <= 3, cost
     fan_out, killed = results["fanout"], results["fanout_killed"]
     assert fan_out["finished"] and killed["finished"], (fan_out, killed)
     assert (fan_out["duplicates"], fan_out["losses"]) == (0, 0), fan_out
