@@ -3,8 +3,9 @@
 The load scenarios swing by up to 40% from run to run on a shared machine. CPU time
 spent in this process on a single request swings much less, so this measures each
 request of the flow in-process through Flask's test client, in blocks that alternate
-with bare inserts (``bench/baseline.py``) through the same client, and reports the
-median ratio over the blocks. It also counts the SQL statements each request sends.
+with bare inserts (``bench/baseline.py``) through the same client. It reports the
+median CPU of each kind of request as a ratio to the median of the bare inserts, and
+the SQL statements each request sends.
 Both apps talk to the same PostgreSQL and Redis as the rest of the run.
 """
 
@@ -72,7 +73,7 @@ def _bare_inserts(client, count: int) -> None:
 
 
 def request_costs(app, petition_id: int, blocks: int = 8, flows: int = 20) -> dict:
-    """Median CPU per request of the flow over ``blocks``, each as a ratio to a bare insert."""
+    """CPU per request of the flow over ``blocks``, each as a ratio to a bare insert."""
     from bench import baseline
     from core.extensions import db
 
@@ -87,25 +88,22 @@ def request_costs(app, petition_id: int, blocks: int = 8, flows: int = 20) -> di
         for _ in range(flows):  # warm up both apps
             _signing_flow(app, petition_id, next(numbers), meter)
             _bare_inserts(bare, 1)
-        ratios: dict[str, list[float]] = {kind: [] for kind in KINDS}
+        per_request: dict[str, list[float]] = {kind: [] for kind in (*KINDS, "bare")}
         statements: dict[str, int] = {}
-        bare_ms: list[float] = []
         for _ in range(blocks):
             meter.cpu.clear()
             meter.statements.clear()
             for _ in range(flows):
                 _signing_flow(app, petition_id, next(numbers), meter)
             meter.time("bare", lambda: _bare_inserts(bare, flows))
-            bare_cpu = meter.cpu["bare"] / flows
-            bare_ms.append(bare_cpu * 1000)
-            for kind in KINDS:
-                ratios[kind].append(meter.cpu[kind] / flows / bare_cpu)
-                statements[kind] = meter.statements[kind] // flows
+            for kind in per_request:
+                per_request[kind].append(meter.cpu[kind] / flows)
+            statements = {kind: meter.statements[kind] // flows for kind in KINDS}
     finally:
         event.remove(engine, "before_cursor_execute", meter.count_statement)
+    bare_cpu = statistics.median(per_request["bare"])
     return {
-        "ratios": {kind: statistics.median(values) for kind, values in ratios.items()},
-        "spread": {kind: (min(values), max(values)) for kind, values in ratios.items()},
+        "ratios": {kind: statistics.median(per_request[kind]) / bare_cpu for kind in KINDS},
         "statements": statements,
-        "bare_insert_ms": statistics.median(bare_ms),
+        "bare_insert_ms": bare_cpu * 1000,
     }

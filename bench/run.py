@@ -575,15 +575,11 @@ def report(settings: Settings, results: dict) -> None:
             + " ".join(f"{t:.0f}s:{h}/{d}/{b}" for t, h, d, b in surge["queue_depth"]),
         ]
     if cost := results.get("cost"):
-        r, spread, sql = cost["ratios"], cost["spread"], cost["statements"]
+        ratios, sql = cost["ratios"], cost["statements"]
         lines.append(
             f"request cost     in-process CPU as a multiple of one bare insert "
-            f"({cost['bare_insert_ms']:.1f} ms), median of blocks [range]: "
-            + ", ".join(
-                f"{kind} {r[kind]:.2f} [{spread[kind][0]:.2f}-{spread[kind][1]:.2f}] "
-                f"({sql[kind]} SQL)"
-                for kind in r
-            )
+            f"({cost['bare_insert_ms']:.1f} ms), median of blocks: "
+            + ", ".join(f"{kind} {ratios[kind]:.2f} ({sql[kind]} SQL)" for kind in ratios)
         )
     if "bare_smtp_rate" in results:
         lines.append(f"bare smtplib     {results['bare_smtp_rate']:7.0f} emails/s")
