@@ -236,18 +236,18 @@ def _add_pending_signature(petition_id: int, details: SignerDetails, email_key: 
     """
     statement = (
         dialect_insert(Signature.__table__)
-        .values(
-            petition_id=petition_id,
-            email=details.email.strip(),
-            email_key=email_key,
-            state=SignatureState.PENDING,
-            confirmation_sent_at=utcnow(),
-            **_editable(details),
-        )
         .on_conflict_do_nothing(index_elements=["petition_id", "email_key"])
         .returning(Signature.id)
     )
-    return db.session.scalar(statement)
+    row = {
+        "petition_id": petition_id,
+        "email": details.email.strip(),
+        "email_key": email_key,
+        "state": SignatureState.PENDING,
+        "confirmation_sent_at": utcnow(),
+        **_editable(details),
+    }
+    return db.session.scalar(statement, row)
 
 
 def _editable(details: SignerDetails) -> dict[str, Any]:
