@@ -28,7 +28,6 @@ from typing import Any
 from flask import current_app
 from redis.exceptions import RedisError
 from sqlalchemy import Integer, Select, String, bindparam, delete, func, or_, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
 from core import mail
@@ -135,15 +134,17 @@ def notify(
     recipients: Iterable[Recipient] = (),
     audience: str | None = None,
     key: str | None = None,
-) -> Notification | None:
+) -> int | None:
     """Record an event and queue its delivery to ``recipients`` or a named ``audience``.
+    Returns the notification's id.
 
     With a ``key``, the same event is only ever notified once: a second call returns None.
     The caller's pending changes are committed with the notification, so an event and the
     news of it are saved together. If Redis is unreachable, the sweep queues it later.
     """
     spec = KINDS[kind]
-    notification = Notification(
+    queue = _queue_for(spec.transactional)
+    notification_id = _add_notification(
         kind=kind,
         category=spec.category,
         transactional=spec.transactional,
@@ -155,22 +156,14 @@ def notify(
         # Named recipients are recorded here and now; an audience waits for its fan-out.
         fanned_out_at=utcnow() if audience is None else None,
     )
-    if key is None:
-        db.session.add(notification)
-        db.session.flush()
-    else:
-        try:
-            with db.session.begin_nested():
-                db.session.add(notification)
-        except IntegrityError:  # this key was notified before
-            db.session.commit()
-            return None
+    if notification_id is None:  # this key was notified before
+        db.session.commit()
+        return None
     if audience is not None:
         db.session.commit()
-        _queue_fan_out(notification)
-        return notification
+        _queue_fan_out(notification_id, queue)
+        return notification_id
     # Direct recipients are all known now: record them and queue their batches at once.
-    notification_id, queue = notification.id, _queue_for(notification)
     delivery_ids = _record_deliveries(notification_id, recipients)
     if spec.notice:
         _add_notices(notification_id, None)
@@ -182,26 +175,34 @@ def notify(
             _queue_batches(delivery_ids, queue)
     except RedisError:
         current_app.logger.warning("notification %s waits for the sweep", notification_id)
-    return notification
+    return notification_id
 
 
-def _queue_fan_out(notification: Notification, after: Any = None) -> None:
+def _add_notification(**values: Any) -> int | None:
+    """Insert a notification and return its id; None if its key is already taken.
+
+    A plain INSERT rather than the unit of work: every signature sends one, and the
+    conflict clause needs no savepoint to tell an event already notified.
+    """
+    statement = (
+        dialect_insert(Notification.__table__)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(Notification.id)
+    )
+    return db.session.scalar(statement, {"created_at": utcnow(), **values})
+
+
+def _queue_fan_out(notification_id: int, queue: str, after: Any = None) -> None:
     from notifications import jobs
 
     try:
-        enqueue(
-            jobs.fan_out,
-            notification.id,
-            after,
-            queue=_queue_for(notification),
-            retry=default_retry(),
-        )
+        enqueue(jobs.fan_out, notification_id, after, queue=queue, retry=default_retry())
     except RedisError:
-        current_app.logger.warning("notification %s waits for the sweep", notification.id)
+        current_app.logger.warning("notification %s waits for the sweep", notification_id)
 
 
-def _queue_for(notification: Notification) -> str:
-    return "high" if notification.transactional else "bulk"
+def _queue_for(transactional: bool) -> str:
+    return "high" if transactional else "bulk"
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -287,7 +288,7 @@ def fan_out(notification_id: int, after: Any = None) -> int:
         _add_notices(notification.id, emails)
     db.session.commit()
     if last_key is not None:
-        _queue_fan_out(notification, after=last_key)
+        _queue_fan_out(notification.id, _queue_for(notification.transactional), after=last_key)
     return _queue_pending(notification, emails)
 
 
@@ -309,7 +310,8 @@ def _queue_pending(notification: Notification, emails: list[str] | None) -> int:
     )
     if emails is not None:
         query = query.where(Delivery.email.in_(emails))
-    return _queue_batches(db.session.scalars(query.order_by(Delivery.id)), _queue_for(notification))
+    pending = db.session.scalars(query.order_by(Delivery.id))
+    return _queue_batches(pending, _queue_for(notification.transactional))
 
 
 def _queue_batches(delivery_ids: Iterable[int], queue: str) -> int:
@@ -649,7 +651,8 @@ def requeue_stalled(
         )
     ).all()
     for notification in stalled:
-        _queue_fan_out(notification, after=notification.fan_out_after)
+        queue = _queue_for(notification.transactional)
+        _queue_fan_out(notification.id, queue, after=notification.fan_out_after)
     pending = db.session.execute(
         select(Delivery.id, Notification.transactional)
         .join(Notification)
