@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
+from sqlalchemy.sql.expression import Executable
 
 # Stable constraint names keep Alembic migrations identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -78,13 +81,36 @@ def _tune_sqlite(dbapi_connection, connection_record) -> None:
 
 def dialect_insert(model):
     """An INSERT for ``model`` that knows ON CONFLICT on both SQLite and PostgreSQL."""
-    from core.extensions import db
-
-    if db.session.get_bind().dialect.name == "postgresql":
+    if _dialect_name() == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(model)
+
+
+def _dialect_name() -> str:
+    from core.extensions import db
+
+    return db.session.get_bind().dialect.name
+
+
+def built_once(build: Callable[[], Executable]) -> Callable[[], Executable]:
+    """Keep the statement ``build`` returns, one per database dialect, for every later call.
+
+    For a statement run on every request with its values as parameters: building it and
+    its cache key costs more Python than sending it. Statements never change once built,
+    so requests and threads can share them.
+    """
+    statements: dict[str, Executable] = {}
+
+    @functools.wraps(build)
+    def statement() -> Executable:
+        dialect = _dialect_name()
+        if dialect not in statements:
+            statements[dialect] = build()
+        return statements[dialect]
+
+    return statement
 
 
 def add_to_count(model, key: dict, delta: int, **on_insert) -> None:

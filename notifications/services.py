@@ -31,7 +31,7 @@ from sqlalchemy import Integer, Select, String, bindparam, delete, func, or_, se
 from sqlalchemy.orm import selectinload
 
 from core import mail
-from core.db import dialect_insert, utcnow
+from core.db import built_once, dialect_insert, utcnow
 from core.extensions import db, redis_store
 from core.queue import default_retry, enqueue
 from core.tokens import make_token, read_token
@@ -184,12 +184,16 @@ def _add_notification(**values: Any) -> int | None:
     A plain INSERT rather than the unit of work: every signature sends one, and the
     conflict clause needs no savepoint to tell an event already notified.
     """
-    statement = (
+    return db.session.scalar(_new_notification(), {"created_at": utcnow(), **values})
+
+
+@built_once
+def _new_notification():
+    return (
         dialect_insert(Notification.__table__)
         .on_conflict_do_nothing(index_elements=["key"])
         .returning(Notification.id)
     )
-    return db.session.scalar(statement, {"created_at": utcnow(), **values})
 
 
 def _queue_fan_out(notification_id: int, queue: str, after: Any = None) -> None:
@@ -231,18 +235,7 @@ def _record_deliveries(notification_id: int, recipients: Iterable[Recipient]) ->
     and notification centre apply whichever way they signed. The database finds that
     member in the same statement, which saves a round trip per signature.
     """
-    # Rows as parameters, not as VALUES in the statement, so its compiled form is
-    # cached; SQLAlchemy still sends them as multi-row INSERTs.
-    statement = (
-        dialect_insert(Delivery.__table__)
-        .values(
-            member_id=func.coalesce(
-                bindparam("given_member_id", type_=Integer), _member_owning("address")
-            )
-        )
-        .on_conflict_do_nothing(index_elements=["notification_id", "email"])
-        .returning(Delivery.id)
-    )
+    statement = _new_deliveries()
     added: list[int] = []
     for chunk in _chunks(recipients, INSERT_CHUNK):
         rows = {}
@@ -259,6 +252,22 @@ def _record_deliveries(notification_id: int, recipients: Iterable[Recipient]) ->
             }
         added.extend(db.session.scalars(statement, list(rows.values())))
     return sorted(added)
+
+
+@built_once
+def _new_deliveries():
+    # Rows as parameters, not as VALUES in the statement, so that one statement serves
+    # every call; SQLAlchemy still sends several rows as multi-row INSERTs.
+    return (
+        dialect_insert(Delivery.__table__)
+        .values(
+            member_id=func.coalesce(
+                bindparam("given_member_id", type_=Integer), _member_owning("address")
+            )
+        )
+        .on_conflict_do_nothing(index_elements=["notification_id", "email"])
+        .returning(Delivery.id)
+    )
 
 
 def fan_out(notification_id: int, after: Any = None) -> int:
@@ -699,10 +708,17 @@ def mark_failing(email: str, reason: str) -> None:
 
 def address_confirmed(email: str) -> None:
     """Someone proved they read this address again: bulk mail may resume."""
-    statement = delete(FailingAddress).where(FailingAddress.email == email.strip().lower())
-    # No session object needs updating: a failing address is never loaded for a request.
-    db.session.execute(statement.execution_options(synchronize_session=False))
+    db.session.execute(_forget_failing_address(), {"address": email.strip().lower()})
     db.session.commit()
+
+
+@built_once
+def _forget_failing_address():
+    statement = delete(FailingAddress).where(
+        FailingAddress.email == bindparam("address", type_=String)
+    )
+    # No session object needs updating: a failing address is never loaded for a request.
+    return statement.execution_options(synchronize_session=False)
 
 
 @account_deleting.connect

@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 
 from core import ratelimit
-from core.db import Page, add_to_count, dialect_insert, paginate, utcnow
+from core.db import Page, add_to_count, built_once, dialect_insert, paginate, utcnow
 from core.extensions import db, redis_store
 from core.hooks import WorkSummary, linked_work, work_organised_by
 from core.places import city_slug
@@ -234,11 +234,6 @@ def _add_pending_signature(petition_id: int, details: SignerDetails, email_key: 
     A concurrent signature by the same person waits for the other to commit, then
     counts as signed before, so the unique key never raises here.
     """
-    statement = (
-        dialect_insert(Signature.__table__)
-        .on_conflict_do_nothing(index_elements=["petition_id", "email_key"])
-        .returning(Signature.id)
-    )
     row = {
         "petition_id": petition_id,
         "email": details.email.strip(),
@@ -247,7 +242,16 @@ def _add_pending_signature(petition_id: int, details: SignerDetails, email_key: 
         "confirmation_sent_at": utcnow(),
         **_editable(details),
     }
-    return db.session.scalar(statement, row)
+    return db.session.scalar(_new_signature(), row)
+
+
+@built_once
+def _new_signature():
+    return (
+        dialect_insert(Signature.__table__)
+        .on_conflict_do_nothing(index_elements=["petition_id", "email_key"])
+        .returning(Signature.id)
+    )
 
 
 def _editable(details: SignerDetails) -> dict[str, Any]:
