@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from werkzeug.routing import AnyConverter, IntegerConverter
 
+from core.db import built_once
 from core.extensions import db, redis_store
 from members.models import Member
 from notifications.services import requeue_stalled
@@ -185,6 +186,26 @@ def test_embedded_redis_is_shared_by_every_client_of_the_instance(app):
         redis_store.connection.set("shared", "yes")
         other = Redis.from_url(app.extensions["redis_store"]["url"])
         assert other.get("shared") == b"yes"
+
+
+def test_a_statement_built_once_is_shared_and_runs_with_fresh_values(app):
+    builds = []
+
+    @built_once
+    def member_named():
+        builds.append(1)
+        return select(Member.id).where(Member.email == bindparam("address"))
+
+    with app.app_context():
+        ada = Member(
+            email="ada@example.org", display_name="Ada", password="a long passphrase", city="Porto"
+        )
+        db.session.add(ada)
+        db.session.commit()
+        assert member_named() is member_named()
+        assert db.session.scalar(member_named(), {"address": "ada@example.org"}) == ada.id
+        assert db.session.scalar(member_named(), {"address": "bob@example.org"}) is None
+    assert len(builds) == 1
 
 
 def test_seed_demo_loads_data_once_and_its_printed_login_works(app, client, run_jobs):
