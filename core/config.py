@@ -42,6 +42,11 @@ def load_config(instance_path: str | Path) -> dict[str, Any]:
             "DATABASE_URL", f"sqlite:///{instance / 'groundswell.db'}"
         ),
         "REDIS_URL": os.environ.get("REDIS_URL", EMBEDDED_REDIS),
+        # With sentinels listed, they name the primary and REDIS_URL is not used.
+        "REDIS_SENTINELS": os.environ.get("REDIS_SENTINELS", ""),
+        "REDIS_SENTINEL_SERVICE": os.environ.get("REDIS_SENTINEL_SERVICE", "groundswell"),
+        "REDIS_PASSWORD": os.environ.get("REDIS_PASSWORD", ""),
+        "REDIS_SENTINEL_PASSWORD": os.environ.get("REDIS_SENTINEL_PASSWORD", ""),
         "MAIL_URL": os.environ.get("MAIL_URL", OUTBOX_MAIL),
         "MAIL_FROM": os.environ.get("MAIL_FROM", "Groundswell <noreply@groundswell.localhost>"),
         "BASE_URL": base_url,

