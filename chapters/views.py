@@ -41,6 +41,7 @@ from chapters.models import (
     Role,
     RsvpStatus,
 )
+from core.db import reads_from_replica
 from core.extensions import db
 from core.forms import INVALID_FORM_STATUS, ActionForm, form_page
 from core.hooks import city_sections, collect, home_sections
@@ -465,6 +466,7 @@ def meetup_ics(meetup_id: int):
 
 
 @bp.get("/chapters/<slug>/calendar.ics")
+@reads_from_replica
 def chapter_ics(slug: str):
     chapter = _chapter_or_404(slug)
     body = services.calendar_for(services.calendar_meetups(chapter), chapter.name)
@@ -472,6 +474,7 @@ def chapter_ics(slug: str):
 
 
 @bp.get("/calendar/<secret>.ics")
+@reads_from_replica
 def member_ics(secret: str):
     member = services.member_for_calendar(secret) or abort(404)
     body = services.calendar_for(services.member_meetups(member), "My Groundswell meetups")

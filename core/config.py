@@ -11,6 +11,8 @@ import secrets
 from pathlib import Path
 from typing import Any
 
+from core.db import REPLICA
+
 EMBEDDED_REDIS = "embedded"
 OUTBOX_MAIL = "outbox"
 
@@ -30,6 +32,10 @@ def _int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
+def _replica_bind(url: str) -> dict[str, str]:
+    return {REPLICA: url} if url else {}
+
+
 def load_config(instance_path: str | Path) -> dict[str, Any]:
     """Build the app's configuration from the environment."""
     instance = Path(instance_path)
@@ -41,6 +47,7 @@ def load_config(instance_path: str | Path) -> dict[str, Any]:
         "SQLALCHEMY_DATABASE_URI": os.environ.get(
             "DATABASE_URL", f"sqlite:///{instance / 'groundswell.db'}"
         ),
+        "SQLALCHEMY_BINDS": _replica_bind(os.environ.get("DATABASE_REPLICA_URL", "")),
         "REDIS_URL": os.environ.get("REDIS_URL", EMBEDDED_REDIS),
         # With sentinels listed, they name the primary and REDIS_URL is not used.
         "REDIS_SENTINELS": os.environ.get("REDIS_SENTINELS", ""),

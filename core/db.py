@@ -1,4 +1,5 @@
-"""Database plumbing: the declarative base, timestamps and SQLite connection settings."""
+"""Database plumbing: the declarative base, timestamps, SQLite connection settings, and
+the session that can send a request's reads to a read replica."""
 
 from __future__ import annotations
 
@@ -8,10 +9,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from flask import current_app
+from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
 from sqlalchemy.sql.expression import Executable
+
+# The bind key of the optional read replica (DATABASE_REPLICA_URL).
+REPLICA = "replica"
 
 # Stable constraint names keep Alembic migrations identical on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
@@ -146,3 +152,33 @@ def paginate(query, order_by: list, page: int, per_page: int = 20) -> Page:
         query.order_by(*order_by).limit(per_page).offset((page - 1) * per_page)
     ).all()
     return Page(list(items), page, pages, total)
+
+
+class RoutingSession(FlaskSession):
+    """Sends the SELECTs of a request marked with ``reads_from_replica`` to the replica.
+
+    Flushes and every other statement still go to the primary, and without a replica
+    configured nothing changes.
+    """
+
+    def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
+        if bind is None and self.info.get(REPLICA) and not self._flushing:
+            replica = self._db.engines.get(REPLICA)
+            if replica is not None and getattr(clause, "is_select", False):
+                return replica
+        return super().get_bind(mapper=mapper, clause=clause, bind=bind, **kwargs)
+
+
+def reads_from_replica(view: Callable) -> Callable:
+    """Serve ``view``'s reads from the replica: only for reads that may lag a moment.
+
+    Fit for feeds and exports polled again and again; never for a page showing a count,
+    which must not step back, nor for one that reads what the same member just wrote.
+    """
+
+    @functools.wraps(view)
+    def on_replica(*args, **kwargs):
+        current_app.extensions["sqlalchemy"].session.info[REPLICA] = True
+        return view(*args, **kwargs)
+
+    return on_replica

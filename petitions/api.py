@@ -32,7 +32,7 @@ from core.api import (
     person_schema,
     schema,
 )
-from core.db import utcnow
+from core.db import reads_from_replica, utcnow
 from core.extensions import db
 from core.templating import render_markdown
 from petitions import bp, services
@@ -374,6 +374,7 @@ def hourly_json(petition_id: int):
 
 
 @bp.get("/petitions/<id:petition_id>/signatures-by-hour.csv")
+@reads_from_replica
 def hourly_csv(petition_id: int):
     petition = _open_petition_or_404(petition_id)
     out = io.StringIO()

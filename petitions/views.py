@@ -8,6 +8,7 @@ from flask import Response, abort, flash, make_response, redirect, render_templa
 from flask_login import current_user, login_required
 
 from core import pagecache
+from core.db import reads_from_replica
 from core.forms import INVALID_FORM_STATUS, ActionForm, form_page
 from core.hooks import city_sections, home_sections
 from core.topics import TOPICS, topic_label
@@ -329,6 +330,7 @@ def hide(petition_id: int):
 
 @bp.get("/petitions/<id:petition_id>/signatures.csv")
 @login_required
+@reads_from_replica
 def signatures_csv(petition_id: int):
     petition = _organised_or_403(petition_id)
     return Response(
