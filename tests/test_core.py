@@ -184,8 +184,9 @@ def test_embedded_redis_is_shared_by_every_client_of_the_instance(app):
         if app.config["REDIS_URL"] != "embedded":
             pytest.skip("REDIS_URL points at a real server")
         redis_store.connection.set("shared", "yes")
-        other = Redis.from_url(app.extensions["redis_store"]["url"])
-        assert other.get("shared") == b"yes"
+        # Closed afterwards: the server stops at exit only once its last client has gone.
+        with Redis.from_url(app.extensions["redis_store"]["url"]) as other:
+            assert other.get("shared") == b"yes"
 
 
 def test_a_statement_built_once_is_shared_and_runs_with_fresh_values(app):

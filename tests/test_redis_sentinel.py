@@ -32,10 +32,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+def _free_ports(count: int) -> list[int]:
+    """Distinct free ports: every probe stays bound until all are chosen."""
+    probes = [socket.socket() for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def _wait_for(condition: Callable[[], object], what: str, seconds: float = 20) -> None:
@@ -55,7 +61,7 @@ class Cluster:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.primary, self.replica, self.sentinel = _free_port(), _free_port(), _free_port()
+        self.primary, self.replica, self.sentinel = _free_ports(3)
         self.processes: list[subprocess.Popen] = []
 
     def _serve(self, *args: str) -> None:
@@ -69,7 +75,7 @@ class Cluster:
         )
 
     def client(self, port: int) -> Redis:
-        return Redis(port=port, socket_timeout=2, decode_responses=True)
+        return Redis(host="127.0.0.1", port=port, socket_timeout=2, decode_responses=True)
 
     def start(self) -> None:
         common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
@@ -77,17 +83,19 @@ class Cluster:
         self._serve(
             "--port", str(self.replica), "--replicaof", "127.0.0.1", str(self.primary), *common
         )
+        # The sentinel starts only once both servers are up, and waits long before it
+        # calls a busy primary down, so that only the test's own failover promotes.
+        replica = self.client(self.replica)
+        _wait_for(lambda: replica.info("replication").get("master_link_status") == "up", "sync")
         config = self.folder / "sentinel.conf"
         config.write_text(
             f"port {self.sentinel}\nbind 127.0.0.1\n"
             f"sentinel monitor {SERVICE} 127.0.0.1 {self.primary} 1\n"
-            f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+            f"sentinel down-after-milliseconds {SERVICE} 10000\n"
             f"sentinel failover-timeout {SERVICE} 5000\n"
             f"sentinel known-replica {SERVICE} 127.0.0.1 {self.replica}\n"
         )
         self._serve(str(config), "--sentinel")
-        replica = self.client(self.replica)
-        _wait_for(lambda: replica.info("replication")["master_link_status"] == "up", "sync")
         _wait_for(self._sentinel_knows_the_replica, "the sentinel to find the replica")
 
     def _sentinel_knows_the_replica(self) -> bool:
