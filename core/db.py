@@ -8,11 +8,12 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from flask import current_app
 from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
 from sqlalchemy.sql.expression import Executable
 
@@ -161,7 +162,13 @@ class RoutingSession(FlaskSession):
     configured nothing changes.
     """
 
-    def get_bind(self, mapper=None, clause=None, bind=None, **kwargs):
+    def get_bind(
+        self,
+        mapper: Any = None,
+        clause: Any = None,
+        bind: Engine | Connection | None = None,
+        **kwargs: Any,
+    ) -> Engine | Connection:
         if bind is None and self.info.get(REPLICA) and not self._flushing:
             replica = self._db.engines.get(REPLICA)
             if replica is not None and getattr(clause, "is_select", False):
