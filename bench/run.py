@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import timedelta
 from email.message import EmailMessage
@@ -37,8 +38,8 @@ from bench.sink import COPIES, RECEIVED, TOTAL
 from bench.stack import (
     ROOT,
     Stack,
-    command_line,
     cpu_seconds,
+    descendants,
     free_port,
     peak_resident_mb,
     pids_named,
@@ -139,6 +140,29 @@ def cores_used(before: dict[str, float], after: dict[str, float], seconds: float
     return {part: round((after[part] - before[part]) / seconds, 2) for part in after}
 
 
+# What the processes under each name are: the one the bench started, then its children.
+ROLES = {"web": ("gunicorn master", "web workers"), "worker": ("RQ workers", "RQ scheduler")}
+
+
+def watched_processes(stack: Stack) -> dict[int, str]:
+    """The role of every live web and RQ process, by pid."""
+    roles = {}
+    for prefix, (started, children) in ROLES.items():
+        for root in stack.roots(prefix):
+            roles[root] = started
+            roles.update(dict.fromkeys(descendants(root), children))
+    return roles
+
+
+def memory_by_role(peaks: dict[str, float]) -> str:
+    """Each process's peak, grouped by role: "web workers 98, 99; RQ workers 97 MB"."""
+    by_role: dict[str, list[float]] = defaultdict(list)
+    for process, mb in peaks.items():
+        by_role[process.split(" ", 1)[1]].append(mb)
+    listed = {role: ", ".join(f"{mb:.0f}" for mb in sorted(mbs)) for role, mbs in by_role.items()}
+    return "; ".join(f"{role} {mbs}" for role, mbs in listed.items()) + " MB"
+
+
 class Watcher(threading.Thread):
     """Samples queue depths, the tally and memory twice a second while a scenario runs."""
 
@@ -149,7 +173,7 @@ class Watcher(threading.Thread):
         self.stack, self.petition_id = stack, petition_id
         self.started = time.monotonic()
         self.samples: list[dict] = []
-        self.peak_memory: dict[int, tuple[str, float]] = {}
+        self.peak_memory: dict[int, tuple[str, float]] = {}  # pid: (role, MB)
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -162,11 +186,14 @@ class Watcher(threading.Thread):
         sample.update({name: self.redis.llen(f"rq:queue:{name}") for name in QUEUES})
         if self.petition_id is not None:
             sample.update(tally_state(connection, self.petition_id))
-        for pid in self.stack.pids("web") + self.stack.pids("worker"):
+        for pid, role in watched_processes(self.stack).items():
             if (peak := peak_resident_mb(pid)) is not None:
-                known = self.peak_memory.get(pid, ("", 0.0))
-                self.peak_memory[pid] = (known[0] or command_line(pid), max(known[1], peak))
+                known = self.peak_memory.get(pid, (role, 0.0))
+                self.peak_memory[pid] = (role, max(known[1], peak))
         return sample
+
+    def memory_by_process(self) -> dict[str, float]:
+        return {f"{pid} {role}": round(mb, 1) for pid, (role, mb) in self.peak_memory.items()}
 
     def stop(self) -> None:
         self.done.set()
@@ -364,9 +391,7 @@ def signing(settings: Settings, stack: Stack, app, port: int, bare: dict) -> dic
         "final_lag_rows": final["confirmed"] - final["public"],
         "queue_depth": _depth_series(watcher.samples),
         "cores_used": cores,
-        "peak_memory_mb": {
-            f"{pid} {name[-60:]}": round(mb, 1) for pid, (name, mb) in watcher.peak_memory.items()
-        },
+        "peak_memory_mb": watcher.memory_by_process(),
         "ratios": {
             "sign": tally.rate("sign") / bare["insert_rate"],
             "confirm": tally.rate("confirm") / bare["insert_rate"],
@@ -524,9 +549,7 @@ def fan_out(settings: Settings, stack: Stack, app, *, kill_halfway: bool) -> dic
         "delivery_states": states,
         "cores_used": cores,
         "queue_depth": _depth_series(watcher.samples),
-        "peak_memory_mb": {
-            f"{pid} {name[-60:]}": round(mb, 1) for pid, (name, mb) in watcher.peak_memory.items()
-        },
+        "peak_memory_mb": watcher.memory_by_process(),
     }
 
 
@@ -549,7 +572,6 @@ def report(settings: Settings, results: dict) -> None:
     ]
     if surge:
         r = surge["ratios"]
-        memory = max(surge["peak_memory_mb"].values(), default=0)
         lines += [
             f"signature POST   {surge['sign_rate']:7.0f}/s  = {r['sign']:.2f} x bare insert   "
             f"p50 {surge['sign_p50_ms']:.0f} ms  p95 {surge['sign_p95_ms']:.0f} ms  "
@@ -569,7 +591,7 @@ def report(settings: Settings, results: dict) -> None:
             f"{surge['duplicate_rows']}, duplicate emails {surge['duplicate_confirmation_emails']}"
             f", count went backwards: {surge['count_went_backwards']}",
             f"failed requests  {surge['failures'] or 'none'}",
-            f"peak memory      {memory:.0f} MB (largest web or worker process)   target <= 150 MB",
+            f"peak memory      {memory_by_role(surge['peak_memory_mb'])}   target <= 150 MB each",
             "cores kept busy  " + ", ".join(f"{k} {v}" for k, v in surge["cores_used"].items()),
             "queue depth (t, high, default, bulk): "
             + " ".join(f"{t:.0f}s:{h}/{d}/{b}" for t, h, d, b in surge["queue_depth"]),

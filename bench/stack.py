@@ -62,10 +62,13 @@ class Stack:
         for name in list(self.processes):
             self.stop(name)
 
+    def roots(self, prefix: str) -> list[int]:
+        """The processes started under names beginning with ``prefix``."""
+        return [p.pid for name, p in self.processes.items() if name.startswith(prefix)]
+
     def pids(self, prefix: str) -> list[int]:
         """Every live process started under names beginning with ``prefix``, with children."""
-        roots = [p.pid for name, p in self.processes.items() if name.startswith(prefix)]
-        return [pid for root in roots for pid in [root, *descendants(root)]]
+        return [pid for root in self.roots(prefix) for pid in [root, *descendants(root)]]
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
