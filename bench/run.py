@@ -154,13 +154,17 @@ def watched_processes(stack: Stack) -> dict[int, str]:
     return roles
 
 
-def memory_by_role(peaks: dict[str, float]) -> str:
-    """Each process's peak, grouped by role: "web workers 98, 99; RQ workers 97 MB"."""
-    by_role: dict[str, list[float]] = defaultdict(list)
-    for process, mb in peaks.items():
-        by_role[process.split(" ", 1)[1]].append(mb)
-    listed = {role: ", ".join(f"{mb:.0f}" for mb in sorted(mbs)) for role, mbs in by_role.items()}
-    return "; ".join(f"{role} {mbs}" for role, mbs in listed.items()) + " MB"
+def memory_by_role(peaks: dict[str, dict[int, float]]) -> str:
+    """Each process's peak, by role: "web workers 98, 99; RQ workers 97 MB"."""
+    groups = (
+        f"{role} " + ", ".join(f"{mb:.0f}" for mb in sorted(by_pid.values()))
+        for role, by_pid in peaks.items()
+    )
+    return "; ".join(groups) + " MB"
+
+
+def largest_process_mb(peaks: dict[str, dict[int, float]]) -> float:
+    return max((mb for by_pid in peaks.values() for mb in by_pid.values()), default=0)
 
 
 class Watcher(threading.Thread):
@@ -173,7 +177,7 @@ class Watcher(threading.Thread):
         self.stack, self.petition_id = stack, petition_id
         self.started = time.monotonic()
         self.samples: list[dict] = []
-        self.peak_memory: dict[int, tuple[str, float]] = {}  # pid: (role, MB)
+        self.peak_memory: dict[str, dict[int, float]] = defaultdict(dict)  # role: pid: MB
         self.done = threading.Event()
 
     def run(self) -> None:
@@ -188,12 +192,15 @@ class Watcher(threading.Thread):
             sample.update(tally_state(connection, self.petition_id))
         for pid, role in watched_processes(self.stack).items():
             if (peak := peak_resident_mb(pid)) is not None:
-                known = self.peak_memory.get(pid, (role, 0.0))
-                self.peak_memory[pid] = (role, max(known[1], peak))
+                peaks = self.peak_memory[role]
+                peaks[pid] = max(peaks.get(pid, 0.0), peak)
         return sample
 
-    def memory_by_process(self) -> dict[str, float]:
-        return {f"{pid} {role}": round(mb, 1) for pid, (role, mb) in self.peak_memory.items()}
+    def memory_by_process(self) -> dict[str, dict[int, float]]:
+        return {
+            role: {pid: round(mb, 1) for pid, mb in by_pid.items()}
+            for role, by_pid in self.peak_memory.items()
+        }
 
     def stop(self) -> None:
         self.done.set()
@@ -614,7 +621,7 @@ def report(settings: Settings, results: dict) -> None:
                 f"{run['duplicates']} (resent copies {run['resent_copies']}), losses "
                 f"{run['losses']}"
                 + (f", killed after {run['killed_after']}" if run["killed_after"] else "")
-                + f"   peak memory {max(run['peak_memory_mb'].values(), default=0):.0f} MB"
+                + f"   peak memory {largest_process_mb(run['peak_memory_mb']):.0f} MB"
             )
             if run["cores_used"]:
                 lines.append(
