@@ -43,6 +43,7 @@ from bench.stack import (
     free_port,
     peak_resident_mb,
     pids_named,
+    process_tree,
     tool,
     wait_for_port,
 )
@@ -146,11 +147,11 @@ ROLES = {"web": ("gunicorn master", "web workers"), "worker": ("RQ workers", "RQ
 
 def watched_processes(stack: Stack) -> dict[int, str]:
     """The role of every live web and RQ process, by pid."""
-    roles = {}
+    roles, tree = {}, process_tree()
     for prefix, (started, children) in ROLES.items():
         for root in stack.roots(prefix):
             roles[root] = started
-            roles.update(dict.fromkeys(descendants(root), children))
+            roles.update(dict.fromkeys(descendants(root, tree), children))
     return roles
 
 

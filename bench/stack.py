@@ -68,7 +68,8 @@ class Stack:
 
     def pids(self, prefix: str) -> list[int]:
         """Every live process started under names beginning with ``prefix``, with children."""
-        return [pid for root in self.roots(prefix) for pid in [root, *descendants(root)]]
+        tree = process_tree()
+        return [pid for root in self.roots(prefix) for pid in [root, *descendants(root, tree)]]
 
 
 def _signal_group(process: subprocess.Popen, signum: int) -> None:
@@ -76,9 +77,9 @@ def _signal_group(process: subprocess.Popen, signum: int) -> None:
         os.killpg(process.pid, signum)
 
 
-def descendants(pid: int) -> list[int]:
-    """Children, grandchildren and so on, read from /proc."""
-    parents: dict[int, list[int]] = {}
+def process_tree() -> dict[int, list[int]]:
+    """Every live process's children, by parent pid, read from /proc in one pass."""
+    children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -86,10 +87,16 @@ def descendants(pid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        parents.setdefault(int(fields[1]), []).append(int(entry.name))
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    return children
+
+
+def descendants(pid: int, tree: dict[int, list[int]] | None = None) -> list[int]:
+    """Children, grandchildren and so on; pass ``tree`` to reuse one reading of /proc."""
+    tree = process_tree() if tree is None else tree
     found, todo = [], [pid]
     while todo:
-        children = parents.get(todo.pop(), [])
+        children = tree.get(todo.pop(), [])
         found.extend(children)
         todo.extend(children)
     return found
