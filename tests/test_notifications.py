@@ -528,6 +528,10 @@ def test_a_451_is_retried_and_the_message_sent_once(app, client, smtp_sink, run_
     run_jobs()
     run_jobs()
     assert [m["To"] for m in smtp_sink.received] == ["rui@example.org"]
+    with app.app_context():  # the refused attempt and the accepted one are both on record
+        delivery = db.session.scalar(select(Delivery))
+        assert (delivery.state, delivery.attempts) == (DeliveryState.SENT, 2)
+        assert delivery.sent_at is not None
 
 
 def test_consecutive_jobs_share_one_smtp_session_and_a_dropped_one_is_replaced(
