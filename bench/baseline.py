@@ -2,7 +2,9 @@
 
 Flask and Flask-SQLAlchemy on the same database, served by the same gunicorn settings:
 ``POST /rows`` inserts one row and commits; ``GET /page`` reads one row and renders a
-small page. Nothing else: no sessions, forms, templates, Redis or jobs.
+small page; ``POST /rows/<id>/confirm`` marks one row confirmed. Nothing else: no
+sessions, forms, templates, Redis, mail or jobs. The three together are the bare shape
+of the signing flow (page, signature, confirmation), which the benchmark also measures.
 
     gunicorn -c gunicorn.conf.py bench.baseline:app
 """
@@ -13,7 +15,7 @@ import os
 
 from flask import Flask, request
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import String
+from sqlalchemy import String, update
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -29,6 +31,7 @@ class Row(db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(254))
+    confirmed: Mapped[bool] = mapped_column(default=False)
 
 
 app = Flask(__name__)
@@ -38,9 +41,21 @@ db.init_app(app)
 
 @app.post("/rows")
 def insert_row():
-    db.session.add(Row(email=request.form.get("email", "")))
+    row = Row(email=request.form.get("email", ""))
+    db.session.add(row)
+    db.session.flush()  # the id the INSERT returned; read after the commit, it costs a SELECT
+    row_id = row.id
     db.session.commit()
-    return "", 201
+    return str(row_id), 201
+
+
+@app.post("/rows/<int:row_id>/confirm")
+def confirm_row(row_id: int):
+    changed = db.session.execute(
+        update(Row).where(Row.id == row_id, Row.confirmed.is_(False)).values(confirmed=True)
+    ).rowcount
+    db.session.commit()
+    return ("", 204) if changed else ("", 404)
 
 
 @app.get("/page")

@@ -151,6 +151,25 @@ async def _poster(
             await _request(tally, "insert", session.post(url, data=data), 201)
 
 
+async def _bare_signer(
+    base: str, connector: aiohttp.BaseConnector, tally: Tally, deadline: float, number: int
+) -> None:
+    """The signing flow's shape on the bare app: a page, an insert, then its confirmation."""
+    async with aiohttp.ClientSession(connector=connector, connector_owner=False) as session:
+        sequence = 0
+        while time.perf_counter() < deadline:
+            sequence += 1
+            if await _request(tally, "page", session.get(f"{base}/page"), 200) is None:
+                continue
+            data = {"email": f"flow{number}-{sequence}@bench.example"}
+            row_id = await _request(tally, "insert", session.post(f"{base}/rows", data=data), 201)
+            if row_id is None:
+                continue
+            confirm = session.post(f"{base}/rows/{row_id}/confirm")
+            if await _request(tally, "confirm", confirm, 204) is not None:
+                tally.confirmed.add(row_id)
+
+
 def _connector(clients: int) -> aiohttp.TCPConnector:
     return aiohttp.TCPConnector(limit=clients, force_close=True)
 
@@ -183,6 +202,18 @@ def bare_gets(base: str, clients: int, seconds: float) -> Tally:
         return [_reader(f"{base}/page", connector, tally, deadline, "page") for _ in range(clients)]
 
     return asyncio.run(_run(tasks, clients, seconds))
+
+
+def bare_flow(base: str, signers: int, readers: int, seconds: float) -> Tally:
+    """The baseline for the whole flow: the surge's clients, on the bare app."""
+
+    def tasks(connector, tally, deadline):
+        return [
+            *(_bare_signer(base, connector, tally, deadline, n) for n in range(signers)),
+            *(_reader(f"{base}/page", connector, tally, deadline, "read") for _ in range(readers)),
+        ]
+
+    return asyncio.run(_run(tasks, signers + readers, seconds))
 
 
 def signing_surge(

@@ -61,6 +61,9 @@ def test_a_small_benchmark_loses_nothing_sends_nothing_twice_and_stops_everythin
     results = json.loads(RESULTS.read_text())
 
     assert results["baseline"]["insert_rate"] > 0 and results["baseline"]["get_rate"] > 0
+    bare_flow = results["baseline"]["flow"]
+    assert bare_flow["confirmed_by_clients"] > 0
+    assert bare_flow["confirmed_rows"] == bare_flow["confirmed_by_clients"], bare_flow
     surge = results["signing"]
     assert surge["confirmed_by_clients"] > 0
     assert surge["confirmed_rows"] == surge["confirmed_by_clients"]
