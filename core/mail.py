@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from email_validator import EmailNotValidError, validate_email
 from flask import current_app, render_template
 
 from core.config import OUTBOX_MAIL
@@ -85,13 +86,46 @@ UTF8.header_encoding = UTF8.body_encoding = QP
 
 
 def _header(value: str) -> str | Header:
-    """A header value, as an RFC 2047 encoded word where it is not ASCII.
+    """A header value, as an RFC 2047 encoded word where it is not ASCII."""
+    _refuse_line_breaks(value)
+    return value if value.isascii() else Header(value, UTF8)
 
-    A line break would start a header of the sender's choosing, so none is let through.
-    """
+
+def _refuse_line_breaks(value: str) -> None:
+    # A line break would start a header of the sender's choosing.
     if "\r" in value or "\n" in value:
         raise ValueError(f"a line break in the header value {value!r}")
-    return value if value.isascii() else Header(value, UTF8)
+
+
+def _recipient(address: str) -> str:
+    """The address as mail servers take it.
+
+    An international domain goes in its ASCII form, so any server can deliver to it; only
+    a local part that is not ASCII still needs a server that offers SMTPUTF8.
+    """
+    if address.isascii():
+        return address
+    try:
+        checked = validate_email(address, check_deliverability=False)
+    except EmailNotValidError:
+        return address
+    return checked.ascii_email or checked.normalized
+
+
+def _address_header(address: str) -> str:
+    """An address header value; one that is not ASCII goes as raw UTF-8 (RFC 6532).
+
+    An encoded word is not allowed inside an address, so the value is handed to the
+    writer as escaped bytes, which it writes as they are.
+    """
+    _refuse_line_breaks(address)
+    return address.encode().decode("ascii", "surrogateescape")
+
+
+def _envelope_address(message: Message, name: str) -> str:
+    """The address in a header written by :func:`_address_header`, as text again."""
+    value = next(value for key, value in message.raw_items() if key == name)
+    return parseaddr(str(value).encode("ascii", "surrogateescape").decode())[1]
 
 
 @lru_cache(maxsize=64)  # the sender's address, on every message
@@ -133,7 +167,7 @@ def render(
     subject = str(getattr(text_module, "subject", "Groundswell"))
     message["Subject"] = _header(" ".join(subject.split()))  # no stray line breaks
     message["From"] = _address(current_app.config["MAIL_FROM"])
-    message["To"] = _header(to)
+    message["To"] = _address_header(_recipient(to))
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = _header(message_id or make_msgid(domain=message_domain()))
     for name, value in (headers or {}).items():
@@ -213,8 +247,8 @@ class SMTPConnection:
         a gap of a few system calls, not a round trip, where a crash could cause a
         second send; a refusal that follows is reported as usual, to correct the record.
         """
-        sender = parseaddr(str(message["From"]))[1]
-        recipient = parseaddr(str(message["To"]))[1]
+        sender = _envelope_address(message, "From")
+        recipient = _envelope_address(message, "To")
         data = message.as_bytes(policy=MAIL_POLICY)
         try:
             self._expect(self.smtp.mail(sender, self._options(sender, recipient)))

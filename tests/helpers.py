@@ -105,10 +105,12 @@ class SMTPSink:
     """A real SMTP server (aiosmtpd) keeping what it receives."""
 
     received: list[EmailMessage] = field(default_factory=list)
+    envelopes: list[tuple[list[str], bytes]] = field(default_factory=list)  # recipients, bytes
     port: int = 0
     reply: str | None = None  # set to e.g. "451 try later" to refuse every message
     refuse: set[str] = field(default_factory=set)  # addresses answered with 550
     defer: set[str] = field(default_factory=set)  # addresses answered with 451
+    smtputf8: bool = True  # offer international addresses (RFC 6531)
     connections: int = 0
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
@@ -128,14 +130,26 @@ class SMTPSink:
         if self.reply:
             return self.reply
         self.received.append(message_from_bytes(envelope.content, policy=default_policy))
+        self.envelopes.append((list(envelope.rcpt_tos), envelope.original_content))
         return "250 OK"
 
     def start(self) -> None:
         with socket.socket() as probe:  # aiosmtpd needs a concrete port to check it is up
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self._serve()
+
+    def _serve(self) -> None:
+        self.controller = Controller(
+            self, hostname="127.0.0.1", port=self.port, enable_SMTPUTF8=self.smtputf8
+        )
         self.controller.start()
+
+    def restart(self, *, smtputf8: bool) -> None:
+        """Serve again on the same port, offering SMTPUTF8 or not."""
+        self.controller.stop()
+        self.smtputf8 = smtputf8
+        self._serve()
 
     def stop(self) -> None:
         self.controller.stop()

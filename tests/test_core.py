@@ -274,3 +274,16 @@ def test_mail_headers_are_written_as_the_standard_folding_writes_them(value):
             return type(error)
 
     assert written(MAIL_POLICY) == written(standard)
+
+
+@pytest.mark.parametrize(
+    "address", ["ana@example.org\r\nBcc: all@example.org", "zoë@exämple.org\nBcc: x@example.org"]
+)
+def test_a_line_break_in_a_recipient_address_is_refused(app, address):
+    from types import SimpleNamespace
+
+    from core import mail
+
+    member = SimpleNamespace(display_name="Ana")
+    with app.test_request_context(), pytest.raises(ValueError, match="line break"):
+        mail.render("already_registered", address, member=member, login_link="", reset_link="")

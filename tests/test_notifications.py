@@ -674,9 +674,10 @@ def test_plain_ascii_mail_goes_as_it_is_with_its_links_whole(app, client, outbox
 
 
 def test_non_ascii_text_arrives_intact_through_smtp_in_a_seven_bit_message(
-    app, smtp_sink, run_jobs
+    app, smtp_sink, run_jobs, monkeypatch
 ):
-    app.config["MAIL_FROM"] = "Groundswell São Bento <noreply@groundswell.localhost>"
+    sender = "Groundswell São Bento <noreply@groundswell.localhost>"
+    monkeypatch.setitem(app.config, "MAIL_FROM", sender)
     petition_id = petition_with_signers(app, 1)
     body = "From Monday, the council — Câmara — listens.\n.A line that starts with a dot\n" + (
         "Signatures from Zürich, Kraków and Đà Nẵng. " * 6
@@ -695,6 +696,52 @@ def test_non_ascii_text_arrives_intact_through_smtp_in_a_seven_bit_message(
     assert "\r\n.A line that starts with a dot\r\n" in text
     raw = message.as_bytes()
     assert raw.isascii()  # readable by servers without 8BITMIME
+
+
+def _sign_and_send(app, client, run_jobs, email: str) -> None:
+    petition_id = petition_with_signers(app, 0)
+    url = f"/petitions/{petition_id}"
+    submit(client, url, {"name": "Zoë", "email": email, "city": "Porto"}, f"{url}/sign")
+    run_jobs()
+
+
+def test_an_international_domain_goes_in_ascii_so_any_server_takes_it(
+    app, client, smtp_sink, run_jobs
+):
+    smtp_sink.restart(smtputf8=False)
+    _sign_and_send(app, client, run_jobs, "ana@exämple.org")
+    [(recipients, raw)] = smtp_sink.envelopes
+    assert recipients == ["ana@xn--exmple-cua.org"]
+    assert b"\r\nTo: ana@xn--exmple-cua.org\r\n" in raw
+    assert raw.isascii()
+    with app.app_context():  # the signature keeps the address as it was typed
+        assert db.session.scalar(select(Signature.email)) == "ana@exämple.org"
+
+
+def test_an_international_local_part_goes_as_utf8_where_the_server_offers_smtputf8(
+    app, client, smtp_sink, run_jobs
+):
+    _sign_and_send(app, client, run_jobs, "zoë@exämple.org")
+    [(recipients, raw)] = smtp_sink.envelopes
+    assert recipients == ["zoë@exämple.org"]
+    # RFC 6532: the address as UTF-8 in the header; an encoded word there is not an address.
+    assert "\r\nTo: zoë@exämple.org\r\n".encode() in raw
+    [to_line] = [line for line in raw.split(b"\r\n") if line.startswith(b"To:")]
+    assert b"=?" not in to_line
+    with app.app_context():
+        delivery = db.session.scalar(select(Delivery))
+        assert delivery.state == DeliveryState.SENT
+
+
+def test_an_international_local_part_fails_for_good_where_the_server_cannot_take_it(
+    app, client, smtp_sink, run_jobs
+):
+    smtp_sink.restart(smtputf8=False)
+    _sign_and_send(app, client, run_jobs, "zoë@exämple.org")
+    assert smtp_sink.envelopes == []
+    with app.app_context():
+        delivery = db.session.scalar(select(Delivery))
+        assert delivery.state == DeliveryState.FAILED
 
 
 def test_a_5xx_about_the_message_fails_it_without_marking_the_address(app, smtp_sink, run_jobs):
