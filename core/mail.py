@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from email.charset import QP, Charset
 from email.header import Header
+from email.headerregistry import Address
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
@@ -130,8 +131,17 @@ def _envelope_address(message: Message, name: str) -> str:
 
 @lru_cache(maxsize=64)  # the sender's address, on every message
 def _address(value: str) -> str:
-    """An address header whose display name may not be ASCII."""
-    return str(_header(formataddr(parseaddr(value), charset=UTF8)))
+    """The sender's address header, with a display name that may not be ASCII.
+
+    The address itself goes in its ASCII form where it has one; a local part that is not
+    ASCII leaves the whole header as raw UTF-8, since an encoded word cannot hold it.
+    """
+    name, address = parseaddr(value)
+    address = _recipient(address)
+    if not address.isascii():
+        local, _, domain = address.rpartition("@")
+        return _address_header(str(Address(name, local, domain)))
+    return str(_header(formataddr((name, address), charset=UTF8)))
 
 
 def _text_part(body: str, subtype: str) -> MIMEText:

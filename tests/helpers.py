@@ -12,6 +12,7 @@ from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from pathlib import Path
+from typing import NamedTuple
 
 from aiosmtpd.controller import Controller
 from flask import Flask
@@ -100,12 +101,20 @@ class MailBox:
                 path.unlink()
 
 
+class Envelope(NamedTuple):
+    """One message as the SMTP server took it: the envelope and the raw bytes."""
+
+    sender: str
+    recipients: list[str]
+    raw: bytes
+
+
 @dataclass
 class SMTPSink:
     """A real SMTP server (aiosmtpd) keeping what it receives."""
 
     received: list[EmailMessage] = field(default_factory=list)
-    envelopes: list[tuple[list[str], bytes]] = field(default_factory=list)  # recipients, bytes
+    envelopes: list[Envelope] = field(default_factory=list)
     port: int = 0
     reply: str | None = None  # set to e.g. "451 try later" to refuse every message
     refuse: set[str] = field(default_factory=set)  # addresses answered with 550
@@ -130,7 +139,9 @@ class SMTPSink:
         if self.reply:
             return self.reply
         self.received.append(message_from_bytes(envelope.content, policy=default_policy))
-        self.envelopes.append((list(envelope.rcpt_tos), envelope.original_content))
+        self.envelopes.append(
+            Envelope(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
+        )
         return "250 OK"
 
     def start(self) -> None:

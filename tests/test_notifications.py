@@ -252,11 +252,14 @@ def test_high_queue_is_served_before_a_bulk_backlog(app, client, outbox, run_job
     assert len(outbox.messages()) == services.BATCH_SIZE * 3 + 1
 
 
-def sign_as_guests(client, petition_id: int, names: list[str]) -> None:
+def sign_as_guest(client, petition_id: int, name: str, email: str) -> None:
     url = f"/petitions/{petition_id}"
+    submit(client, url, {"name": name, "email": email, "city": "Porto"}, f"{url}/sign")
+
+
+def sign_as_guests(client, petition_id: int, names: list[str]) -> None:
     for name in names:
-        form = {"name": name.title(), "email": f"{name}@example.org", "city": "Porto"}
-        submit(client, url, form, f"{url}/sign")
+        sign_as_guest(client, petition_id, name.title(), f"{name}@example.org")
 
 
 def test_a_surge_of_confirmations_waits_for_one_job_that_sends_them_together(
@@ -699,9 +702,7 @@ def test_non_ascii_text_arrives_intact_through_smtp_in_a_seven_bit_message(
 
 
 def _sign_and_send(app, client, run_jobs, email: str) -> None:
-    petition_id = petition_with_signers(app, 0)
-    url = f"/petitions/{petition_id}"
-    submit(client, url, {"name": "Zoë", "email": email, "city": "Porto"}, f"{url}/sign")
+    sign_as_guest(client, petition_with_signers(app, 0), "Zoë", email)
     run_jobs()
 
 
@@ -710,7 +711,7 @@ def test_an_international_domain_goes_in_ascii_so_any_server_takes_it(
 ):
     smtp_sink.restart(smtputf8=False)
     _sign_and_send(app, client, run_jobs, "ana@exämple.org")
-    [(recipients, raw)] = smtp_sink.envelopes
+    [(_, recipients, raw)] = smtp_sink.envelopes
     assert recipients == ["ana@xn--exmple-cua.org"]
     assert b"\r\nTo: ana@xn--exmple-cua.org\r\n" in raw
     assert raw.isascii()
@@ -722,7 +723,7 @@ def test_an_international_local_part_goes_as_utf8_where_the_server_offers_smtput
     app, client, smtp_sink, run_jobs
 ):
     _sign_and_send(app, client, run_jobs, "zoë@exämple.org")
-    [(recipients, raw)] = smtp_sink.envelopes
+    [(_, recipients, raw)] = smtp_sink.envelopes
     assert recipients == ["zoë@exämple.org"]
     # RFC 6532: the address as UTF-8 in the header; an encoded word there is not an address.
     assert "\r\nTo: zoë@exämple.org\r\n".encode() in raw
@@ -742,6 +743,29 @@ def test_an_international_local_part_fails_for_good_where_the_server_cannot_take
     with app.app_context():
         delivery = db.session.scalar(select(Delivery))
         assert delivery.state == DeliveryState.FAILED
+
+
+def test_an_international_sender_domain_goes_in_ascii(
+    app, client, smtp_sink, run_jobs, monkeypatch
+):
+    smtp_sink.restart(smtputf8=False)
+    monkeypatch.setitem(app.config, "MAIL_FROM", "Groundswell São Bento <avisos@bairrô.pt>")
+    _sign_and_send(app, client, run_jobs, "ana@example.org")
+    [(sender, _, raw)] = smtp_sink.envelopes
+    assert sender == "avisos@xn--bairr-bua.pt"
+    [from_line] = [line for line in raw.split(b"\r\n") if line.startswith(b"From:")]
+    assert from_line.endswith(b" <avisos@xn--bairr-bua.pt>")
+    assert smtp_sink.received[0]["From"].addresses[0].display_name == "Groundswell São Bento"
+
+
+def test_a_sender_with_an_international_local_part_goes_as_utf8(
+    app, client, smtp_sink, run_jobs, monkeypatch
+):
+    monkeypatch.setitem(app.config, "MAIL_FROM", '"Bairro, São Bento" <avisós@bairrô.pt>')
+    _sign_and_send(app, client, run_jobs, "ana@example.org")
+    [(sender, recipients, raw)] = smtp_sink.envelopes
+    assert (sender, recipients) == ("avisós@bairrô.pt", ["ana@example.org"])
+    assert '\r\nFrom: "Bairro, São Bento" <avisós@bairrô.pt>\r\n'.encode() in raw
 
 
 def test_a_5xx_about_the_message_fails_it_without_marking_the_address(app, smtp_sink, run_jobs):
