@@ -64,6 +64,9 @@ def load_config(instance_path: str | Path) -> dict[str, Any]:
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_SECURE": secure_cookies,
         "PREFERRED_URL_SCHEME": "https" if secure_cookies else "http",
+        # Reverse proxies in front that append X-Forwarded-For/-Proto/-Host; 0 trusts none,
+        # since without a proxy anyone can write those headers.
+        "PROXY_HOPS": _int("PROXY_HOPS", 0),
         # Forms check their own CSRF token so the error can be shown beside the form.
         "WTF_CSRF_TIME_LIMIT": None,
         "MAX_CONTENT_LENGTH": 1024 * 1024,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from flask import request
 from flask_wtf import FlaskForm
@@ -108,6 +109,15 @@ def form_page(template: str, form: FlaskForm, status: int | None = None, **conte
 
 def safe_next(target: str | None, fallback: str) -> str:
     """Follow a ``next`` parameter only to a path on this site."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return fallback
+    return target if target and _is_path_on_this_site(target) else fallback
+
+
+def _is_path_on_this_site(target: str) -> bool:
+    # Browsers drop tabs and line breaks and read a backslash as a slash, so "/\t/evil"
+    # and "/\\evil" lead off-site; a line break would also split the Location header.
+    if not target.isprintable() or " " in target or "\\" in target:
+        return False
+    if not target.startswith("/") or target.startswith("//"):
+        return False
+    parts = urlsplit(target)
+    return not parts.scheme and not parts.netloc

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import secrets
 from datetime import datetime
+from functools import cache
 
 from flask_login import UserMixin
 from sqlalchemy import ForeignKey, String, false
@@ -13,10 +15,26 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from core.db import Timestamped, utcnow
 from core.extensions import db
 
+PASSWORD_HASH_METHOD = "scrypt"
+
 
 def normalise_account_email(email: str) -> str:
     """Accounts are found by email regardless of case or surrounding spaces."""
     return email.strip().lower()
+
+
+@cache
+def _hash_of_no_account() -> str:
+    return generate_password_hash(secrets.token_urlsafe(16), method=PASSWORD_HASH_METHOD)
+
+
+def check_password_of_no_account(password: str) -> bool:
+    """Check a password as costly as for a real account, for an address that has none.
+
+    A sign-in answered sooner for unknown addresses would tell who has an account.
+    """
+    check_password_hash(_hash_of_no_account(), password)
+    return False
 
 
 class Member(UserMixin, Timestamped, db.Model):
@@ -53,7 +71,7 @@ class Member(UserMixin, Timestamped, db.Model):
         return f"{self.id}:{self.session_version}"
 
     def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password, method="scrypt")
+        self.password_hash = generate_password_hash(password, method=PASSWORD_HASH_METHOD)
         self.session_version = (self.session_version or 0) + 1
 
     def check_password(self, password: str) -> bool:
@@ -67,6 +85,12 @@ class Member(UserMixin, Timestamped, db.Model):
     def request_email_change(self, new_email: str) -> None:
         """Hold a new address until it is confirmed; the old one stays in use meanwhile."""
         self.pending_email = normalise_account_email(new_email)
+
+    def cancel_email_change(self) -> bool:
+        """Drop the address awaiting confirmation, so its link stops working; True if one was."""
+        was_pending = self.pending_email is not None
+        self.pending_email = None
+        return was_pending
 
     def confirm_email(self, email: str) -> bool:
         """Confirm ``email`` if it is the address awaiting confirmation; True if it was."""

@@ -5,18 +5,25 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum
 from typing import Any
 
 from flask import current_app
 from markupsafe import Markup
-from sqlalchemy import select
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
 
 from core import ratelimit
 from core.db import utcnow
 from core.extensions import db
 from core.hooks import collect
 from core.tokens import make_token, read_token
-from members.models import ApiToken, Member, normalise_account_email
+from members.models import (
+    ApiToken,
+    Member,
+    check_password_of_no_account,
+    normalise_account_email,
+)
 from members.signals import (
     account_deleting,
     account_mail_wanted,
@@ -28,6 +35,9 @@ from members.signals import (
 CONFIRM_PURPOSE = "confirm-email"
 # However often someone presses "register" or "resend", an inbox gets at most this much.
 ACCOUNT_MAIL_LIMIT = "5 per hour"
+# Anyone can make us tell an owner that their address was tried, so those notices have an
+# allowance of their own and cannot use up the one for confirmation links.
+ADDRESS_IN_USE_MAIL_LIMIT = "5 per hour"
 RESET_PURPOSE = "reset-password"
 
 
@@ -47,19 +57,45 @@ def register(*, display_name: str, email: str, password: str, city: str) -> Memb
     by email instead, so the page never reveals who has an account. Returns the new
     member, or None in that case.
     """
-    if existing := find_by_email(email):
-        if ratelimit.hit(ACCOUNT_MAIL_LIMIT, f"account-mail:{existing.id}", allow_when_down=True):
-            account_mail_wanted.send(_app(), member=existing, kind="already_registered")
-        return None
+    # Built first, so the password is hashed either way and the answer takes as long.
     member = Member(display_name=display_name, email=email, password=password, city=city)
+    if existing := find_by_email(email):
+        tell_owner_address_in_use(existing)
+        return None
     db.session.add(member)
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:
+        # Another request registered the address between our check and our insert.
+        db.session.rollback()
+        existing = find_by_email(email)
+        if existing is None:
+            raise
+        tell_owner_address_in_use(existing)
+        return None
     send_confirmation(member)
     return member
 
 
+def tell_owner_address_in_use(owner: Member) -> None:
+    """Tell an account's owner that someone tried to use their address, within limits."""
+    if ratelimit.hit(
+        ADDRESS_IN_USE_MAIL_LIMIT, f"address-in-use-mail:{owner.id}", allow_when_down=True
+    ):
+        account_mail_wanted.send(_app(), member=owner, kind="already_registered")
+
+
 def send_confirmation(member: Member) -> None:
-    """Queue the email that confirms the member's address (or new address), within limits."""
+    """Queue the email that confirms the member's address (or new address), within limits.
+
+    A new address that belongs to another account gets its owner a notice instead of a
+    link, so asking for it reveals nothing about who has an account.
+    """
+    awaiting = member.email_awaiting_confirmation
+    owner = find_by_email(awaiting) if awaiting else None
+    if owner is not None and owner.id != member.id:
+        tell_owner_address_in_use(owner)
+        return
     if not ratelimit.hit(ACCOUNT_MAIL_LIMIT, f"account-mail:{member.id}", allow_when_down=True):
         return
     account_mail_wanted.send(_app(), member=member, kind="confirm_account")
@@ -73,15 +109,23 @@ def confirmation_token(member: Member) -> str:
 
 
 def member_for_confirmation(token: str) -> tuple[Member, str] | None:
-    """The member and address a confirmation token names, if it is valid."""
+    """The member and address a confirmation token names, while that address awaits.
+
+    A link for an email change that was cancelled or replaced by another stops working.
+    """
     payload = read_token(CONFIRM_PURPOSE, token, current_app.config["EMAIL_TOKEN_MAX_AGE"])
-    if not isinstance(payload, dict):
+    if not isinstance(payload, dict) or not isinstance(payload.get("id"), int):
         return None
-    member = db.session.get(Member, payload.get("id"))
+    member = db.session.get(Member, payload["id"])
     email = payload.get("email")
-    if member is None or not isinstance(email, str):
+    if member is None or email is None or email != member.email_awaiting_confirmation:
         return None
     return member, email
+
+
+def moves_account(member: Member, email: str) -> bool:
+    """Whether confirming ``email`` would move the account to a new address."""
+    return email != member.email
 
 
 def confirm_email(token: str) -> Member | None:
@@ -121,11 +165,17 @@ def authenticate(email: str, password: str, address: str) -> LoginResult:
         if ratelimit.is_exhausted(limit, key):
             return LoginResult(retry_after=ratelimit.seconds_until_free(limit, key))
     member = find_by_email(email)
-    if member is not None and member.check_password(password):
+    if _password_matches(member, password):
         return LoginResult(member=member)
     for limit, key in limits:
         ratelimit.hit(limit, key)
     return LoginResult()
+
+
+def _password_matches(member: Member | None, password: str) -> bool:
+    if member is None:
+        return check_password_of_no_account(password)
+    return member.check_password(password)
 
 
 def load_session_member(session_id: str) -> Member | None:
@@ -175,7 +225,7 @@ def reset_password(token: str, password: str) -> Member | None:
     member = member_for_reset(token)
     if member is None:
         return None
-    member.set_password(password)
+    _set_new_password(member, password)
     # Following the emailed link proves the member reads this address.
     newly_confirmed = member.confirm_email(member.email)
     db.session.commit()
@@ -190,23 +240,39 @@ def update_profile(member: Member, *, display_name: str, city: str) -> None:
     db.session.commit()
 
 
-def change_email(member: Member, new_email: str) -> bool:
-    """Start an email change; the new address is used once confirmed. False if it is taken."""
-    taken = find_by_email(new_email)
-    if taken is not None and taken.id != member.id:
-        return False
+class EmailChange(Enum):
+    REQUESTED = "requested"
+    CANCELLED = "cancelled"
+    UNCHANGED = "unchanged"
+
+
+def change_email(member: Member, new_email: str) -> EmailChange:
+    """Start an email change, or cancel the pending one when given the current address.
+
+    The new address is used once confirmed. The answer is the same whether or not the
+    new address has another account (its owner then gets a notice, not a link).
+    """
     if normalise_account_email(new_email) == member.email:
-        return True
+        cancelled = member.cancel_email_change()
+        db.session.commit()
+        return EmailChange.CANCELLED if cancelled else EmailChange.UNCHANGED
     member.request_email_change(new_email)
     db.session.commit()
     send_confirmation(member)
-    return True
+    return EmailChange.REQUESTED
 
 
 def change_password(member: Member, new_password: str) -> None:
-    """Set a new password; other sessions of this member end."""
-    member.set_password(new_password)
+    """Set a new password; other sessions of this member end and API tokens are revoked."""
+    _set_new_password(member, new_password)
     db.session.commit()
+
+
+def _set_new_password(member: Member, password: str) -> None:
+    # Whoever knew the old password may have made tokens or stayed logged in elsewhere;
+    # set_password ends those sessions, and the tokens go here (committed by the caller).
+    member.set_password(password)
+    db.session.execute(delete(ApiToken).where(ApiToken.member_id == member.id))
 
 
 def profile_html(member: Member) -> list[Any]:
@@ -248,7 +314,13 @@ MAX_API_TOKENS = 10
 
 
 def create_api_token(member: Member, name: str) -> str:
-    """Make a token for ``member`` and return it; it cannot be shown again."""
+    """Make a token for ``member`` and return it; it cannot be shown again.
+
+    Only with a confirmed address: whoever registered someone else's address must not
+    keep a key to the account once its owner takes it over.
+    """
+    if not member.is_confirmed:
+        raise ValueError("Please confirm your email address before making a token.")
     if len(api_tokens_of(member)) >= MAX_API_TOKENS:
         raise ValueError(f"You can have at most {MAX_API_TOKENS} tokens. Revoke one first.")
     token = API_TOKEN_PREFIX + secrets.token_urlsafe(32)

@@ -59,6 +59,11 @@ def confirm(token: str):
     found = services.member_for_confirmation(token)
     if found is None:
         return render_template("members/confirm_invalid.html"), 404
+    member, email = found
+    # Whoever holds a link to a mistyped address must not be able to take the account.
+    if services.moves_account(member, email) and not _logged_in_as(member):
+        flash("Please log in to confirm your new email address.", "info")
+        return redirect(url_for("members.login", next=request.path))
     if form.validate_on_submit():
         member = services.confirm_email(token)
         if member is None:
@@ -66,7 +71,11 @@ def confirm(token: str):
         login_user(member)
         flash("Thank you: your email address is confirmed.", "success")
         return redirect(url_for("members.account"))
-    return form_page("members/confirm.html", form, email=found[1])
+    return form_page("members/confirm.html", form, email=email)
+
+
+def _logged_in_as(member: Member) -> bool:
+    return current_user.is_authenticated and current_user.id == member.id
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -171,19 +180,25 @@ def update_profile():
 @login_required
 def change_email():
     form = ChangeEmailForm()
-    if form.validate():
-        if not current_user.check_password(form.current_password.data):
-            form.current_password.errors.append("That is not your current password.")
-        elif not services.change_email(current_user, form.email.data):
-            form.email.errors.append("Another account already uses that address.")
+    if form.validate() and not current_user.check_password(form.current_password.data):
+        form.current_password.errors.append("That is not your current password.")
     if form.errors:
         return _account_page(INVALID_FORM_STATUS, email_form=form)
-    flash(
-        f"We sent a confirmation link to {form.email.data}. "
-        "Until you follow it, we keep using your current address.",
-        "info",
-    )
+    outcome = services.change_email(current_user, form.email.data)
+    flash(_email_change_message(outcome, form.email.data), "info")
     return redirect(url_for("members.account"))
+
+
+def _email_change_message(outcome: services.EmailChange, email: str) -> str:
+    # Said the same whether or not another account has the address.
+    if outcome is services.EmailChange.CANCELLED:
+        return f"Your email change was cancelled. We keep using {current_user.email}."
+    if outcome is services.EmailChange.UNCHANGED:
+        return f"{email} is already your email address."
+    return (
+        f"We sent a confirmation link to {email}. "
+        "Until you follow it, we keep using your current address."
+    )
 
 
 @bp.post("/account/password")
@@ -196,7 +211,10 @@ def change_password():
         return _account_page(INVALID_FORM_STATUS, password_form=form)
     services.change_password(current_user, form.password.data)
     login_user(current_user)  # the session id changed with the password
-    flash("Your password is changed. Other devices have been logged out.", "success")
+    flash(
+        "Your password is changed. Other devices have been logged out and your API tokens revoked.",
+        "success",
+    )
     return redirect(url_for("members.account"))
 
 

@@ -287,3 +287,45 @@ def test_a_line_break_in_a_recipient_address_is_refused(app, address):
     member = SimpleNamespace(display_name="Ana")
     with app.test_request_context(), pytest.raises(ValueError, match="line break"):
         mail.render("already_registered", address, member=member, login_link="", reset_link="")
+
+
+def failed_login_status(client, forwarded_for: str, attempt: int) -> int:
+    """One failed login from a client whose proxy says it is ``forwarded_for``."""
+    client.environ_base["HTTP_X_FORWARDED_FOR"] = forwarded_for
+    # A new address each time, so only the limit per client address can apply.
+    data = {"email": f"guess{attempt}@example.org", "password": "a wrong guess"}
+    return submit(client, "/login", data).status_code
+
+
+@pytest.fixture
+def behind_one_proxy(app, monkeypatch):
+    """The app as configured to run behind one reverse proxy."""
+    from core.app import create_app
+
+    monkeypatch.setenv("PROXY_HOPS", "1")
+    same_services = ("TESTING", "SQLALCHEMY_DATABASE_URI", "REDIS_URL", "MAIL_URL", "BASE_URL")
+    proxied = create_app({key: app.config[key] for key in same_services})
+    proxied.config["LOGIN_LIMIT_PER_ADDRESS"] = "2 per 15 minutes"
+    yield proxied
+    with proxied.app_context():
+        db.engine.dispose()
+
+
+def test_behind_a_proxy_each_client_address_has_its_own_login_limit(behind_one_proxy):
+    first, second = behind_one_proxy.test_client(), behind_one_proxy.test_client()
+    assert failed_login_status(first, "203.0.113.1", 1) == 422
+    assert failed_login_status(first, "203.0.113.1", 2) == 422
+    assert failed_login_status(first, "203.0.113.1", 3) == 429
+    assert failed_login_status(second, "203.0.113.2", 4) == 422
+
+
+def test_without_a_proxy_a_forwarded_address_is_ignored(app):
+    app.config["LOGIN_LIMIT_PER_ADDRESS"] = "2 per 15 minutes"
+    try:
+        first, second = app.test_client(), app.test_client()
+        assert failed_login_status(first, "203.0.113.1", 1) == 422
+        assert failed_login_status(first, "203.0.113.1", 2) == 422
+        # Anyone can write the header, so it cannot buy a fresh allowance.
+        assert failed_login_status(second, "203.0.113.2", 3) == 429
+    finally:
+        app.config["LOGIN_LIMIT_PER_ADDRESS"] = "50 per 15 minutes"

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from sqlalchemy import func, select
 
 from core.extensions import db
-from members.models import Member
+from members.models import ApiToken, Member
 from tests.helpers import csrf_token, links_in, path_of, submit
 
 PASSWORD = "correct horse battery"
@@ -234,17 +235,101 @@ def test_changing_email_needs_reconfirmation(app, client, auth, outbox, run_jobs
         assert member.email == "ana.new@example.org" and member.pending_email is None
 
 
-def test_changing_email_to_a_taken_address_is_refused(app, client, auth):
+def change_email_to(client, email: str, password: str = PASSWORD):
+    token = csrf_token(client.get("/account").text)
+    return client.post(
+        "/account/email",
+        data={"csrf_token": token, "email": email, "current_password": password},
+    )
+
+
+def confirm_links_to(outbox, email: str) -> list[str]:
+    return [
+        path_of(link)
+        for message in outbox.to(email)
+        for link in links_in(message)
+        if "/confirm/" in link
+    ]
+
+
+def test_changing_email_to_a_taken_address_looks_the_same_and_only_tells_its_owner(
+    app, client, auth, outbox, run_jobs
+):
     auth.member(email="bo@example.org", name="Bo")
     auth.logout()
     auth.member()
-    token = csrf_token(client.get("/account").text)
-    response = client.post(
-        "/account/email",
-        data={"csrf_token": token, "email": "bo@example.org", "current_password": PASSWORD},
+    outbox.clear()
+    for address in ("bo@example.org", "ana.new@example.org"):
+        assert change_email_to(client, address).status_code == 302
+        page = client.get("/account").text
+        assert f"We sent a confirmation link to {address}." in page
+        assert f"We sent a link to <strong>{address}</strong>" in page
+
+    run_jobs()
+    with app.app_context():
+        assert db.session.scalar(select(Member.email).where(Member.display_name == "Ana")) == (
+            "ana@example.org"
+        )
+    assert confirm_links_to(outbox, "bo@example.org") == []
+    assert [m["Subject"] for m in outbox.to("bo@example.org")] == [
+        "You already have a Groundswell account"
+    ]
+
+
+def test_entering_the_current_address_cancels_an_email_change_and_its_link(
+    app, client, auth, outbox, run_jobs
+):
+    auth.member()
+    change_email_to(client, "ana.typo@example.org")
+    run_jobs()
+    [link] = confirm_links_to(outbox, "ana.typo@example.org")
+
+    cancelled = change_email_to(client, "ANA@example.org")
+    assert cancelled.status_code == 302
+    assert "Your email change was cancelled" in client.get("/account").text
+    with app.app_context():
+        member = db.session.scalar(select(Member))
+        assert (member.email, member.pending_email) == ("ana@example.org", None)
+    assert client.get(link).status_code == 404
+    assert (
+        client.post(link, data={"csrf_token": csrf_token(client.get("/account").text)}).status_code
+        == 404
     )
-    assert response.status_code == 422
-    assert "Another account already uses that address." in response.text
+    with app.app_context():
+        assert db.session.scalar(select(Member.email)) == "ana@example.org"
+
+
+def test_a_link_for_a_replaced_email_change_stops_working(app, client, auth, outbox, run_jobs):
+    auth.member()
+    change_email_to(client, "ana.first@example.org")
+    run_jobs()
+    [first_link] = confirm_links_to(outbox, "ana.first@example.org")
+    change_email_to(client, "ana.second@example.org")
+    assert client.get(first_link).status_code == 404
+
+
+def test_confirming_a_new_address_needs_the_member_logged_in(app, client, auth, outbox, run_jobs):
+    auth.member()
+    change_email_to(client, "ana.new@example.org")
+    run_jobs()
+    [link] = confirm_links_to(outbox, "ana.new@example.org")
+
+    stranger = app.test_client()
+    response = stranger.get(link)
+    assert response.status_code == 302
+    assert path_of(response.headers["Location"]).startswith("/login?next=")
+    with app.app_context():
+        assert db.session.scalar(select(Member.email)) == "ana@example.org"
+
+    logged_in = submit(
+        stranger,
+        path_of(response.headers["Location"]),
+        {"email": "ana@example.org", "password": PASSWORD},
+    )
+    assert path_of(logged_in.headers["Location"]) == link
+    assert submit(stranger, link, {}).status_code == 302
+    with app.app_context():
+        assert db.session.scalar(select(Member.email)) == "ana.new@example.org"
 
 
 def test_download_my_data_and_delete_account(app, client, auth):
@@ -301,3 +386,178 @@ def test_temporary_smtp_failure_is_retried_without_double_sending(
     run_jobs()
     run_jobs()
     assert [m["To"] for m in smtp_sink.received] == ["ana@example.org"]
+
+
+@pytest.mark.parametrize(
+    "next_url",
+    [
+        "/%09/evil.example",
+        "/%0d%0a/x",
+        "//evil.example",
+        "/%5Cevil.example",
+        "https://evil.example",
+        "/%20/x",
+    ],
+)
+def test_login_never_follows_next_off_the_site(client, auth, next_url):
+    auth.member()
+    auth.logout()
+    response = submit(
+        client, f"/login?next={next_url}", {"email": "ana@example.org", "password": PASSWORD}
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/"
+
+
+def test_login_follows_next_to_a_page_on_this_site(client, auth):
+    auth.member()
+    auth.logout()
+    response = submit(
+        client,
+        "/login?next=%2Fpetitions%3Fpage%3D2",
+        {"email": "ana@example.org", "password": PASSWORD},
+    )
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/petitions?page=2"
+
+
+NEW_TOKEN = re.compile(r'id="new-token" value="([^"]+)"')
+
+
+def make_api_token(client):
+    page = client.get("/account")
+    return client.post(
+        "/account/api-tokens", data={"csrf_token": csrf_token(page.text), "name": "Script"}
+    )
+
+
+def api_status(client, token: str) -> int:
+    return client.get("/api/v1/petitions", headers={"OSDI-API-Token": token}).status_code
+
+
+def test_an_unconfirmed_member_cannot_make_an_api_token(app, client, auth):
+    auth.register()
+    assert auth.login().status_code == 302
+    assert "once you have confirmed your email address" in client.get("/account").text
+    response = make_api_token(client)
+    assert response.status_code == 422
+    assert "Please confirm your email address before making a token." in response.text
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ApiToken)) == 0
+
+
+def test_a_password_reset_revokes_api_tokens_and_ends_other_sessions(
+    app, client, auth, outbox, run_jobs
+):
+    auth.member()
+    token = NEW_TOKEN.search(make_api_token(client).text).group(1)
+    assert api_status(client, token) == 200
+
+    owner = app.test_client()
+    submit(owner, "/reset", {"email": "ana@example.org"})
+    run_jobs()
+    reset_link = path_of(links_in(outbox.last_to("ana@example.org"))[0])
+    new_password = "the owner's own passphrase"
+    changed = submit(owner, reset_link, {"password": new_password, "confirm": new_password})
+    assert changed.status_code == 302
+
+    assert api_status(owner, token) == 401
+    assert client.get("/account").status_code == 302  # the other session ended
+    assert owner.get("/account").status_code == 200
+
+
+def test_changing_the_password_revokes_api_tokens(app, client, auth):
+    auth.member()
+    token = NEW_TOKEN.search(make_api_token(client).text).group(1)
+    page = client.get("/account")
+    changed = client.post(
+        "/account/password",
+        data={
+            "csrf_token": csrf_token(page.text),
+            "current_password": PASSWORD,
+            "password": "y" * 12,
+            "confirm": "y" * 12,
+        },
+    )
+    assert changed.status_code == 302
+    assert api_status(client, token) == 401
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(ApiToken)) == 0
+
+
+class Spy:
+    """Counts calls to a function and passes them through."""
+
+    def __init__(self, function):
+        self.function, self.calls = function, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.function(*args, **kwargs)
+
+
+def test_login_checks_a_password_even_for_an_unknown_address(client, monkeypatch):
+    import members.models
+
+    spy = Spy(members.models.check_password_hash)
+    monkeypatch.setattr(members.models, "check_password_hash", spy)
+    response = submit(
+        client, "/login", {"email": "nobody@example.org", "password": "a guessed password"}
+    )
+    assert response.status_code == 422
+    assert spy.calls == 1  # as for a known address, so the answer takes as long
+
+
+def test_registering_a_taken_address_hashes_the_password_all_the_same(
+    app, client, auth, monkeypatch
+):
+    import members.models
+
+    auth.member()
+    auth.logout()
+    spy = Spy(members.models.generate_password_hash)
+    monkeypatch.setattr(members.models, "generate_password_hash", spy)
+    assert auth.register().status_code == 302
+    assert member_count(app) == 1
+    assert spy.calls == 1
+
+
+def test_notices_about_a_taken_address_leave_the_confirmation_allowance(
+    app, client, auth, outbox, run_jobs
+):
+    auth.register()
+    assert auth.login().status_code == 302
+    someone_else = app.test_client()
+    for _ in range(6):
+        submit(someone_else, "/register", {**GOOD, "display_name": "Someone else"})
+    page = client.get("/account")
+    client.post("/account/resend-confirmation", data={"csrf_token": csrf_token(page.text)})
+    run_jobs()
+    subjects = [m["Subject"] for m in outbox.to("ana@example.org")]
+    assert subjects.count("Confirm your email for Groundswell") == 2
+    assert subjects.count("You already have a Groundswell account") == 5
+
+
+def test_registering_an_address_taken_in_a_race_answers_as_usual(
+    app, client, auth, outbox, run_jobs, monkeypatch
+):
+    from members import services
+
+    auth.member()
+    auth.logout()
+    outbox.clear()
+    real_find_by_email = services.find_by_email
+    lookups = []
+
+    def before_the_other_insert(email):
+        # The first look sees no account: the other request commits right after it.
+        lookups.append(email)
+        return None if len(lookups) == 1 else real_find_by_email(email)
+
+    monkeypatch.setattr(services, "find_by_email", before_the_other_insert)
+    response = auth.register(name="Same time")
+    assert response.status_code == 302
+    assert path_of(response.headers["Location"]).startswith("/register/check-email")
+    assert member_count(app) == 1
+    run_jobs()
+    assert outbox.last_to("ana@example.org")["Subject"] == "You already have a Groundswell account"
