@@ -1,8 +1,9 @@
 """Petitions and signatures in the API, as OSDI petitions and signatures, and the hourly
 signature counts as open data.
 
-Signers' emails, and the names of those who chose not to be shown, go only to the
-petition's organiser, through their API token.
+The names of signers who chose not to be shown go only to the petition's organiser,
+through their API token; so do the emails of signers who asked for the organiser's
+updates, as in the organiser's CSV export. No one else's email leaves Groundswell.
 """
 
 from __future__ import annotations
@@ -148,7 +149,9 @@ def represent_petition(petition: Petition) -> dict[str, Any]:
 def _person(signature: Signature, personal: bool) -> dict[str, Any] | None:
     if not (personal or signature.show_name) or not signature.name:
         return None
-    return person(signature.name, signature.email if personal else None, signature.city)
+    # The organiser gets an email only where the signer asked for their updates.
+    email = signature.email if personal and signature.wants_updates else None
+    return person(signature.name, email, signature.city)
 
 
 def represent_signature(signature: Signature, personal: bool) -> dict[str, Any]:
@@ -215,7 +218,10 @@ def api_petition(petition_id: int):
 @api_route(
     bp,
     "/petitions/<id:petition_id>/signatures",
-    summary="Confirmed signatures of a petition, newest first.",
+    summary=(
+        "Confirmed signatures of a petition, newest first. The organiser's token also sees "
+        "hidden names, and the emails of signers who asked for the organiser's updates."
+    ),
     response=SIGNATURES,
     paged=True,
     personal=True,

@@ -2,7 +2,9 @@
 
 A signature row is the source of truth. ``Petition.signature_count``, the per-city
 counts and the hourly counts are derived by tally jobs, which add what changed since
-their last run; no web request ever writes to a petition's row when someone signs.
+their last run; no web request writes to a petition's row when someone signs or confirms.
+(The one exception is rare: someone signing again before their withdrawal was tallied;
+that request runs the tally first, see ``Signature.renew``.)
 """
 
 from __future__ import annotations
@@ -204,13 +206,45 @@ class Signature(db.Model):
         show_name: bool,
         wants_updates: bool,
     ) -> None:
-        """withdrawn → pending, when the same person signs again."""
+        """withdrawn → pending, when the same person signs again.
+
+        The tallies subtract a signature by its city and confirmation hour, so one still
+        counted must be tallied before it is renewed.
+        """
         if self.state != SignatureState.WITHDRAWN:
             raise PetitionError("Only a withdrawn signature can be renewed.")
-        self.name, self.city, self.city_slug, self.comment = name, city, city_slug, comment
-        self.show_name, self.wants_updates = show_name, wants_updates
+        if self.counted:
+            raise PetitionError("Tally the withdrawal before renewing the signature.")
+        self._set_details(name, city, city_slug, comment, show_name, wants_updates)
         self.state, self.confirmed_at, self.withdrawn_at = SignatureState.PENDING, None, None
         self.created_at = utcnow()
+
+    def replace_details(
+        self,
+        *,
+        name: str,
+        city: str,
+        city_slug: str,
+        comment: str | None,
+        show_name: bool,
+        wants_updates: bool,
+    ) -> None:
+        """Take the signer's details afresh while the signature is still pending."""
+        if self.state != SignatureState.PENDING:
+            raise PetitionError("Only a pending signature can take new details.")
+        self._set_details(name, city, city_slug, comment, show_name, wants_updates)
+
+    def _set_details(
+        self,
+        name: str,
+        city: str,
+        city_slug: str,
+        comment: str | None,
+        show_name: bool,
+        wants_updates: bool,
+    ) -> None:
+        self.name, self.city, self.city_slug, self.comment = name, city, city_slug, comment
+        self.show_name, self.wants_updates = show_name, wants_updates
 
     def anonymise(self) -> None:
         """Keep the signature counted but drop who made it (account deletion)."""

@@ -18,8 +18,9 @@ from redis.exceptions import RedisError
 from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.exc import StaleDataError
 
-from core import ratelimit
+from core import pagecache, ratelimit
 from core.db import Page, add_to_count, built_once, dialect_insert, paginate, utcnow
 from core.extensions import db, redis_store
 from core.hooks import WorkSummary, linked_work, work_organised_by
@@ -92,16 +93,28 @@ def has_signatures(petition: Petition) -> bool:
     )
 
 
+def page_cache_key(petition_id: int) -> str:
+    """The key of the petition page's shared anonymous view."""
+    return f"petition:{petition_id}"
+
+
+def _forget_page(petition_id: int) -> None:
+    # Anonymous visitors see a change of state or text at once, a hidden petition above all.
+    pagecache.forget_page(page_cache_key(petition_id))
+
+
 def edit_petition(petition: Petition, **fields: Any) -> None:
     """Change a petition; raises PetitionError if a frozen field would change."""
     petition.edit(fields, has_signatures=has_signatures(petition))
     petition.city_slug = city_slug(petition.city)
     db.session.commit()
+    _forget_page(petition.id)
 
 
 def _transition(petition: Petition, action: str, *args: Any) -> None:
     getattr(petition, action)(*args)
     db.session.commit()
+    _forget_page(petition.id)
 
 
 def publish(petition: Petition) -> None:
@@ -132,17 +145,23 @@ def close_expired_petitions() -> int:
     for petition in expired:
         petition.close()
     db.session.commit()
+    for petition in expired:
+        _forget_page(petition.id)
     return len(expired)
 
 
 def purge_stale_signatures() -> int:
-    """Delete pending signatures nobody confirmed within the allowed days."""
+    """Delete pending signatures nobody confirmed within the allowed days.
+
+    The days run from the last confirmation email, whose link works for as long.
+    """
     cutoff = utcnow() - timedelta(days=PENDING_SIGNATURE_DAYS)
+    last_asked = func.coalesce(Signature.confirmation_sent_at, Signature.created_at)
     result = db.session.execute(
         delete(Signature).where(
             Signature.state == SignatureState.PENDING,
             Signature.counted.is_(False),
-            Signature.created_at < cutoff,
+            last_asked < cutoff,
         )
     )
     db.session.commit()
@@ -160,6 +179,10 @@ class SignOutcome(StrEnum):
     ALREADY_SIGNED = "already-signed"
     RESENT = "resent"
     RECENTLY_SENT = "recently-sent"
+
+
+class SignatureGone(Exception):
+    """The signature was deleted (left unconfirmed too long) while it was being confirmed."""
 
 
 class SigningRefused(Exception):
@@ -219,11 +242,13 @@ def sign(petition: Petition, details: SignerDetails, address: str) -> SignOutcom
         return sign(petition, details, address)
     if existing.state == SignatureState.CONFIRMED:
         return SignOutcome.ALREADY_SIGNED
-    if existing.state == SignatureState.WITHDRAWN:
+    if existing.state == SignatureState.WITHDRAWN and _settle_withdrawal(existing):
         existing.renew(**_editable(details))
         existing.confirmation_sent_at = utcnow()
         _queue_confirmation(petition, existing.id, _signer(existing))
         return SignOutcome.CHECK_EMAIL
+    if existing.state == SignatureState.CONFIRMED:  # signed again meanwhile
+        return SignOutcome.ALREADY_SIGNED
     resent = _resend_confirmation(petition, existing)
     return SignOutcome.RESENT if resent else SignOutcome.RECENTLY_SENT
 
@@ -295,9 +320,15 @@ def sign_as_member(
             **_editable(details),
         )
         db.session.add(existing)
-    elif existing.state == SignatureState.WITHDRAWN:
+    elif existing.state == SignatureState.WITHDRAWN and _settle_withdrawal(existing):
         existing.renew(**_editable(details))
-    existing.member_id = member.id
+    elif existing.state == SignatureState.PENDING:
+        # Perhaps signed as a guest with this address, perhaps by someone else: what the
+        # member signs is what they chose now.
+        existing.replace_details(**_editable(details))
+    if existing.state == SignatureState.CONFIRMED:  # signed again meanwhile
+        return SignOutcome.ALREADY_SIGNED
+    existing.email, existing.member_id = member.email, member.id
     existing.confirm()
     try:
         db.session.commit()
@@ -308,6 +339,19 @@ def sign_as_member(
     receipt_title = f"You signed: {petition.title}"
     _tell_signer("signature_receipt", receipt_title, petition.id, existing.id, _signer(existing))
     return SignOutcome.COUNTED
+
+
+def _settle_withdrawal(signature: Signature) -> bool:
+    """Take a withdrawn signature out of the counts before it is renewed; False if it is
+    no longer withdrawn.
+
+    The tallies subtract a signature by its city and confirmation hour, which renewing
+    replaces; so a withdrawal not yet tallied is tallied first, here. Withdrawing and
+    signing again is rare enough for this request to take the petition's lock.
+    """
+    if signature.counted:
+        tally(signature.petition_id)  # commits; the row is read afresh below
+    return signature.state == SignatureState.WITHDRAWN
 
 
 def _signature_by_key(petition_id: int, email_key: str) -> Signature | None:
@@ -388,10 +432,18 @@ def signature_for_withdrawal(token: str) -> Signature | None:
 
 
 def confirm_signature(signature: Signature) -> bool:
-    """Confirm a pending signature; it then counts. False if it was not pending."""
+    """Confirm a pending signature; it then counts. False if it was not pending.
+
+    Raises SignatureGone if the stale-signature purge deleted it meanwhile.
+    """
     if not signature.petition.takes_signatures or not signature.confirm():
         return False
     petition_id = signature.petition_id
+    try:
+        db.session.flush()
+    except StaleDataError:
+        db.session.rollback()
+        raise SignatureGone from None
     address_confirmed(signature.email)  # commits the confirmation with it
     request_tally(petition_id)
     return True
@@ -535,7 +587,13 @@ def petitions_needing_tally() -> list[int]:
 
 
 def reconcile(petition_id: int) -> int:
-    """Recount a petition from its signature rows and repair any drift; returns the drift."""
+    """Recount a petition from its signature rows and repair any drift; returns the drift.
+
+    The counts are rebuilt from the rows flagged ``counted`` once the flags have caught up
+    with the states. Only code holding the petition's lock changes that flag, so every
+    statement here sees the same rows, whatever is confirmed or withdrawn meanwhile (that
+    is for the next tally).
+    """
     petition = _lock_petition(petition_id)
     if petition is None:
         return 0
@@ -545,7 +603,7 @@ def reconcile(petition_id: int) -> int:
         .where(Signature.petition_id == petition_id, Signature.counted != confirmed)
         .values(counted=confirmed)
     )
-    mine = and_(Signature.petition_id == petition_id, confirmed)
+    mine = and_(Signature.petition_id == petition_id, Signature.counted.is_(True))
     real = db.session.scalar(select(func.count()).where(mine)) or 0
     drift = real - petition.signature_count
     petition.signature_count = real
@@ -560,7 +618,9 @@ def reconcile(petition_id: int) -> int:
     )
     db.session.execute(delete(HourlyCount).where(HourlyCount.petition_id == petition_id))
     hours = Counter(
-        _hour(t) for t in db.session.scalars(select(Signature.confirmed_at).where(mine))
+        _hour(t)
+        for t in db.session.scalars(select(Signature.confirmed_at).where(mine))
+        if t is not None
     )
     db.session.add_all(
         HourlyCount(petition_id=petition_id, hour=h, count=n) for h, n in hours.items()
@@ -805,6 +865,7 @@ def post_update(petition: Petition, *, title: str, body: str) -> PetitionUpdate:
         payload={"update_id": news.id},
         audience="petition-update-signers",
     )
+    _forget_page(petition.id)
     return news
 
 

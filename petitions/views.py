@@ -23,7 +23,14 @@ from petitions.forms import (
     UpdateForm,
     VictoryForm,
 )
-from petitions.models import Petition, PetitionError, PetitionState
+from petitions.models import (
+    PENDING_SIGNATURE_DAYS,
+    Petition,
+    PetitionError,
+    PetitionState,
+    Signature,
+    SignatureState,
+)
 
 PETITION_FIELDS = (
     "title",
@@ -36,6 +43,10 @@ PETITION_FIELDS = (
 )
 SIGN_FIELDS = ("name", "email", "city", "comment", "show_name", "wants_updates")
 MEMBER_SIGN_FIELDS = ("comment", "show_name", "wants_updates")
+WITHDRAWN_MESSAGE = (
+    "You withdrew this signature, so it does not count. "
+    "To sign again, fill in the form on the petition page."
+)
 
 
 def _viewer():
@@ -100,7 +111,7 @@ def new():
 
 @bp.get("/petitions/<id:petition_id>")
 def show(petition_id: int):
-    cache_key = f"petition:{petition_id}"
+    cache_key = services.page_cache_key(petition_id)
     if (page := pagecache.cached_page(cache_key)) is not None:
         return page
     petition = _petition_or_404(petition_id)
@@ -202,17 +213,29 @@ def confirm(token: str):
     signature = services.signature_for_confirmation(token) or abort(404)
     form = ActionForm()
     if form.validate_on_submit():
-        petition_id = signature.petition_id
-        if services.confirm_signature(signature):
-            flash("Thank you: your signature is confirmed and counted.", "success")
-        elif signature.state == "confirmed":
-            flash("Your signature was already confirmed. Thank you!", "info")
-        else:
-            flash("This petition is not taking signatures any more.", "info")
-        return redirect(url_for("petitions.show", petition_id=petition_id))
+        petition = signature.petition
+        try:
+            confirmed = services.confirm_signature(signature)
+        except services.SignatureGone:
+            page = render_template(
+                "petitions/confirm_gone.html", petition=petition, days=PENDING_SIGNATURE_DAYS
+            )
+            return page, 410
+        flash(_confirmation_message(signature, confirmed), "success" if confirmed else "info")
+        return redirect(url_for("petitions.show", petition_id=petition.id))
     return form_page(
         "petitions/confirm.html", form, signature=signature, petition=signature.petition
     )
+
+
+def _confirmation_message(signature: Signature, confirmed: bool) -> str:
+    if confirmed:
+        return "Thank you: your signature is confirmed and counted."
+    if signature.state == SignatureState.CONFIRMED:
+        return "Your signature was already confirmed. Thank you!"
+    if signature.state == SignatureState.WITHDRAWN and signature.petition.takes_signatures:
+        return WITHDRAWN_MESSAGE
+    return "This petition is not taking signatures any more."
 
 
 @bp.route("/petitions/signatures/<token>/withdraw", methods=["GET", "POST"])
@@ -258,8 +281,9 @@ def _state_change(petition_id: int, change, message: str):
     try:
         change(petition)
     except PetitionError as error:
+        # A browser shows the body of a 4xx, not where it points: so show the page itself.
         flash(str(error), "error")
-        return redirect(url_for("petitions.show", petition_id=petition.id)), 409
+        return _show_page(petition, _sign_form(), status=409)
     flash(message, "success")
     return redirect(url_for("petitions.show", petition_id=petition.id))
 

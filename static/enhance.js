@@ -5,8 +5,16 @@ document.querySelectorAll('.share input[readonly]').forEach(function (input) {
   button.type = 'button';
   button.className = 'button secondary small';
   button.textContent = 'Copy link';
+  // A live region present from the start, so screen readers announce the copy.
+  var status = document.createElement('span');
+  status.className = 'visually-hidden';
+  status.setAttribute('role', 'status');
   button.addEventListener('click', function () {
-    navigator.clipboard.writeText(input.value).then(function () { button.textContent = 'Copied'; });
+    navigator.clipboard.writeText(input.value).then(function () {
+      button.textContent = 'Copied';
+      status.textContent = 'Link copied';
+    });
   });
   input.insertAdjacentElement('afterend', button);
+  button.insertAdjacentElement('afterend', status);
 });

@@ -47,3 +47,15 @@ def test_a_guest_signs_and_confirms_a_petition_in_a_browser(app, page, outbox, r
     expect(recent_signers.get_by_text("Rita Lopes")).to_be_visible()
     with app.app_context():
         assert db.session.get(Petition, petition_id).signature_count == 1
+
+
+def test_copying_the_share_link_is_announced(app, page, live_server):
+    petition_id = make_petition(app)
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server)
+    page.goto(f"/petitions/{petition_id}")
+    page.get_by_role("button", name="Copy link").click()
+    expect(page.get_by_role("button", name="Copied")).to_be_visible()
+    # Screen readers hear it through a live region that was there before the click.
+    expect(page.get_by_role("status")).to_have_text("Link copied")
+    copied = page.evaluate("navigator.clipboard.readText()")
+    assert copied == f"http://localhost/petitions/{petition_id}"

@@ -79,12 +79,12 @@ class Tags(HTMLParser):
         }
 
 
-CARD_TITLE = re.compile(r'<h3><a href="/petitions/\d+">(.*?)</a></h3>')
+CARD_TITLE = re.compile(r'<h([23])><a href="/petitions/\d+">(.*?)</a></h\1>')
 
 
 def listed(html: str) -> list[str]:
     """Titles of the petition cards on a page, in order."""
-    return [unescape(title) for title in CARD_TITLE.findall(html)]
+    return [unescape(title) for _, title in CARD_TITLE.findall(html)]
 
 
 def section(html: str, heading_id: str) -> str:
@@ -310,7 +310,7 @@ def test_filter_form_in_a_browser(app, page):
     page.get_by_label("City").fill("sao paulo")
     page.get_by_label("Topic").select_option(label="Delivery and courier work")
     page.get_by_role("button", name="Show petitions").click()
-    cards = page.locator(".petition-card h3")
+    cards = page.locator(".petition-card").get_by_role("heading", level=2)  # right under h1
     assert cards.all_inner_texts() == ["Sao Paulo courier shelters"]
     assert page.get_by_role("status").inner_text() == "1 petition found."
     assert page.get_by_label("City").input_value() == "sao paulo"
@@ -941,5 +941,71 @@ def test_anonymous_views_share_one_cached_page_each_with_its_own_csrf_token(app,
         assert "A newer title" in client.get(url).text
         redis.delete(f"page:petition:{petition_id}")  # the entry expires
         assert "A newer title" in visitor.get(url).text
+    finally:
+        app.config["PAGE_CACHE_SECONDS"] = 0
+
+
+def with_page_cache(app):
+    """Share anonymous views for a minute, as production does for a couple of seconds."""
+    app.config["PAGE_CACHE_SECONDS"] = 60
+
+
+def test_a_flashed_message_reaches_its_reader_and_never_the_shared_page(app, client):
+    with app.app_context():
+        petition = make_petition(make_member())
+        token = services.confirmation_token(add_signature(petition, "Rui Costa", confirm=False))
+        petition_id = petition.id
+    with_page_cache(app)
+    try:
+        confirm = f"/petitions/signatures/{token}/confirm"
+        done = client.post(confirm, data={"csrf_token": csrf_token(client.get(confirm).text)})
+        assert done.headers["Location"] == f"/petitions/{petition_id}"
+        mine = client.get(done.headers["Location"]).text
+        assert "your signature is confirmed and counted" in mine
+        assert "your signature is confirmed" not in client.get(f"/petitions/{petition_id}").text
+        anyone = app.test_client().get(f"/petitions/{petition_id}").text
+        assert "Fair pay for couriers" in anyone
+        assert "your signature is confirmed" not in anyone
+    finally:
+        app.config["PAGE_CACHE_SECONDS"] = 0
+
+
+def test_hiding_closing_or_editing_a_petition_shows_at_once_despite_the_page_cache(
+    app, client, auth
+):
+    with app.app_context():
+        olga = make_member()
+        petition_id = make_petition(olga).id
+    url = f"/petitions/{petition_id}"
+    visitor = app.test_client()
+    with_page_cache(app)
+    try:
+        assert "Fair pay for couriers" in visitor.get(url).text  # now shared from Redis
+
+        login(auth, "olga@example.org")
+        edited = submit(
+            client,
+            f"{url}/edit",
+            {
+                "title": "Fair pay for every courier",
+                "ask": "Set a minimum rate per delivery for every platform in the city.",
+                "decision_maker_name": "Carla Mendes",
+                "decision_maker_role": "Mayor of Lisbon",
+                "city": "Lisbon",
+                "topic": "delivery",
+                "goal": "100",
+                "closes_on": (utcnow() + timedelta(days=30)).date().isoformat(),
+            },
+        )
+        assert edited.status_code == 302
+        assert "Fair pay for every courier" in visitor.get(url).text
+
+        page = client.get(url).text
+        client.post(f"{url}/close", data={"csrf_token": csrf_token(page)})
+        assert "Not taking signatures" in visitor.get(url).text
+
+        with app.app_context():
+            services.hide(db.session.get(Petition, petition_id), "Breaks the rules")
+        assert visitor.get(url).status_code == 404
     finally:
         app.config["PAGE_CACHE_SECONDS"] = 0

@@ -8,7 +8,8 @@ from datetime import timedelta
 import pytest
 from flask import Flask
 from rq.registry import ScheduledJobRegistry
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
+from sqlalchemy.orm import Session
 
 from core.db import utcnow
 from core.extensions import db
@@ -17,6 +18,8 @@ from notifications import jobs as notification_jobs
 from notifications.models import Notification
 from petitions import jobs, services
 from petitions.models import (
+    CityCount,
+    HourlyCount,
     Milestone,
     Petition,
     PetitionError,
@@ -300,6 +303,20 @@ def test_organiser_closes_and_declares_victory(app, client, auth):
     assert "Victory" in shown and "adopted a cap" in shown
 
 
+def test_a_refused_state_change_shows_the_petition_page_with_the_reason(app, client, auth):
+    auth.member()
+    petition_id = make_petition(app, organiser_email="ana@example.org")
+    page = client.get(f"/petitions/{petition_id}")
+    refused = client.post(
+        f"/petitions/{petition_id}/publish", data={"csrf_token": csrf_token(page.text)}
+    )
+    assert refused.status_code == 409
+    assert "Location" not in refused.headers  # browsers do not follow one on a 4xx
+    assert "<h1>Cap holiday lets in Alfama</h1>" in refused.text
+    assert "Only a draft can be published." in refused.text
+    assert "Only a draft can be published." not in client.get(f"/petitions/{petition_id}").text
+
+
 # --- signing ------------------------------------------------------------------------
 
 
@@ -449,21 +466,81 @@ def test_pending_signer_gets_the_link_again_at_most_every_ten_minutes(
     assert rows(app, petition_id) == 1
 
 
-def test_unconfirmed_signatures_are_purged_after_seven_days(app):
+def test_unconfirmed_signatures_are_purged_seven_days_after_the_last_confirmation_email(app):
     petition_id = make_petition(app)
+    long_ago, yesterday = utcnow() - timedelta(days=7, minutes=1), utcnow() - timedelta(days=1)
     with app.app_context():
         petition = db.session.get(Petition, petition_id)
-        for email in ["old@example.org", "new@example.org"]:
+        for email in ["old@example.org", "resent@example.org", "new@example.org"]:
             add_signature(petition, email=email, confirm=False)
         db.session.execute(
             update(Signature)
-            .where(Signature.email == "old@example.org")
-            .values(created_at=utcnow() - timedelta(days=7, minutes=1))
+            .where(Signature.email != "new@example.org")
+            .values(created_at=long_ago, confirmation_sent_at=long_ago)
+        )
+        # The link went out again yesterday, and it works for seven days.
+        db.session.execute(
+            update(Signature)
+            .where(Signature.email == "resent@example.org")
+            .values(confirmation_sent_at=yesterday)
         )
         db.session.commit()
         assert jobs.purge_stale_signatures() == 1
         remaining = db.session.scalars(select(Signature.email)).all()
-        assert remaining == ["new@example.org"]
+        assert sorted(remaining) == ["new@example.org", "resent@example.org"]
+
+
+def test_confirming_a_signature_purged_meanwhile_says_it_is_gone(app, client):
+    petition_id = make_petition(app)
+    long_ago = utcnow() - timedelta(days=8)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        signature = add_signature(petition, email="late@example.org", confirm=False)
+        signature.created_at = signature.confirmation_sent_at = long_ago
+        db.session.commit()
+        token = services.confirmation_token(signature)
+    url = f"/petitions/signatures/{token}/confirm"
+    page = client.get(url)
+    assert "Confirm my signature" in page.text
+
+    def purge_now(session, flush_context, instances):
+        # The hourly purge, in a connection of its own, as the confirmation is being saved.
+        with app.app_context():
+            assert jobs.purge_stale_signatures() == 1
+
+    event.listen(Session, "before_flush", purge_now, once=True)
+    try:
+        gone = client.post(url, data={"csrf_token": csrf_token(page.text)})
+    finally:
+        event.remove(Session, "before_flush", purge_now)
+    assert gone.status_code == 410
+    assert "no longer waiting to be confirmed" in gone.text
+    assert f'href="/petitions/{petition_id}"' in gone.text
+    assert rows(app, petition_id) == 0
+    assert client.post(url, data={"csrf_token": csrf_token(page.text)}).status_code == 404
+
+
+def test_confirming_a_withdrawn_signature_says_it_was_withdrawn(app, client, run_jobs):
+    petition_id = make_petition(app)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        signature = add_signature(petition, email="rui@example.org")
+        services.withdraw_signature(signature)
+        token = services.confirmation_token(signature)
+    url = f"/petitions/signatures/{token}/confirm"
+    page = client.get(url)
+    assert page.status_code == 200
+    assert "Confirm my signature" not in page.text
+    assert "You withdrew your signature" in page.text
+    assert "To sign again, fill in the form on" in page.text
+
+    pressed = client.post(url, data={"csrf_token": csrf_token(client.get("/login").text)})
+    assert pressed.status_code == 302
+    shown = client.get(pressed.headers["Location"]).text
+    assert "You withdrew this signature, so it does not count." in shown
+    assert "not taking signatures" not in shown
+    run_jobs()
+    assert count_of(app, petition_id) == 0
 
 
 def test_a_confirmed_member_signs_in_one_click_and_counts_at_once(
@@ -484,6 +561,34 @@ def test_a_confirmed_member_signs_in_one_click_and_counts_at_once(
     run_jobs()
     assert count_of(app, petition_id) == 1
     assert outbox.last_to("ana@example.org")["Subject"].startswith("You signed")
+
+
+def test_one_click_over_a_pending_entry_of_the_same_address_signs_with_the_members_choices(
+    app,
+):
+    petition_id = make_petition(app)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        ana = make_member("ana@example.org", "Ana Lima", city="Lisbon")
+        # Someone else typed Ana's address into the guest form, with their own choices.
+        stranger = services.SignerDetails(
+            "Not Ana", "Ana@Example.org", "Porto", "A stranger's comment", True, True
+        )
+        services.sign(petition, stranger, "203.0.113.7")
+        outcome = services.sign_as_member(
+            petition, ana, comment=None, show_name=False, wants_updates=False, address="10.0.0.2"
+        )
+        assert outcome == services.SignOutcome.COUNTED
+        signature = db.session.scalar(select(Signature))
+        assert signature.state == SignatureState.CONFIRMED and signature.member_id == ana.id
+        assert (signature.name, signature.email, signature.city, signature.city_slug) == (
+            "Ana Lima",
+            "ana@example.org",
+            "Lisbon",
+            "lisbon",
+        )
+        assert signature.comment is None
+        assert not signature.show_name and not signature.wants_updates
 
 
 def test_an_unconfirmed_member_signs_like_a_guest(app, client, auth):
@@ -687,6 +792,127 @@ def test_reconcile_repairs_drift(app):
         assert jobs.reconcile_counts() == 39
         db.session.expire_all()
         assert db.session.get(Petition, petition_id).signature_count == 3
+
+
+def city_and_hour_counts(petition_id: int) -> tuple[dict[str, int], dict]:
+    """The petition's per-city and hourly counts, leaving out empty ones."""
+    db.session.expire_all()
+    cities = db.session.execute(
+        select(CityCount.city_slug, CityCount.count).where(CityCount.petition_id == petition_id)
+    )
+    hours = db.session.execute(
+        select(HourlyCount.hour, HourlyCount.count).where(HourlyCount.petition_id == petition_id)
+    )
+    return {s: n for s, n in cities if n}, {h: n for h, n in hours if n}
+
+
+def confirmed_hours(petition_id: int) -> dict:
+    """Confirmed signatures by the hour of their confirmation, from the rows themselves."""
+    confirmed_at = db.session.scalars(
+        select(Signature.confirmed_at).where(
+            Signature.petition_id == petition_id, Signature.state == SignatureState.CONFIRMED
+        )
+    )
+    hours: dict = {}
+    for moment in confirmed_at:
+        hour = moment.replace(minute=0, second=0, microsecond=0)
+        hours[hour] = hours.get(hour, 0) + 1
+    return hours
+
+
+@pytest.mark.parametrize("landing", ["confirmation", "withdrawal"])
+def test_reconcile_counts_a_change_landing_midway_once_with_the_next_tally(app, landing):
+    petition_id = make_petition(app)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        add_signature(petition, "Ana Lima", email="ana@example.org", city="Lisbon")
+        changing = add_signature(
+            petition, "Rui Costa", email="rui@example.org", city="Porto",
+            confirm=landing == "withdrawal",
+        )  # fmt: skip
+        services.tally(petition_id)
+        changing_id, landed = changing.id, []
+        change = (
+            {"state": SignatureState.CONFIRMED, "confirmed_at": utcnow()}
+            if landing == "confirmation"
+            else {"state": SignatureState.WITHDRAWN, "withdrawn_at": utcnow()}
+        )
+
+        def land_after_the_flags_catch_up(conn, cursor, statement, *args):
+            # What a request committing between reconcile's statements looks like to the
+            # statements after it (PostgreSQL's READ COMMITTED).
+            if not landed and statement.startswith("UPDATE signatures SET counted"):
+                landed.append(True)
+                conn.execute(
+                    update(Signature.__table__)
+                    .where(Signature.__table__.c.id == changing_id)
+                    .values(**change)
+                )
+
+        event.listen(db.engine, "after_cursor_execute", land_after_the_flags_catch_up)
+        try:
+            services.reconcile(petition_id)
+        finally:
+            event.remove(db.engine, "after_cursor_execute", land_after_the_flags_catch_up)
+        assert landed
+        services.tally(petition_id)  # the tally the change queued
+
+        expected = 2 if landing == "confirmation" else 1
+        db.session.expire_all()
+        assert db.session.get(Petition, petition_id).signature_count == expected
+        cities, hours = city_and_hour_counts(petition_id)
+        assert cities == ({"lisbon": 1, "porto": 1} if expected == 2 else {"lisbon": 1})
+        assert hours == confirmed_hours(petition_id)
+
+
+@pytest.mark.parametrize(
+    ("signs_again_as", "tally_after"),
+    [
+        ("guest", "withdrawal"),
+        ("guest", "signing again"),
+        ("guest", "confirmation only"),
+        ("member", "withdrawal"),
+        ("member", "confirmation only"),  # one click signs and confirms at once
+    ],
+)
+def test_city_and_hourly_counts_follow_a_signer_who_withdraws_and_signs_again_elsewhere(
+    app, signs_again_as, tally_after
+):
+    petition_id = make_petition(app)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        rui = make_member("rui@example.org", "Rui Costa", city="Porto")
+        signature = add_signature(petition, "Rui Costa", email="rui@example.org", city="Lisbon")
+        signature.confirmed_at = utcnow() - timedelta(hours=3)  # an hour of its own
+        db.session.commit()
+        services.tally(petition_id)
+        assert city_and_hour_counts(petition_id)[0] == {"lisbon": 1}
+
+        services.withdraw_signature(signature)
+        if tally_after == "withdrawal":
+            services.tally(petition_id)
+        if signs_again_as == "guest":
+            again = services.SignerDetails(
+                "Rui Costa", "rui@example.org", "Porto", None, True, False
+            )
+            assert services.sign(petition, again, "10.0.0.3") == services.SignOutcome.CHECK_EMAIL
+            if tally_after == "signing again":
+                services.tally(petition_id)
+            assert services.confirm_signature(db.session.get(Signature, signature.id))
+        else:
+            outcome = services.sign_as_member(
+                petition, rui, comment=None, show_name=True, wants_updates=False, address="10.0.0.4"
+            )
+            assert outcome == services.SignOutcome.COUNTED
+        services.tally(petition_id)
+
+        db.session.expire_all()
+        assert db.session.get(Petition, petition_id).signature_count == 1
+        cities, hours = city_and_hour_counts(petition_id)
+        assert cities == {"porto": 1}
+        assert hours == confirmed_hours(petition_id) and sum(hours.values()) == 1
+        assert services.reconcile(petition_id) == 0
+        assert city_and_hour_counts(petition_id) == (cities, hours)
 
 
 def test_milestones_are_recorded_and_notified_once(app, outbox, run_jobs):
