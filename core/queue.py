@@ -20,10 +20,15 @@ from flask import Flask, current_app, has_app_context
 from rq import Queue, Retry, SimpleWorker, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
+from rq.timeouts import JobTimeoutException
 
 from core.extensions import redis_store
 
 QUEUE_NAMES = ("high", "default", "bulk")
+
+# Raised inside a job that has run its time. A job lets it go, whatever it catches
+# otherwise, so that RQ retries the job, rather than taking it for one item's failure.
+JobTimeout = JobTimeoutException
 
 _worker_app: Flask | None = None
 

@@ -34,7 +34,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from core import mail
 from core.db import built_once, dialect_insert, utcnow
 from core.extensions import db, redis_store
-from core.queue import default_retry, enqueue
+from core.queue import JobTimeout, default_retry, enqueue
 from core.tokens import make_token, read_token
 from core.urls import external_url
 from members.models import Member
@@ -443,6 +443,22 @@ def _release(deliveries: list[Delivery]) -> None:
     db.session.commit()
 
 
+def _hand_back(deliveries: list[Delivery]) -> None:
+    """Put back in the queue's hands every claimed delivery not recorded as sent.
+
+    Read from the database rather than the session: a message whose record of sending
+    was committed must stay sent, even if the session had not caught up with it.
+    """
+    claimed = [delivery.id for delivery in deliveries]
+    db.session.rollback()
+    db.session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(claimed), Delivery.state == DeliveryState.SENDING)
+        .values(state=DeliveryState.PENDING)
+    )
+    db.session.commit()
+
+
 def _settle(delivery: Delivery, state: DeliveryState, error: str | None = None) -> None:
     delivery.state, delivery.error = state, error
     if state == DeliveryState.SENT:
@@ -452,13 +468,44 @@ def _settle(delivery: Delivery, state: DeliveryState, error: str | None = None) 
 
 def subscriber_of(member_id: int | None, email: str) -> str:
     """The key preferences are kept under: the member, or a guest's address."""
-    return f"member:{member_id}" if member_id else f"email:{email.strip().lower()}"
+    return f"member:{member_id}" if member_id else address_subscriber(email)
+
+
+def address_subscriber(email: str) -> str:
+    """The key of the choices made for an address, by a guest or through its emails."""
+    return f"email:{email.strip().lower()}"
+
+
+def subscribers_of(member_id: int | None, email: str) -> tuple[str, ...]:
+    """Every key whose choices apply to mail for this member at this address.
+
+    An address keeps what was chosen for it after it becomes a member's, so an opt-out
+    made as a guest, or through the link in an older email, still holds.
+    """
+    if member_id:
+        return subscriber_of(member_id, email), address_subscriber(email)
+    return (address_subscriber(email),)
+
+
+_LESS_MAIL = (Frequency.IMMEDIATELY, Frequency.DAILY, Frequency.OFF)
+
+
+def strictest(frequencies: Iterable[Frequency]) -> Frequency:
+    """The choice sending the least mail: one opt-out outweighs any other choice."""
+    return max(frequencies, key=_LESS_MAIL.index, default=Frequency.IMMEDIATELY)
 
 
 def frequency_for(subscriber: str, category: str) -> Frequency:
     """How often ``subscriber`` wants to hear about ``category``."""
     chosen = db.session.get(Preference, (subscriber, category))
     return Frequency(chosen.frequency) if chosen else Frequency.IMMEDIATELY
+
+
+def frequency_for_mail(member_id: int | None, email: str, category: str) -> Frequency:
+    """How often mail about ``category`` goes to this member at ``email``: the strictest
+    of what the member and the address chose."""
+    subscribers = subscribers_of(member_id, email)
+    return strictest(frequency_for(subscriber, category) for subscriber in subscribers)
 
 
 def is_failing(email: str) -> bool:
@@ -481,7 +528,7 @@ class _Choices:
         failing = set(
             db.session.scalars(select(FailingAddress.email).where(FailingAddress.email.in_(emails)))
         )
-        subscribers = {subscriber_of(d.member_id, d.email) for d in deliveries}
+        subscribers = {key for d in deliveries for key in subscribers_of(d.member_id, d.email)}
         chosen = db.session.execute(
             select(Preference.subscriber, Preference.category, Preference.frequency).where(
                 Preference.subscriber.in_(subscribers)
@@ -497,8 +544,10 @@ class _Choices:
             return DeliveryState.SKIPPED
         if spec.category is None:
             return None
-        subscriber = subscriber_of(delivery.member_id, delivery.email)
-        frequency = self.frequencies.get((subscriber, spec.category), Frequency.IMMEDIATELY)
+        frequency = strictest(
+            self.frequencies.get((subscriber, spec.category), Frequency.IMMEDIATELY)
+            for subscriber in subscribers_of(delivery.member_id, delivery.email)
+        )
         return {Frequency.OFF: DeliveryState.SKIPPED, Frequency.DAILY: DeliveryState.DIGEST}.get(
             frequency
         )
@@ -543,7 +592,8 @@ def deliver(delivery_ids: list[int]) -> int:
     server never had whole; the sweep sends those once their claim lapses. A temporary refusal
     puts that delivery back and the batch carries on; the job then raises so that RQ
     retries what was put back. A refused address is marked failing; any other failure
-    fails that one delivery, never the batch.
+    fails that one delivery, never the batch. A job stopped for running too long puts
+    back everything it had not sent, and RQ's retry sends it.
     """
     deliveries = _claim(delivery_ids)
     if not deliveries:
@@ -557,23 +607,29 @@ def deliver(delivery_ids: list[int]) -> int:
     held: list[dict[str, Any]] = []
     sent, deferred = 0, 0
     with _lazy_connection() as connection:
-        for position, delivery in enumerate(deliveries):
-            spec = KINDS[delivery.notification.kind]
-            try:
-                message = _prepare(delivery, spec, choices, held)
-                if message is None:
+        try:
+            for position, delivery in enumerate(deliveries):
+                spec = KINDS[delivery.notification.kind]
+                try:
+                    message = _prepare(delivery, spec, choices, held)
+                    if message is None:
+                        continue
+                    server = connection()
+                except mail.TemporaryMailError:  # the server cannot be reached: retry later
+                    _release(deliveries[position:])
+                    raise
+                except JobTimeout:  # not this delivery's failure: the job's time is up
+                    raise
+                except Exception as error:
+                    current_app.logger.exception("delivery %s could not be prepared", delivery.id)
+                    _settle(delivery, DeliveryState.FAILED, repr(error)[:300])
                     continue
-                server = connection()
-            except mail.TemporaryMailError:  # the server cannot be reached: retry later
-                _release(deliveries[position:])
-                raise
-            except Exception as error:
-                current_app.logger.exception("delivery %s could not be prepared", delivery.id)
-                _settle(delivery, DeliveryState.FAILED, repr(error)[:300])
-                continue
-            outcome = _send_or_settle(server, delivery, message)
-            sent += outcome == DeliveryState.SENT
-            deferred += outcome == DeliveryState.PENDING
+                outcome = _send_or_settle(server, delivery, message)
+                sent += outcome == DeliveryState.SENT
+                deferred += outcome == DeliveryState.PENDING
+        except JobTimeout:  # the job ran out of time: its retry sends the rest
+            _hand_back(deliveries)
+            raise
     db.session.commit()  # skipped and held deliveries since the last message sent
     if deferred:
         raise mail.TemporaryMailError(f"{deferred} deliveries deferred; retrying them")
@@ -738,18 +794,54 @@ def _forget_failing_address():
 
 @account_deleting.connect
 def _forget_member(sender, member: Member, **extra) -> None:
-    """Nothing more goes to a deleted account, and its address leaves our records."""
-    subscriber = subscriber_of(member.id, member.email)
-    db.session.execute(delete(Preference).where(Preference.subscriber == subscriber))
-    mine = db.session.scalars(
-        select(Delivery).where(
-            or_(Delivery.member_id == member.id, Delivery.email == member.email.lower())
+    """Nothing more goes to a deleted account, and its address leaves our records.
+
+    Its deliveries stay, without address, name or the server's words about the address,
+    as do the notifications they belong to, without the address in their payload. The
+    choices and failures kept for the account's address go too, once the member proved
+    the address is theirs; until then they may be someone else's.
+    """
+    owned = [member.email.lower()] if member.is_confirmed else []
+    mine = list(
+        db.session.scalars(
+            select(Delivery).where(or_(Delivery.member_id == member.id, Delivery.email.in_(owned)))
         )
     )
+    addresses = {*owned, *(delivery.email for delivery in mine)}
+    _forget_addresses_in_payloads({delivery.notification_id for delivery in mine}, addresses)
     for delivery in mine:
-        if delivery.state in (DeliveryState.PENDING, DeliveryState.DIGEST):
-            delivery.state = DeliveryState.SKIPPED
-        delivery.email, delivery.name = f"deleted-{delivery.id}@invalid", ""
+        _forget_recipient(delivery)
+    subscribers = [subscriber_of(member.id, member.email), *map(address_subscriber, owned)]
+    db.session.execute(delete(Preference).where(Preference.subscriber.in_(subscribers)))
+    db.session.execute(delete(FailingAddress).where(FailingAddress.email.in_(owned)))
+
+
+def _forget_recipient(delivery: Delivery) -> None:
+    if delivery.state in (DeliveryState.PENDING, DeliveryState.DIGEST):
+        delivery.state = DeliveryState.SKIPPED
+    delivery.email, delivery.name = f"deleted-{delivery.id}@invalid", ""
+    delivery.error = None  # servers' replies name the address they refused
+
+
+def _forget_addresses_in_payloads(notification_ids: set[int], addresses: set[str]) -> None:
+    """Blank out ``addresses`` wherever they appear in these notifications' payloads."""
+    notifications = db.session.scalars(
+        select(Notification).where(Notification.id.in_(notification_ids))
+    )
+    for notification in notifications:
+        payload = _without_addresses(notification.payload, addresses)
+        if payload != notification.payload:
+            notification.payload = payload  # a new value: the column is plain JSON
+
+
+def _without_addresses(value: Any, addresses: set[str]) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_addresses(item, addresses) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_addresses(item, addresses) for item in value]
+    if isinstance(value, str) and value.strip().lower() in addresses:
+        return ""
+    return value
 
 
 @email_confirmed.connect
@@ -761,39 +853,69 @@ def _member_confirmed_address(sender, member: Member, **extra) -> None:
 
 
 def send_daily_digests(today: date | None = None) -> int:
-    """Gather each recipient's held deliveries into one email; returns how many digests.
+    """Gather each recipient's held deliveries into one email a day; returns how many digests.
 
-    Nothing is sent to someone with nothing new, and a second run on the same day finds
-    the deliveries already gathered.
+    Nothing is sent to someone with nothing new. What is held after today's digest went
+    (when the job runs again the same day) waits for tomorrow's.
     """
     today = today or utcnow().date()
     emails = db.session.scalars(
         select(Delivery.email).where(Delivery.state == DeliveryState.DIGEST).distinct()
     ).all()
-    digests = 0
-    for email in emails:
-        held = db.session.scalars(
-            select(Delivery)
-            .where(Delivery.state == DeliveryState.DIGEST, Delivery.email == email)
-            .order_by(Delivery.id)
-        ).all()
-        # Someone who turned a category off since gets none of it.
-        wanted = [d for d in held if not _turned_off(d)]
-        for delivery in held:
-            delivery.state = DeliveryState.DIGESTED if delivery in wanted else DeliveryState.SKIPPED
-        if not wanted:
-            db.session.commit()
-            continue
-        first = wanted[0]
-        notified = notify(
-            "daily_digest",
-            title=f"Your Groundswell digest for {today:%-d %B}",
-            payload={"delivery_ids": [d.id for d in wanted]},
-            recipients=[Recipient(first.email, first.member_id, first.name)],
-            key=f"digest:{_address_key(email)}:{today.isoformat()}",
+    return sum(_send_digest(email, today) for email in emails)
+
+
+def _send_digest(email: str, today: date) -> bool:
+    """Send ``email`` today's digest of what is held for it; False if there is none to send."""
+    held = db.session.scalars(
+        select(Delivery)
+        .where(Delivery.state == DeliveryState.DIGEST, Delivery.email == email)
+        .order_by(Delivery.id)
+    ).all()
+    # Someone who turned a category off since gets none of it.
+    wanted = [d for d in held if not _turned_off(d)]
+    for delivery in held:
+        if delivery not in wanted:
+            delivery.state = DeliveryState.SKIPPED
+    key = f"digest:{_address_key(email)}:{today.isoformat()}"
+    if not wanted or _notified_before(key):
+        db.session.commit()
+        return False
+    for delivery in wanted:
+        delivery.state = DeliveryState.DIGESTED  # committed together with the digest
+    first = wanted[0]
+    notified = notify(
+        "daily_digest",
+        title=f"Your Groundswell digest for {today:%-d %B}",
+        payload={"delivery_ids": [d.id for d in wanted]},
+        recipients=[Recipient(first.email, first.member_id, first.name)],
+        key=key,
+    )
+    if notified is None:  # a run alongside this one sent today's digest a moment ago
+        _hold_again([d.id for d in wanted], but_not=_digested_under(key))
+    return notified is not None
+
+
+def _notified_before(key: str) -> bool:
+    return db.session.scalar(select(Notification.id).where(Notification.key == key)) is not None
+
+
+def _digested_under(key: str) -> set[int]:
+    payload = db.session.scalar(select(Notification.payload).where(Notification.key == key))
+    return set((payload or {}).get("delivery_ids", []))
+
+
+def _hold_again(delivery_ids: list[int], but_not: set[int]) -> None:
+    """Keep deliveries for the next digest after all, except those in the one sent."""
+    db.session.execute(
+        update(Delivery)
+        .where(
+            Delivery.id.in_([i for i in delivery_ids if i not in but_not]),
+            Delivery.state == DeliveryState.DIGESTED,
         )
-        digests += notified is not None
-    return digests
+        .values(state=DeliveryState.DIGEST)
+    )
+    db.session.commit()
 
 
 def _address_key(email: str) -> str:
@@ -802,8 +924,8 @@ def _address_key(email: str) -> str:
 
 
 def _turned_off(delivery: Delivery) -> bool:
-    subscriber = subscriber_of(delivery.member_id, delivery.email)
-    return frequency_for(subscriber, delivery.notification.category) == Frequency.OFF
+    category = delivery.notification.category
+    return frequency_for_mail(delivery.member_id, delivery.email, category) == Frequency.OFF
 
 
 @message("daily_digest", notice=False)
@@ -854,6 +976,11 @@ def preferences_of(subscriber: str) -> dict[str, Frequency]:
 
 def set_preferences(subscriber: str, choices: dict[str, Frequency]) -> None:
     """Save frequencies for the given categories."""
+    _save_preferences(subscriber, choices)
+    db.session.commit()
+
+
+def _save_preferences(subscriber: str, choices: dict[str, Frequency]) -> None:
     for category, frequency in choices.items():
         statement = dialect_insert(Preference).values(
             subscriber=subscriber, category=category, frequency=frequency
@@ -862,7 +989,37 @@ def set_preferences(subscriber: str, choices: dict[str, Frequency]) -> None:
             index_elements=["subscriber", "category"], set_={"frequency": frequency}
         )
         db.session.execute(statement)
+
+
+def member_preferences(member: Member) -> dict[str, Frequency]:
+    """Every category with how often it reaches the member: with a confirmed address,
+    what was chosen for that address counts too (the strictest choice wins)."""
+    subscribers = _subscribers_of_member(member)
+    return {
+        category: strictest(frequency_for(subscriber, category) for subscriber in subscribers)
+        for category in Category
+    }
+
+
+def set_member_preferences(member: Member, choices: dict[str, Frequency]) -> None:
+    """Save a member's frequencies. The proven owner of an address decides for it too, so
+    earlier choices made for the address give way to these."""
+    _save_preferences(subscriber_of(member.id, member.email), choices)
+    if member.is_confirmed:
+        db.session.execute(
+            delete(Preference).where(
+                Preference.subscriber == address_subscriber(member.email),
+                Preference.category.in_(list(choices)),
+            )
+        )
     db.session.commit()
+
+
+def _subscribers_of_member(member: Member) -> tuple[str, ...]:
+    # Until the address is confirmed it may be someone else's, whose choices stay theirs.
+    if member.is_confirmed:
+        return subscribers_of(member.id, member.email)
+    return (subscriber_of(member.id, member.email),)
 
 
 def unsubscribe(subscriber: str, category: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
@@ -50,12 +53,12 @@ def mark_all_read():
     return redirect(url_for("notifications.index"))
 
 
-def _preferences_page(subscriber: str, action: str):
-    form = PreferencesForm(data=services.preferences_of(subscriber))
+def _preferences_page(
+    chosen: dict[str, Frequency], save: Callable[[dict[str, Frequency]], None], action: str
+):
+    form = PreferencesForm(data=chosen)
     if form.validate_on_submit():
-        services.set_preferences(
-            subscriber, {category: Frequency(form[category].data) for category in Category}
-        )
+        save({category: Frequency(form[category].data) for category in Category})
         flash("Your email preferences are saved.", "success")
         return redirect(action)
     return form_page("notifications/preferences.html", form, action=action)
@@ -64,14 +67,21 @@ def _preferences_page(subscriber: str, action: str):
 @bp.route("/notifications/preferences", methods=["GET", "POST"])
 @login_required
 def preferences():
-    subscriber = services.subscriber_of(current_user.id, current_user.email)
-    return _preferences_page(subscriber, url_for("notifications.preferences"))
+    return _preferences_page(
+        services.member_preferences(current_user),
+        partial(services.set_member_preferences, current_user),
+        url_for("notifications.preferences"),
+    )
 
 
 @bp.route("/notifications/preferences/<token>", methods=["GET", "POST"])
 def guest_preferences(token: str):
     subscriber = services.read_preferences_token(token) or abort(404)
-    return _preferences_page(subscriber, url_for("notifications.guest_preferences", token=token))
+    return _preferences_page(
+        services.preferences_of(subscriber),
+        partial(services.set_preferences, subscriber),
+        url_for("notifications.guest_preferences", token=token),
+    )
 
 
 @bp.route("/notifications/unsubscribe/<token>", methods=["GET", "POST"])
