@@ -296,7 +296,8 @@ class Vote(Timestamped, db.Model):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     proposal_id: Mapped[int] = mapped_column(ForeignKey("proposals.id", ondelete="CASCADE"))
-    # A deleted account's vote stays counted, without a name.
+    # A vote on a decided proposal stays counted without a name when its account goes; on
+    # an open one it is withdrawn, as only members' votes decide (see services.tally).
     member_id: Mapped[int | None] = mapped_column(
         ForeignKey("members.id", ondelete="SET NULL"), index=True
     )

@@ -4,13 +4,15 @@ The export holds the group, the people who agreed to share their contact details
 organisers, the meetups with their attendances, and the decisions with their votes.
 People who did not agree appear in attendances and votes without a person.
 
-On import, a person whose email belongs to an account here joins as that member; anyone
-else gets an unconfirmed account that they claim by resetting its password.
+On import the importer is the chapter's only member, and its organiser. The file is the
+importer's word, not the people's, so nobody else is enrolled or tied to an account here,
+whether or not their email has one: the chapter's votes on decided proposals are kept
+without names, and only the importer's own RSVPs and votes, found by their email address,
+keep a name. Everyone else joins the imported chapter themselves.
 """
 
 from __future__ import annotations
 
-import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -175,27 +177,12 @@ def _list(data: dict, key: str) -> list[dict]:
     return value
 
 
-def _account_for(entry: dict) -> Member:
-    """The member here with this email, or a new unconfirmed account to be claimed."""
+def _email_of(entry: dict) -> str:
     emails = _list(entry, "email_addresses")
     email = _text(emails[0], "address", 254) if emails else None
     if email is None:
         raise ChapterImportError("Every person needs an email address.")
-    email = normalise_account_email(email)
-    member = db.session.scalar(select(Member).where(Member.email == email))
-    if member is not None:
-        return member
-    name = " ".join(
-        p
-        for p in (_text(entry, "given_name", 50), _text(entry, "family_name", 50, required=False))
-        if p
-    )
-    localities = _list(entry, "postal_addresses")
-    city = (_text(localities[0], "locality", 80, required=False) if localities else None) or ""
-    member = Member(display_name=name, email=email, password=secrets.token_urlsafe(24), city=city)
-    db.session.add(member)
-    db.session.flush()
-    return member
+    return normalise_account_email(email)
 
 
 def import_chapter(importer: Member, data: Any) -> Chapter:
@@ -225,11 +212,11 @@ def import_chapter(importer: Member, data: Any) -> Chapter:
         chapter.activated_at = utcnow()
     db.session.add(chapter)
     db.session.flush()
-    people = _import_people(chapter, importer, _list(data, "osdi:people"))
+    own_refs = _join_as_importer(chapter, importer, _list(data, "osdi:people"))
     for event in _list(data, "osdi:events"):
-        _import_meetup(chapter, event, people)
+        _import_meetup(chapter, event, importer, own_refs)
     for decision in _list(data, "groundswell:decisions"):
-        _import_proposal(chapter, decision, people)
+        _import_proposal(chapter, decision, importer, own_refs)
     db.session.commit()
     for meetup in services.upcoming_meetups([chapter.id], limit=1000):
         services.schedule_reminders(meetup)
@@ -242,30 +229,35 @@ def _bounded(value: Any, low: int, high: int, default: int) -> int:
     return value if isinstance(value, int) and low <= value <= high else default
 
 
-def _import_people(chapter: Chapter, importer: Member, entries: list[dict]) -> dict[str, int]:
-    people: dict[str, int] = {}
-    roles = {importer.id: Role.ORGANISER}
+def _join_as_importer(chapter: Chapter, importer: Member, entries: list[dict]) -> set[str]:
+    """Make the importer the chapter's organiser; returns the file's references to them.
+
+    Nobody else in the file is looked up, so the result is the same whether or not
+    their emails have accounts here.
+    """
+    own_email = normalise_account_email(importer.email)
+    own_refs: set[str] = set()
     for entry in entries:
-        member = _account_for(entry)
+        if _email_of(entry) != own_email:
+            continue
         refs = entry.get("identifiers") or []
-        for ref in refs if isinstance(refs, list) else []:
-            if isinstance(ref, str):
-                people[ref] = member.id
-        role = Role.ORGANISER if entry.get("groundswell:role") == Role.ORGANISER else Role.MEMBER
-        roles.setdefault(member.id, role)
-    for member_id, role in roles.items():
-        db.session.add(
-            Membership(
-                chapter_id=chapter.id,
-                member_id=member_id,
-                role=role,
-                shares_contact=member_id in people.values(),  # they agreed where they came from
-            )
+        own_refs.update(ref for ref in (refs if isinstance(refs, list) else []) if _word(ref))
+    db.session.add(
+        Membership(
+            chapter_id=chapter.id,
+            member_id=importer.id,
+            role=Role.ORGANISER,
+            shares_contact=bool(own_refs),  # they agreed where they came from
         )
-    return people
+    )
+    return own_refs
 
 
-def _import_meetup(chapter: Chapter, event: dict, people: dict[str, int]) -> None:
+def _is_importer(entry: dict, own_refs: set[str]) -> bool:
+    return _word(entry.get("person")) in own_refs
+
+
+def _import_meetup(chapter: Chapter, event: dict, importer: Member, own_refs: set[str]) -> None:
     location = event.get("location") if isinstance(event.get("location"), dict) else {}
     lines = location.get("address_lines") if isinstance(location.get("address_lines"), list) else []
     meetup = Meetup(
@@ -283,26 +275,27 @@ def _import_meetup(chapter: Chapter, event: dict, people: dict[str, int]) -> Non
     meetup.set_times(_moment(event, "start_date"), _moment(event, "end_date"))
     db.session.add(meetup)
     db.session.flush()
-    seen: set[int] = set()
+    # An RSVP is a member's place here, so only the importer's own comes along.
     for attendance in _list(event, "osdi:attendances"):
-        member_id = people.get(_word(attendance.get("person")))
         status = ATTENDANCE.get(_word(attendance.get("status")))
-        if member_id is None or status is None or member_id in seen:
-            continue  # those who did not share their details stay out
-        seen.add(member_id)
+        if status is None or not _is_importer(attendance, own_refs):
+            continue
         db.session.add(
             Rsvp(
                 meetup_id=meetup.id,
-                member_id=member_id,
+                member_id=importer.id,
                 status=status,
                 attended=bool(attendance.get("attended")),
                 responded_at=_moment(attendance, "created_date", required=False) or utcnow(),
                 waitlisted_at=_moment(attendance, "waitlisted_date", required=False),
             )
         )
+        break
 
 
-def _import_proposal(chapter: Chapter, decision: dict, people: dict[str, int]) -> None:
+def _import_proposal(
+    chapter: Chapter, decision: dict, importer: Member, own_refs: set[str]
+) -> None:
     closed = decision.get("status") == ProposalState.CLOSED
     outcome = _word(decision.get("outcome"))
     if closed and outcome not in set(Outcome):
@@ -320,16 +313,16 @@ def _import_proposal(chapter: Chapter, decision: dict, people: dict[str, int]) -
     )
     db.session.add(proposal)
     db.session.flush()
-    voted: set[int] = set()
+    importer_voted = False
     for vote in _list(decision, "votes"):
         choice = _word(vote.get("choice"))
         if choice not in set(Choice):
             raise ChapterImportError(f"Unknown vote {vote.get('choice')!r}.")
-        member_id = people.get(_word(vote.get("person")))
-        if member_id in voted:
-            continue
-        if member_id is not None:
-            voted.add(member_id)
+        mine = _is_importer(vote, own_refs)
+        if (mine and importer_voted) or not (closed or mine):
+            continue  # one vote each; an open proposal is decided by the members here
+        importer_voted = importer_voted or mine
+        member_id = importer.id if mine else None  # a decided vote is kept without a name
         db.session.add(
             Vote(
                 proposal_id=proposal.id,

@@ -18,7 +18,7 @@ from flask import current_app
 from icalendar import Calendar, Event, vText
 from redis.exceptions import RedisError
 from slugify import slugify
-from sqlalchemy import Select, func, or_, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chapters.models import (
@@ -193,9 +193,43 @@ def _activate_if_ready(chapter: Chapter) -> None:
         )
 
 
+def _lock_chapter(chapter: Chapter) -> None:
+    """Serialise changes to one chapter's members and roles, then reread them.
+
+    Without the row lock two transactions each count the members and organisers without
+    seeing the other's uncommitted change: two joins at once could both miss the
+    activation threshold, and two organisers stepping down at once could leave none.
+    SQLite ignores FOR UPDATE; its writes are serial anyway.
+    """
+    db.session.refresh(chapter, with_for_update={"key_share": True})
+    db.session.expire(chapter, ["memberships"])
+    db.session.scalars(
+        select(Membership)
+        .where(Membership.chapter_id == chapter.id)
+        .execution_options(populate_existing=True)
+    ).all()
+
+
+def _longest_standing(memberships: list[Membership]) -> Membership | None:
+    return min(memberships, key=lambda m: (m.joined_at, m.id), default=None)
+
+
+def _ensure_organiser(chapter: Chapter) -> None:
+    """A chapter left without organisers is run by its longest-standing member."""
+    if not chapter.organisers:
+        successor = _longest_standing(chapter.memberships)
+        if successor is not None:
+            successor.role = Role.ORGANISER
+
+
 def join(chapter: Chapter, member: Member) -> bool:
-    """Add ``member``; returns False if they were already in. May activate the chapter."""
+    """Add ``member``; returns False if they were already in. May activate the chapter.
+
+    Whoever joins a chapter that has no organiser left becomes its organiser.
+    """
+    _lock_chapter(chapter)  # count the members with every other join committed
     if chapter.membership_of(member) is not None:
+        db.session.rollback()
         return False
     chapter.memberships.append(Membership(member_id=member.id, role=Role.MEMBER))
     try:
@@ -203,30 +237,41 @@ def join(chapter: Chapter, member: Member) -> bool:
     except IntegrityError:  # joined twice at once
         db.session.rollback()
         return False
+    _ensure_organiser(chapter)
     _activate_if_ready(chapter)
     db.session.commit()
     return True
 
 
 def leave(chapter: Chapter, member: Member) -> None:
-    """Leave the chapter and give up places at its upcoming meetups."""
+    """Leave the chapter, withdrawing votes on its open proposals and giving up places at
+    its upcoming meetups."""
+    _lock_chapter(chapter)
     membership = chapter.membership_of(member)
     if membership is None:
+        db.session.rollback()
         raise ChapterError("You are not a member of this chapter.")
     others = [m for m in chapter.memberships if m.member_id != member.id]
     if membership.role == Role.ORGANISER and len(chapter.organisers) == 1 and others:
+        db.session.rollback()
         raise ChapterError("You are the only organiser. Make someone else an organiser first.")
-    _give_up_places(member, chapter_id=chapter.id)
+    _withdraw_open_votes(member, chapter_id=chapter.id)
     chapter.memberships.remove(membership)
+    _ensure_organiser(chapter)
+    # Commit before giving up places: each place given up commits, which ends the lock.
     db.session.commit()
+    _give_up_places(member, chapter_id=chapter.id)
 
 
 def set_role(chapter: Chapter, member_id: int, role: Role) -> Membership:
     """Promote a member to organiser, or step an organiser back to member."""
+    _lock_chapter(chapter)
     membership = next((m for m in chapter.memberships if m.member_id == member_id), None)
     if membership is None:
+        db.session.rollback()
         raise ChapterError("That person is not a member of this chapter.")
     if role == Role.MEMBER and membership.role == Role.ORGANISER and len(chapter.organisers) == 1:
+        db.session.rollback()
         raise ChapterError("A chapter needs at least one organiser.")
     membership.role = role
     db.session.commit()
@@ -328,10 +373,10 @@ def edit_meetup(meetup: Meetup, details: MeetupDetails) -> bool:
 
     Returns True when people were told.
     """
-    if meetup.is_cancelled or meetup.has_ended:
-        raise ChapterError("A cancelled or finished meetup cannot be changed.")
-    before = (meetup.starts_at, meetup.ends_at, meetup.place)
+    _refuse_closed_meetup_changes(meetup)
     version = _lock_rsvps(meetup)
+    _refuse_closed_meetup_changes(meetup)  # it may have been cancelled while we waited
+    before = (meetup.starts_at, meetup.ends_at, meetup.place)
     _apply(meetup, details)
     promoted = _promote_waitlist(meetup)
     moved = (meetup.starts_at, meetup.ends_at) != before[:2]
@@ -349,6 +394,12 @@ def edit_meetup(meetup: Meetup, details: MeetupDetails) -> bool:
     if moved:
         schedule_reminders(meetup)
     return changed
+
+
+def _refuse_closed_meetup_changes(meetup: Meetup) -> None:
+    if meetup.is_cancelled or meetup.has_ended:
+        db.session.rollback()
+        raise ChapterError("A cancelled or finished meetup cannot be changed.")
 
 
 def cancel_meetup(meetup: Meetup) -> None:
@@ -476,14 +527,20 @@ def rsvp_of(meetup: Meetup, member: Member | None) -> Rsvp | None:
     )
 
 
+def _refuse_closed_rsvps(meetup: Meetup) -> None:
+    if not meetup.is_open_for_rsvp:
+        db.session.rollback()
+        raise ChapterError("This meetup no longer takes RSVPs.")
+
+
 def respond(meetup: Meetup, member: Member, going: bool) -> RsvpStatus:
     """Record going or not going. A full meetup waitlists newcomers first come, first
     served; a place given up goes at once to the first on the waitlist, who is told."""
-    if not meetup.is_open_for_rsvp:
-        raise ChapterError("This meetup no longer takes RSVPs.")
+    _refuse_closed_rsvps(meetup)
     if meetup.chapter.membership_of(member) is None:
         raise ChapterError("Join the chapter to RSVP to its meetups.")
     version = _lock_rsvps(meetup)
+    _refuse_closed_rsvps(meetup)  # it may have been cancelled while we waited
     rsvp = rsvp_of(meetup, member)
     promoted: list[Rsvp] = []
     if going:
@@ -552,6 +609,13 @@ def attendees(meetup: Meetup, status: RsvpStatus) -> list[Rsvp]:
             select(Rsvp).where(Rsvp.meetup_id == meetup.id, Rsvp.status == status).order_by(*order)
         )
     )
+
+
+def waitlist_place(waitlist: list[Rsvp], rsvp: Rsvp | None) -> int | None:
+    """The RSVP's number on the waitlist; None when it is not on it (any more)."""
+    if rsvp is None:
+        return None
+    return next((n for n, r in enumerate(waitlist, 1) if r.member_id == rsvp.member_id), None)
 
 
 def rsvp_counts(meetup_ids: list[int]) -> dict[int, Counter]:
@@ -856,22 +920,50 @@ def vote_of(proposal: Proposal, member: Member | None) -> Vote | None:
     )
 
 
+def _counted_votes(proposal: Proposal) -> Select:
+    """The votes that count: while a proposal is open, only those of current members.
+
+    Once it closes, its votes are kept as they were counted.
+    """
+    query = select(Vote).where(Vote.proposal_id == proposal.id)
+    if proposal.is_open:
+        members = select(Membership.member_id).where(Membership.chapter_id == proposal.chapter_id)
+        query = query.where(Vote.member_id.in_(members))
+    return query
+
+
 def tally(proposal: Proposal) -> dict[str, int]:
     counts = {choice.value: 0 for choice in Choice}
-    rows = db.session.execute(
-        select(Vote.choice, func.count())
-        .where(Vote.proposal_id == proposal.id)
-        .group_by(Vote.choice)
-    )
+    votes = _counted_votes(proposal).subquery()
+    rows = db.session.execute(select(votes.c.choice, func.count()).group_by(votes.c.choice))
     counts.update({key: value for key, value in rows})
     return counts
 
 
 def votes_on(proposal: Proposal) -> list[Vote]:
-    return list(
-        db.session.scalars(
-            select(Vote).where(Vote.proposal_id == proposal.id).order_by(Vote.updated_at.desc())
-        )
+    return list(db.session.scalars(_counted_votes(proposal).order_by(Vote.updated_at.desc())))
+
+
+def _discard_uncounted_votes(proposal: Proposal) -> None:
+    """Drop the votes of people who are not members as the proposal closes, so that the
+    votes kept with the result are those it was decided by."""
+    counted = _counted_votes(proposal).with_only_columns(Vote.id)
+    db.session.execute(
+        delete(Vote)
+        .where(Vote.proposal_id == proposal.id, Vote.id.not_in(counted))
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _withdraw_open_votes(member: Member, chapter_id: int | None = None) -> None:
+    """Remove the member's votes on proposals still open: only members decide them."""
+    open_ones = select(Proposal.id).where(Proposal.state == ProposalState.OPEN)
+    if chapter_id is not None:
+        open_ones = open_ones.where(Proposal.chapter_id == chapter_id)
+    db.session.execute(
+        delete(Vote)
+        .where(Vote.member_id == member.id, Vote.proposal_id.in_(open_ones))
+        .execution_options(synchronize_session=False)
     )
 
 
@@ -883,6 +975,7 @@ def close_proposal(proposal_id: int) -> Outcome | None:
     if proposal is None or not proposal.is_open or proposal.closes_at > utcnow():
         db.session.rollback()
         return None
+    _discard_uncounted_votes(proposal)
     outcome = proposal.close(tally(proposal), member_count(proposal.chapter))
     db.session.flush()
     notify(
@@ -1017,11 +1110,15 @@ def export_member_chapters(sender, member: Member, **extra) -> dict[str, Any]:
 
 @account_deleting.connect
 def hand_over_before_deletion(sender, member: Member, **extra) -> None:
-    """Free the member's meetup places and leave no chapter without an organiser."""
+    """Free the member's places, withdraw their votes on open proposals, and leave no
+    chapter without an organiser."""
     _give_up_places(member)
-    for chapter in chapters_of(member):
+    _withdraw_open_votes(member)
+    for chapter in sorted(chapters_of(member), key=lambda c: c.id):  # lock in one order
+        _lock_chapter(chapter)
         if chapter.is_organised_by(member) and len(chapter.organisers) == 1:
-            successor = next((m for m in members_of(chapter) if m.member_id != member.id), None)
+            others = [m for m in chapter.memberships if m.member_id != member.id]
+            successor = _longest_standing(others)
             if successor is not None:
                 successor.role = Role.ORGANISER
     db.session.flush()

@@ -48,6 +48,7 @@ from core.hooks import city_sections, collect, home_sections
 from members.signals import profile_sections
 
 MEETUP_PLACE_FIELDS = ("venue", "address", "online_link")
+MEMBER_ID_DIGITS = 18  # every id fits a 64-bit column
 
 
 def _viewer():
@@ -82,6 +83,12 @@ def _page_number() -> int:
 def local_filter(moment: datetime | None, chapter: Chapter) -> str:
     """A stored UTC time in the chapter's time zone."""
     return services.local_time(moment, chapter.zone) if moment else ""
+
+
+@bp.app_template_filter("local_date")
+def local_date_filter(moment: datetime | None, chapter: Chapter) -> str:
+    """The date of a stored UTC time, as it was in the chapter's time zone."""
+    return f"{moment.astimezone(chapter.zone):%-d %B %Y}" if moment else ""
 
 
 # --- chapters ----------------------------------------------------------------------------
@@ -287,7 +294,11 @@ def import_chapter():
             db.session.rollback()
             form.export.errors.append(str(error))
         else:
-            flash(f"{chapter.name} is imported, with you as an organiser.", "success")
+            flash(
+                f"{chapter.name} is imported, with you as its organiser. "
+                "Invite its members to join it here.",
+                "success",
+            )
             return redirect(url_for("chapters.show", slug=chapter.slug))
     return form_page("chapters/import.html", form)
 
@@ -339,16 +350,19 @@ def new_meetup(slug: str):
 def meetup(meetup_id: int):
     meetup = _meetup_or_404(meetup_id)
     chapter = meetup.chapter
+    rsvp = services.rsvp_of(meetup, _viewer())
+    waitlist = services.attendees(meetup, RsvpStatus.WAITLISTED)
     return render_template(
         "chapters/meetup.html",
         meetup=meetup,
         chapter=chapter,
         when=services.when_text(meetup),
-        rsvp=services.rsvp_of(meetup, _viewer()),
+        rsvp=rsvp,
+        waitlist_place=services.waitlist_place(waitlist, rsvp),
         membership=chapter.membership_of(_viewer()),
         is_organiser=chapter.is_organised_by(_viewer()),
         going=services.attendees(meetup, RsvpStatus.GOING),
-        waitlist=services.attendees(meetup, RsvpStatus.WAITLISTED),
+        waitlist=waitlist,
         action_form=ActionForm(formdata=None),
     )
 
@@ -418,6 +432,13 @@ def rsvp(meetup_id: int, answer: str):
     return _act(action, url_for("chapters.meetup", meetup_id=meetup_id))
 
 
+def _member_id(value: str) -> int | None:
+    """A member id from a checkbox; anything else (such as a huge number) is no one."""
+    if value.isascii() and value.isdigit() and len(value) <= MEMBER_ID_DIGITS:
+        return int(value)
+    return None
+
+
 @bp.route("/meetups/<id:meetup_id>/attendance", methods=["GET", "POST"])
 @login_required
 def attendance(meetup_id: int):
@@ -427,7 +448,7 @@ def attendance(meetup_id: int):
     form = ActionForm()
     error = None
     if form.validate_on_submit():
-        attended = {int(v) for v in request.form.getlist("attended") if v.isascii() and v.isdigit()}
+        attended = {i for i in map(_member_id, request.form.getlist("attended")) if i is not None}
         try:
             count = services.mark_attendance(meetup, attended)
         except ChapterError as problem:

@@ -147,3 +147,25 @@ def test_a_member_votes_on_a_proposal_and_changes_the_vote(app, page):
     expect(votes_for(results, "Agree")).to_have_text("0")
     expect(votes_for(results, "Abstain")).to_have_text("1")
     expect(votes).to_have_text("Votes and reasons Ana Rider: Abstain")
+
+
+def test_the_error_summary_link_takes_the_voter_to_the_choices(app, page):
+    """A vote sent without a choice: the summary's link moves focus to the first choice."""
+    with app.app_context():
+        olga = make_member("olga@example.org", "Olga Organiser")
+        ana = make_member("ana@example.org", "Ana Rider")
+        chapter = make_chapter(olga, ana, make_member("rui@example.org", "Rui Courier"))
+        proposal_id = services.open_proposal(
+            chapter,
+            olga,
+            title="Ask the council for a courier rest stop",
+            details="A covered place near Cais do Sodré where couriers can wait and rest.",
+            closes_at=utcnow() + timedelta(days=3),
+        ).id
+
+    log_in(page, "ana@example.org", "Ana Rider")
+    page.goto(f"/proposals/{proposal_id}")
+    page.get_by_role("button", name="Cast my vote").click()
+    summary = page.get_by_role("alert").filter(has_text="Please check the form")
+    summary.get_by_role("link", name="Your vote: Please choose agree").click()
+    expect(page.get_by_label("Agree", exact=True)).to_be_focused()

@@ -1,11 +1,13 @@
 """Chapters: the activation threshold, founding, membership and roles, RSVPs and the
 waitlist (also under concurrent changes), capacity changes, reminders, time zones across a
-clock change, calendars, attendance, notifications of changes, bad input, campaigns and
-the city page."""
+clock change, calendars, attendance, notifications of changes, bad input, campaigns,
+importing a chapter and the city page."""
 
 from __future__ import annotations
 
 import html
+import io
+import json
 import re
 import threading
 from datetime import UTC, date, datetime, time, timedelta
@@ -25,14 +27,21 @@ from chapters.models import (
     ChapterError,
     ChapterState,
     Meetup,
+    MeetupState,
+    Membership,
+    Outcome,
+    Proposal,
+    ProposalState,
     Role,
     Rsvp,
     RsvpStatus,
+    Vote,
 )
 from core.db import utcnow
 from core.extensions import db
 from core.queue import enqueue
 from members.models import Member
+from members.services import delete_account
 from tests.factories import (
     PASSWORD,
     make_campaign,
@@ -445,6 +454,125 @@ def test_organisers_promote_and_demote_but_keep_one_organiser(app):
     assert roles(app) == {"Olga": "organiser", "Ana": "member"}
 
 
+def test_the_next_to_join_a_chapter_its_last_member_left_becomes_its_organiser(app):
+    """The founder may leave a chapter they are alone in; whoever joins next runs it."""
+    with app.app_context():
+        chapter_of()
+        people("Ana", "Ben")
+    olga = log_in(app, "Olga")
+    assert flashes(olga, post_with_token(olga, f"/chapters/{SLUG}/leave")) == [
+        "You have left Lisbon Hosts and Riders."
+    ]
+    assert roles(app) == {}
+
+    for name in ("Ana", "Ben"):
+        member = log_in(app, name)
+        assert post_with_token(member, f"/chapters/{SLUG}/join").status_code == 302
+    assert roles(app) == {"Ana": "organiser", "Ben": "member"}
+    assert log_in(app, "Ana").get(f"/chapters/{SLUG}/manage").status_code == 200
+
+
+def test_the_next_to_join_after_the_only_member_deleted_their_account_organises(ctx):
+    """An organiser alone in a chapter deletes their account; the next joiner organises."""
+    chapter, members = chapter_of()
+    delete_account(members["Olga"])
+    ana = people("Ana")[0]
+    assert services.join(chapter, ana)
+    assert chapter.is_organised_by(ana)
+
+
+def test_the_longest_standing_member_takes_over_from_a_deleted_sole_organiser(ctx):
+    """When the only organiser deletes their account, the member who joined first organises."""
+    chapter, members = chapter_of("Ana", "Ben")
+    delete_account(members["Olga"])
+    db.session.expire_all()
+    assert {m.member.display_name: m.role for m in chapter.memberships} == {
+        "Ana": Role.ORGANISER,
+        "Ben": Role.MEMBER,
+    }
+
+
+def test_a_chapter_left_without_organisers_is_run_by_its_longest_standing_member(ctx):
+    """A chapter that lost its organisers gets one back as soon as its membership changes."""
+    chapter, _ = chapter_of("Ana", "Ben")
+    db.session.execute(update(Membership).values(role=Role.MEMBER))
+    db.session.commit()
+    assert services.join(chapter, people("Cara")[0])
+    assert [m.member.display_name for m in chapter.organisers] == ["Olga"]
+
+
+def demote_elsewhere(app: Flask, member_id: int) -> None:
+    """Another organiser's change, committed through a connection of its own."""
+    with app.app_context(), db.engine.begin() as connection:
+        connection.execute(
+            update(Membership).where(Membership.member_id == member_id).values(role=Role.MEMBER)
+        )
+
+
+def test_the_organiser_count_is_read_afresh_before_stepping_down(app, ctx):
+    """Two organisers stepping down at once: the second sees the first's change and stays."""
+    chapter, members = chapter_of("Ana")
+    services.set_role(chapter, members["Ana"].id, Role.ORGANISER)
+    assert len(chapter.organisers) == 2  # loaded before Ana steps down elsewhere
+    demote_elsewhere(app, members["Ana"].id)
+
+    with pytest.raises(ChapterError, match="A chapter needs at least one organiser"):
+        services.set_role(chapter, members["Olga"].id, Role.MEMBER)
+    assert [m.member.display_name for m in chapter.organisers] == ["Olga"]
+
+
+def test_the_organiser_count_is_read_afresh_before_leaving(app, ctx):
+    """An organiser cannot leave on the strength of a co-organiser who just stepped down."""
+    chapter, members = chapter_of("Ana")
+    services.set_role(chapter, members["Ana"].id, Role.ORGANISER)
+    assert len(chapter.organisers) == 2
+    demote_elsewhere(app, members["Ana"].id)
+
+    with pytest.raises(ChapterError, match="You are the only organiser"):
+        services.leave(chapter, members["Olga"])
+    assert [m.member.display_name for m in chapter.organisers] == ["Olga"]
+
+
+def join_together(app: Flask, chapter_id: int, member_ids: list[int]) -> None:
+    """Each member joins from a thread and session of their own, released at once."""
+    barrier = threading.Barrier(len(member_ids))
+    errors: list[BaseException] = []
+
+    def run(member_id: int) -> None:
+        try:
+            with app.app_context():
+                chapter = db.session.get(Chapter, chapter_id)
+                member = db.session.get(Member, member_id)
+                chapter.memberships  # noqa: B018 - loaded before the others join
+                barrier.wait(timeout=10)
+                assert services.join(chapter, member)
+        except BaseException as error:  # reported in the test's own thread
+            errors.append(error)
+            barrier.abort()
+
+    threads = [threading.Thread(target=run, args=(member_id,)) for member_id in member_ids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not any(thread.is_alive() for thread in threads)
+    assert not errors, errors
+
+
+def test_two_members_joining_at_once_activate_the_chapter_at_the_threshold(app):
+    """The second and third members join at the same moment: the chapter becomes active."""
+    for round_ in range(3):  # several rounds, for different interleavings
+        with app.app_context():
+            founder = make_member(f"founder{round_}@example.org", "Founder")
+            chapter = make_chapter(founder, name=f"Riders {round_}")
+            joiners = [make_member(f"j{round_}{n}@example.org", f"J{n}").id for n in range(2)]
+            chapter_id = chapter.id
+        join_together(app, chapter_id, joiners)
+        with app.app_context():
+            chapter = db.session.get(Chapter, chapter_id)
+            assert (services.member_count(chapter), chapter.state) == (3, ChapterState.ACTIVE)
+
+
 def chapter_snapshot(app: Flask) -> dict:
     """Everything an organiser route could change."""
     with app.app_context():
@@ -724,6 +852,76 @@ def test_a_cancellation_and_a_new_rsvp_at_once_never_overfill(app):
             assert names(no_queue, RsvpStatus.WAITLISTED) == []
 
 
+def cancel_elsewhere(app: Flask, meetup_id: int) -> None:
+    """An organiser's cancellation, committed through a connection of its own."""
+    with app.app_context(), db.engine.begin() as connection:
+        connection.execute(
+            update(Meetup)
+            .where(Meetup.id == meetup_id)
+            .values(state=MeetupState.CANCELLED, cancelled_at=utcnow())
+        )
+
+
+def test_an_rsvp_to_a_meetup_cancelled_while_it_waited_is_refused(app, ctx):
+    """The meetup is read as scheduled, then cancelled before the RSVP takes its lock."""
+    chapter, members = chapter_of("Ana")
+    meetup = make_meetup(chapter, members["Olga"])
+    assert meetup.is_open_for_rsvp  # read before the cancellation
+    cancel_elsewhere(app, meetup.id)
+
+    with pytest.raises(ChapterError, match="no longer takes RSVPs"):
+        services.respond(meetup, members["Ana"], True)
+    assert db.session.scalar(select(func.count()).select_from(Rsvp)) == 0
+
+
+def test_an_edit_of_a_meetup_cancelled_while_it_waited_is_refused(app, ctx):
+    """An edit read before a cancellation changes nothing once the cancellation is in."""
+    chapter, members = chapter_of("Ana")
+    meetup = make_meetup(chapter, members["Olga"])
+    assert not meetup.is_cancelled
+    cancel_elsewhere(app, meetup.id)
+
+    with pytest.raises(ChapterError, match="cannot be changed"):
+        services.edit_meetup(meetup, details_of(meetup, title="Moved planning night"))
+    db.session.expire_all()
+    assert (meetup.title, meetup.state) == ("Planning night", MeetupState.CANCELLED)
+
+
+def test_the_meetup_page_shows_a_waiting_members_place_in_the_queue(app):
+    with app.app_context():
+        chapter, members = chapter_of("Ana", "Ben", "Cara")
+        meetup = make_meetup(chapter, members["Olga"], capacity=1)
+        answer(meetup, members, True, "Ana", "Ben", "Cara")
+        meetup_id = meetup.id
+    page = log_in(app, "Cara").get(f"/meetups/{meetup_id}")
+    assert "You are on the waitlist, number 2." in text_of(page.text)
+
+
+def test_the_meetup_page_survives_a_promotion_between_its_reads(app, monkeypatch):
+    """Promoted after the page read the RSVP but before it read the waitlist, the member
+    still gets the page, not an error."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana", "Ben")
+        meetup = make_meetup(chapter, members["Olga"], capacity=1)
+        answer(meetup, members, True, "Ana", "Ben")
+        meetup_id = meetup.id
+    read_rsvp = services.rsvp_of
+
+    def rsvp_then_promotion(meetup, member):
+        rsvp = read_rsvp(meetup, member)
+        with db.engine.begin() as connection:  # a place given up elsewhere, meanwhile
+            connection.execute(
+                update(Rsvp).where(Rsvp.id == rsvp.id).values(status=RsvpStatus.GOING)
+            )
+        return rsvp
+
+    ben = log_in(app, "Ben")
+    monkeypatch.setattr(services, "rsvp_of", rsvp_then_promotion)
+    page = ben.get(f"/meetups/{meetup_id}")
+    assert page.status_code == 200
+    assert "You are on the waitlist." in text_of(page.text)
+
+
 # --- 6. capacity changes -------------------------------------------------------------------------
 
 
@@ -976,6 +1174,29 @@ def test_a_time_the_clocks_skip_is_refused(app, starts, ends, missing):
         assert meetup_count() == 0
 
 
+def test_a_decided_proposal_is_dated_in_the_chapters_time_zone(app):
+    """Closed late in the evening UTC, a proposal of an Auckland chapter is dated the next
+    day on the chapter page, as on the proposal's own page."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana", "Ben", time_zone="Pacific/Auckland")
+        proposal = services.open_proposal(
+            chapter,
+            members["Olga"],
+            title="Meet every second week",
+            details="Planning nights every other Tuesday.",
+            closes_at=utcnow() + timedelta(days=2),
+        )
+        closed_at = datetime(2025, 1, 15, 20, 0, tzinfo=UTC)  # 09:00 on the 16th in Auckland
+        db.session.execute(
+            update(Proposal)
+            .where(Proposal.id == proposal.id)
+            .values(state=ProposalState.CLOSED, outcome=Outcome.PASSED, closed_at=closed_at)
+        )
+        db.session.commit()
+    page = text_of(app.test_client().get(f"/chapters/{SLUG}").text)
+    assert "Meet every second week: Passed 16 January 2025" in page
+
+
 # --- 9. calendars ---------------------------------------------------------------------------
 
 
@@ -1106,6 +1327,19 @@ def test_organisers_mark_attendance_of_those_going_once_it_started(app):
         assert db.session.scalars(select(Rsvp.member_id).where(Rsvp.attended.is_(True))).all() == [
             ids["Ben"]
         ]
+
+
+def test_an_attendance_value_too_long_to_be_a_member_id_is_ignored(app):
+    """A tampered checkbox value thousands of digits long counts no one, and no error."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana", "Ben")
+        meetup = make_meetup(chapter, members["Olga"])
+        answer(meetup, members, True, "Ana", "Ben")
+        set_times(meetup.id, utcnow() - timedelta(hours=1))
+        meetup_id, ana_id = meetup.id, members["Ana"].id
+    olga = log_in(app, "Olga")
+    saved = submit(olga, f"/meetups/{meetup_id}/attendance", {"attended": ["9" * 5000, ana_id]})
+    assert flashes(olga, saved) == ["Attendance saved: 1 came."]
 
 
 # --- 11. who hears about changes ------------------------------------------------------------------
@@ -1357,7 +1591,181 @@ def test_a_linked_meetup_is_dated_in_its_chapters_time_zone(app):
     assert item.endswith(local_start.strftime("%-d %B %Y")), item
 
 
-# --- 14. the city page ---------------------------------------------------------------------------
+# --- 14. importing a chapter ---------------------------------------------------------------------
+
+
+def person_entry(ref: str, address: str, given: str, family: str = "", role: str = "member"):
+    """A person as an export lists them."""
+    return {
+        "identifiers": [ref],
+        "given_name": given,
+        "family_name": family,
+        "email_addresses": [{"address": address, "primary": True}],
+        "postal_addresses": [{"locality": "Porto"}],
+        "groundswell:role": role,
+    }
+
+
+def export_file(*entries: dict) -> dict:
+    """A chapter export: an upcoming meetup and a decided and an open proposal, with RSVPs
+    and votes of everyone in ``entries``."""
+    start = (utcnow() + timedelta(days=5)).replace(microsecond=0)
+    refs = [entry["identifiers"][0] for entry in entries]
+    return {
+        "format": "groundswell-chapter-export/1",
+        "osdi:group": {
+            "name": "Porto Riders",
+            "description": "Couriers and drivers in Porto who want fair pay.",
+            "locality": "Porto",
+            "time_zone": "Europe/Lisbon",
+            "status": "active",
+            "groundswell:quorum_percent": 20,
+            "groundswell:quorum_minimum": 1,
+        },
+        "osdi:people": list(entries),
+        "osdi:events": [
+            {
+                "title": "Porto planning night",
+                "description": "We plan the month.",
+                "start_date": start.isoformat(),
+                "end_date": (start + timedelta(hours=2)).isoformat(),
+                "location": {"venue": "Café Porto", "address_lines": [""]},
+                "osdi:attendances": [{"status": "accepted", "person": ref} for ref in refs],
+            }
+        ],
+        "groundswell:decisions": [
+            {
+                "title": title,
+                "details": "We sign the coalition's letter.",
+                "closes_date": closes.isoformat(),
+                "status": status,
+                "outcome": outcome,
+                "votes": [{"choice": "block", "reason": "No.", "person": ref} for ref in refs],
+            }
+            for title, closes, status, outcome in (
+                ("Join the coalition", utcnow() - timedelta(days=1), "closed", "blocked"),
+                ("Meet weekly", utcnow() + timedelta(days=2), "open", None),
+            )
+        ],
+    }
+
+
+def upload(client, data: dict):
+    form = client.get("/chapters/import")
+    return client.post(
+        "/chapters/import",
+        data={
+            "csrf_token": csrf_token(form.text),
+            "export": (io.BytesIO(json.dumps(data).encode()), "chapter.json"),
+        },
+        content_type="multipart/form-data",
+    )
+
+
+def imported_chapter() -> Chapter:
+    return db.session.scalar(select(Chapter).where(Chapter.name == "Porto Riders"))
+
+
+def test_an_import_enrols_no_one_but_the_importer_whether_or_not_they_have_accounts(app):
+    """A file listing an existing member as an organiser, with their RSVP and votes, and
+    someone without an account: neither joins, votes, RSVPs or turns up in the export,
+    and no account is made, so the importer cannot tell which address has an account."""
+    with app.app_context():
+        people("Ines", "Vera")
+        vera_id = member_by_email(email("Vera")).id
+    data = export_file(
+        person_entry("person-1", email("Vera"), "Vera", "Victim", role="organiser"),
+        person_entry("person-2", "nobody@example.org", "Noor", "Nobody", role="organiser"),
+    )
+    ines = log_in(app, "Ines")
+    response = upload(ines, data)
+    assert flashes(ines, response) == [
+        "Porto Riders is imported, with you as its organiser. Invite its members to join it here."
+    ]
+
+    with app.app_context():
+        chapter = imported_chapter()
+        assert {m.member.email: m.role for m in chapter.memberships} == {
+            email("Ines"): Role.ORGANISER
+        }
+        assert {m.email for m in db.session.scalars(select(Member))} == {
+            email("Ines"),
+            email("Vera"),
+        }
+        assert db.session.scalar(select(func.count()).select_from(Rsvp)) == 0
+        votes = db.session.execute(select(Proposal.state, Vote.member_id).join(Proposal)).all()
+        assert sorted(votes) == [(ProposalState.CLOSED, None), (ProposalState.CLOSED, None)]
+        assert services.chapters_of(db.session.get(Member, vera_id)) == []
+        slug = chapter.slug
+
+    exported = ines.get(f"/chapters/{slug}/export.json").get_data(as_text=True)
+    for secret in ("Vera", "Victim", email("Vera"), "Noor", "nobody@example.org"):
+        assert secret not in exported, secret
+    page = text_of(ines.get(f"/chapters/{slug}").text)
+    assert "1 member" in page and "Vera" not in page
+
+
+def test_the_importers_own_rsvps_and_votes_come_with_them(app):
+    """The importer, listed in the file under their own address, keeps their RSVP and votes;
+    the other person's votes on the decided proposal stay without a name."""
+    with app.app_context():
+        people("Ines", "Vera")
+    data = export_file(
+        person_entry("person-1", email("Ines"), "Ines"),
+        person_entry("person-2", email("Vera"), "Vera"),
+    )
+    assert upload(log_in(app, "Ines"), data).status_code == 302
+    with app.app_context():
+        ines = member_by_email(email("Ines"))
+        chapter = imported_chapter()
+        assert chapter.membership_of(ines).shares_contact is True
+        rsvps = db.session.execute(select(Rsvp.member_id, Rsvp.status)).all()
+        assert rsvps == [(ines.id, RsvpStatus.GOING)]
+        votes = db.session.execute(select(Proposal.title, Vote.member_id).join(Proposal)).all()
+        assert sorted(votes, key=str) == sorted(
+            [
+                ("Join the coalition", ines.id),
+                ("Join the coalition", None),
+                ("Meet weekly", ines.id),
+            ],
+            key=str,
+        )
+
+
+@pytest.mark.parametrize(
+    ("given", "family"),
+    [("A" * 80, ""), ("M" * 40, "S" * 39), ("G" * 50, "F" * 50)],
+    ids=["one-word-of-80", "two-words-of-80", "two-words-of-101"],
+)
+def test_an_import_takes_names_of_any_length_the_file_gives(app, given, family):
+    """Names in the file are not stored, so none is too long and none fails to save."""
+    with app.app_context():
+        people("Ines")
+    data = export_file(person_entry("person-1", "long@example.org", given, family))
+    response = upload(log_in(app, "Ines"), data)
+    assert response.status_code == 302, response.text[:500]
+
+
+def test_a_chapter_with_an_eighty_character_name_exports_and_imports(app):
+    """A member whose display name is the longest allowed shares their details; the export
+    imports on another account."""
+    long_name = "Maria " + "S" * 74
+    with app.app_context():
+        chapter, _ = chapter_of()
+        services.join(chapter, make_member("maria@example.org", long_name))
+        services.set_contact_sharing(chapter, member_by_email("maria@example.org"), True)
+        people("Ines")
+    exported = log_in(app, "Olga").get(f"/chapters/{SLUG}/export.json")
+    data = json.loads(exported.get_data())
+    assert long_name.split(" ")[1] in {p["family_name"] for p in data["osdi:people"]}
+    data["osdi:group"]["name"] = "Porto Riders"
+    with app.app_context():  # Maria has no account where the file is imported
+        delete_account(member_by_email("maria@example.org"))
+    response = upload(log_in(app, "Ines"), data)
+    assert response.status_code == 302, response.text[:500]
+
+
+# --- 15. the city page ---------------------------------------------------------------------------
 
 
 def test_the_city_page_shows_the_chapter_and_its_meetup_with_campaigns_and_petitions(app, client):

@@ -18,6 +18,7 @@ from chapters.models import Chapter, Choice, Outcome, Proposal, ProposalState, V
 from core.db import utcnow
 from core.extensions import db
 from core.queue import all_queues, make_worker
+from members.services import delete_account
 from notifications import jobs as notification_jobs
 from notifications.models import Category, Delivery, DeliveryState, Frequency, Notification
 from notifications.services import send_daily_digests, set_preferences, subscriber_of
@@ -390,6 +391,81 @@ def test_members_who_join_while_the_vote_is_open_count_toward_the_quorum(app, ru
     )
 
 
+# --- only members decide -----------------------------------------------------------------
+
+
+def leave(app: Flask, chapter_id: int, email: str) -> None:
+    with app.app_context():
+        services.leave(db.session.get(Chapter, chapter_id), member_by_email(email))
+
+
+def test_a_block_by_someone_who_left_before_the_close_does_not_count(app, run_jobs):
+    """Two agree and one blocks, then the blocker leaves: the proposal passes on the two
+    votes of those still members, and the block is no longer shown."""
+    chapter_id, members = chapter_with(app, 3, quorum=(20, 2))
+    proposal_id = open_proposal(app, chapter_id)
+    cast(
+        app,
+        proposal_id,
+        (members[0], Choice.AGREE),
+        (members[1], Choice.AGREE),
+        (members[2], Choice.BLOCK),
+    )
+    leave(app, chapter_id, members[2])
+    page = app.test_client().get(f"/proposals/{proposal_id}")
+    assert shown_tally(page) == {"agree": 2, "abstain": 0, "disagree": 0, "block": 0}
+
+    close_through_job(app, run_jobs, proposal_id)
+    proposal = proposal_row(app, proposal_id)
+    assert (proposal.outcome, proposal.members_at_close) == (Outcome.PASSED, 2)
+    assert count(app, Vote, Vote.proposal_id == proposal_id) == 2
+
+
+def test_leaving_after_the_close_keeps_the_recorded_result_and_its_votes(app, run_jobs):
+    """A decided proposal stays as it was decided when a voter leaves afterwards."""
+    chapter_id, members = chapter_with(app, 3, quorum=(20, 2))
+    proposal_id = open_proposal(app, chapter_id)
+    cast(app, proposal_id, (members[1], Choice.AGREE), (members[2], Choice.BLOCK))
+    close_through_job(app, run_jobs, proposal_id)
+    leave(app, chapter_id, members[2])
+    assert proposal_row(app, proposal_id).outcome == Outcome.BLOCKED
+    page = app.test_client().get(f"/proposals/{proposal_id}")
+    assert shown_tally(page) == {"agree": 1, "abstain": 0, "disagree": 0, "block": 1}
+
+
+def test_a_deleted_accounts_vote_on_an_open_proposal_does_not_count(app, run_jobs):
+    """Deleting an account withdraws its votes on open proposals; the rest decide."""
+    chapter_id, members = chapter_with(app, 3, quorum=(20, 2))
+    proposal_id = open_proposal(app, chapter_id)
+    cast(
+        app,
+        proposal_id,
+        (members[0], Choice.AGREE),
+        (members[1], Choice.AGREE),
+        (members[2], Choice.BLOCK),
+    )
+    with app.app_context():
+        delete_account(member_by_email(members[2]))
+    close_through_job(app, run_jobs, proposal_id)
+    proposal = proposal_row(app, proposal_id)
+    assert (proposal.outcome, proposal.members_at_close) == (Outcome.PASSED, 2)
+
+
+def test_a_vote_left_by_someone_no_longer_a_member_is_ignored_at_the_close(app, run_jobs):
+    """Should a vote outlive its voter's membership (a vote and a leave at the same
+    moment), the close counts only members' votes and keeps only those."""
+    chapter_id, members = chapter_with(app, 3, quorum=(20, 2))
+    proposal_id = open_proposal(app, chapter_id)
+    cast(app, proposal_id, (members[0], Choice.AGREE), (members[1], Choice.AGREE))
+    with app.app_context():
+        former = make_member("former@example.org", "Former Member")
+        db.session.add(Vote(proposal_id=proposal_id, member_id=former.id, choice=Choice.BLOCK))
+        db.session.commit()
+    close_through_job(app, run_jobs, proposal_id)
+    assert proposal_row(app, proposal_id).outcome == Outcome.PASSED
+    assert count(app, Vote, Vote.proposal_id == proposal_id) == 2
+
+
 # --- one vote per member ---------------------------------------------------------------
 
 
@@ -698,6 +774,19 @@ def test_a_vote_without_a_valid_choice_is_refused(app, choice, message):
     assert response.status_code == 422
     assert field_error(response, "choice") == message
     assert count(app, Vote) == 0
+
+
+def test_the_error_summary_links_to_the_first_choice_of_the_vote(app):
+    """The summary's link for the choice leads to an element on the page: its first radio."""
+    chapter_id, members = chapter_with(app, 3)
+    proposal_id = open_proposal(app, chapter_id)
+    response = vote_on_page(log_in(app, members[1]), proposal_id, "")
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    summary = page.split('class="error-summary"', 1)[1].split("</div>", 1)[0]
+    targets = re.findall(r'href="#([^"]+)"', summary)
+    assert targets == ["choice-0"]
+    assert 'id="choice-0"' in page
 
 
 def test_a_reason_over_a_thousand_characters_is_refused(app):
