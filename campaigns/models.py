@@ -111,13 +111,18 @@ class Campaign(Timestamped, db.Model):
         return self.organiser_for(member) is not None
 
     @property
+    def funding_missing(self) -> str | None:
+        """What the funding declaration still lacks, if anything."""
+        if self.funding is None:
+            return "who funds the campaign"
+        if self.funding == Funding.FUNDED and not self.funders:
+            return "at least one funder"
+        return None
+
+    @property
     def disclosure_missing(self) -> list[str]:
         """What still has to be declared before publishing."""
-        missing = []
-        if self.funding is None:
-            missing.append("who funds the campaign")
-        elif self.funding == Funding.FUNDED and not self.funders:
-            missing.append("at least one funder")
+        missing = [self.funding_missing] if self.funding_missing else []
         missing.extend(
             f"the affiliations of {o.member.display_name if o.member else 'an organiser'}"
             for o in self.organisers
@@ -135,6 +140,26 @@ class Campaign(Timestamped, db.Model):
             o.affiliation_company and o.affiliation_topic == self.topic for o in self.organisers
         )
         return company_money or tied
+
+    def declare_funding(self, funding: Funding) -> None:
+        """Declare the campaign volunteer-run (no funders) or funded."""
+        if self.is_published and funding == Funding.FUNDED and not self.funders:
+            # A public campaign must never say "funded" without naming a funder.
+            raise CampaignError(
+                "Add the campaign's first funder below; adding one declares it funded."
+            )
+        self.funding = funding
+        if funding == Funding.VOLUNTEER:
+            self.funders.clear()
+
+    def remove_funder(self, funder: Funder) -> None:
+        """Take a funder off the list; a published campaign keeps at least one while funded."""
+        if self.is_published and self.funding == Funding.FUNDED and len(self.funders) == 1:
+            raise CampaignError(
+                "A published campaign must say who funds it, so its last funder stays listed. "
+                "Add the new funder first, or declare the campaign volunteer-run."
+            )
+        self.funders.remove(funder)
 
     def publish(self) -> None:
         """Make the campaign public; only with a complete disclosure."""
@@ -170,6 +195,19 @@ class CampaignOrganiser(db.Model):
 
     campaign: Mapped[Campaign] = relationship(back_populates="organisers")
     member: Mapped[Member | None] = relationship(lazy="joined")
+
+    @property
+    def has_declared(self) -> bool:
+        return self.affiliation_declared_at is not None
+
+    def require_declared(self) -> None:
+        """On a public campaign, an organiser acts only once their ties are declared."""
+        if self.campaign.is_published and not self.has_declared:
+            raise CampaignError(
+                "Please declare your ties to sharing-economy companies first "
+                "(under “Your ties to sharing-economy companies”); "
+                "then you can run the campaign."
+            )
 
     def declare_affiliation(
         self, company: str | None, topic: str | None, details: str | None
@@ -269,8 +307,17 @@ class CampaignUpdate(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+def member_follow_key(member_id: int) -> str:
+    """The key of a member's follow: it stays theirs when they change their address."""
+    return f"member:{member_id}"
+
+
 class Follower(db.Model):
-    """A supporter: a member, or a guest whose email is confirmed."""
+    """A supporter: a member, or a guest whose email is confirmed.
+
+    A guest's follow is keyed by their address; a member's by their id (see
+    ``member_follow_key``), and their mail goes to the account's current address.
+    """
 
     __tablename__ = "campaign_followers"
     __table_args__ = (UniqueConstraint("campaign_id", "email_key"),)
@@ -287,6 +334,7 @@ class Follower(db.Model):
     email_key: Mapped[str] = mapped_column(String(254))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     confirmed_at: Mapped[datetime | None]
+    confirmation_sent_at: Mapped[datetime | None]
 
 
 class LinkedWork(db.Model):

@@ -6,9 +6,11 @@ Views and jobs call these functions; they take models or ids and return results.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from flask import current_app
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from campaigns.models import (
@@ -27,7 +29,9 @@ from campaigns.models import (
     Stance,
     Status,
     StatusChange,
+    member_follow_key,
 )
+from core import ratelimit
 from core.db import Page, paginate, utcnow
 from core.extensions import db
 from core.hooks import WorkSummary, collect, linked_work, work_organised_by
@@ -41,8 +45,20 @@ from notifications.services import Recipient, address_confirmed, notify
 
 FOLLOW_PURPOSE = "confirm-follow"
 FOLLOW_MAX_AGE = 7 * 24 * 3600
+# A pending follow gets its confirmation again at most this often.
+RESEND_AFTER = timedelta(minutes=10)
+# The same update posted again within this time is a double submit, not news.
+REPOST_WINDOW = timedelta(minutes=10)
 PER_PAGE = 20
 WORK_KINDS = ("petition", "meetup")
+
+
+class FollowRefused(CampaignError):
+    """Too many follow requests from one place or for one address; try again later."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.message, self.retry_after = message, retry_after
 
 
 # --- launching and organising --------------------------------------------------------------
@@ -78,10 +94,19 @@ def visible_campaign(campaign_id: int, viewer: Member | None) -> Campaign | None
 
 
 def add_organiser(campaign: Campaign, email: str) -> CampaignOrganiser:
-    """Make the member with this account email a co-organiser."""
+    """Make the member with this confirmed account email a co-organiser.
+
+    An unconfirmed account is refused: anyone can register with an address that is not
+    theirs, so only the address's proven owner may be added by it.
+    """
     member = db.session.scalar(select(Member).where(Member.email == email.strip().lower()))
     if member is None:
         raise CampaignError("No member has that email address. Ask them to join first.")
+    if not member.is_confirmed:
+        raise CampaignError(
+            "That member has not confirmed their email address yet. Ask them to follow "
+            "the link we emailed them, then add them again."
+        )
     if campaign.is_organised_by(member):
         raise CampaignError(f"{member.display_name} already organises this campaign.")
     organiser = CampaignOrganiser(member_id=member.id, is_owner=False)
@@ -112,9 +137,7 @@ def publish(campaign: Campaign) -> None:
 
 def set_funding(campaign: Campaign, funding: Funding) -> None:
     """Declare the campaign volunteer-run, or funded (funders listed separately)."""
-    campaign.funding = funding
-    if funding == Funding.VOLUNTEER:
-        campaign.funders.clear()
+    campaign.declare_funding(funding)
     _record_disclosure(campaign)
 
 
@@ -129,7 +152,7 @@ def remove_funder(campaign: Campaign, funder_id: int) -> None:
     funder = next((f for f in campaign.funders if f.id == funder_id), None)
     if funder is None:
         raise CampaignError("That funder is not listed.")
-    campaign.funders.remove(funder)
+    campaign.remove_funder(funder)
     _record_disclosure(campaign)
 
 
@@ -235,9 +258,17 @@ def status_history(campaign: Campaign) -> list[StatusChange]:
 
 
 def post_update(campaign: Campaign, *, title: str, body: str) -> CampaignUpdate:
-    """Publish news on the timeline and email it to followers."""
+    """Publish news on the timeline and email it to followers.
+
+    The same title and body sent again within REPOST_WINDOW (a double click, a resent
+    form) return the update already posted, so followers get it once.
+    """
     if not campaign.is_published:
         raise CampaignError("Publish the campaign before posting updates.")
+    _lock_campaign(campaign)
+    if (posted := _recent_update(campaign, title, body)) is not None:
+        db.session.commit()
+        return posted
     news = CampaignUpdate(campaign_id=campaign.id, title=title, body=body)
     db.session.add(news)
     db.session.flush()  # the update and its notification are saved together by notify()
@@ -247,8 +278,29 @@ def post_update(campaign: Campaign, *, title: str, body: str) -> CampaignUpdate:
         link=external_url("campaigns.show", campaign_id=campaign.id),
         payload={"update_id": news.id},
         audience="campaign-followers",
+        key=f"campaign-update:{news.id}",
     )
     return news
+
+
+def _lock_campaign(campaign: Campaign) -> None:
+    """Hold the campaign's row until commit, so two posts of one update queue up
+    (PostgreSQL; SQLite writes one at a time anyway)."""
+    db.session.execute(select(Campaign.id).where(Campaign.id == campaign.id).with_for_update())
+
+
+def _recent_update(campaign: Campaign, title: str, body: str) -> CampaignUpdate | None:
+    return db.session.scalar(
+        select(CampaignUpdate)
+        .where(
+            CampaignUpdate.campaign_id == campaign.id,
+            CampaignUpdate.title == title,
+            CampaignUpdate.body == body,
+            CampaignUpdate.created_at > utcnow() - REPOST_WINDOW,
+        )
+        .order_by(CampaignUpdate.id.desc())
+        .limit(1)
+    )
 
 
 def updates_for(campaign: Campaign) -> list[CampaignUpdate]:
@@ -262,13 +314,21 @@ def updates_for(campaign: Campaign) -> list[CampaignUpdate]:
 
 
 def follower_audience(update_id: int) -> Select:
-    """Confirmed followers of the update's campaign, for fan-out."""
+    """Confirmed followers of the update's campaign, for fan-out; a member's mail goes to
+    the account's current address."""
     campaign_id = select(CampaignUpdate.campaign_id).where(CampaignUpdate.id == update_id)
-    return select(
-        Follower.id.label("key"), Follower.email, Follower.member_id, Follower.name
-    ).where(
-        Follower.campaign_id == campaign_id.scalar_subquery(),
-        Follower.confirmed_at.is_not(None),
+    return (
+        select(
+            Follower.id.label("key"),
+            func.coalesce(Member.email, Follower.email).label("email"),
+            Follower.member_id,
+            func.coalesce(Member.display_name, Follower.name).label("name"),
+        )
+        .outerjoin(Member, Member.id == Follower.member_id)
+        .where(
+            Follower.campaign_id == campaign_id.scalar_subquery(),
+            Follower.confirmed_at.is_not(None),
+        )
     )
 
 
@@ -283,38 +343,65 @@ def follower_count(campaign: Campaign) -> int:
     )
 
 
+def _email_key(email: str) -> str:
+    return email.strip().lower()
+
+
+def _own_follows(campaign: Campaign, member: Member) -> list[Follower]:
+    """The member's follows of this campaign: by their id, and, once they have proved they
+    own their address, a guest follow made with it."""
+    keys = [member_follow_key(member.id)]
+    if member.is_confirmed:
+        keys.append(_email_key(member.email))
+    return list(
+        db.session.scalars(
+            select(Follower)
+            .where(Follower.campaign_id == campaign.id, Follower.email_key.in_(keys))
+            .order_by(Follower.id)
+        )
+    )
+
+
 def is_following(campaign: Campaign, member: Member | None) -> bool:
     if member is None or not member.is_authenticated:
         return False
-    follower = _follower(campaign, member.email)
-    return follower is not None and follower.confirmed_at is not None
+    return any(f.confirmed_at is not None for f in _own_follows(campaign, member))
 
 
 def _follower(campaign: Campaign, email: str) -> Follower | None:
     return db.session.scalar(
         select(Follower).where(
-            Follower.campaign_id == campaign.id, Follower.email_key == email.strip().lower()
+            Follower.campaign_id == campaign.id, Follower.email_key == _email_key(email)
         )
     )
 
 
 def follow_as_member(campaign: Campaign, member: Member) -> bool:
-    """One click: a member follows at once. False if they already did."""
-    existing = _follower(campaign, member.email)
-    if existing is not None:
-        if existing.confirmed_at is not None:
-            return False
-        # An unconfirmed follow from this address: the logged-in owner confirms it.
-        existing.member_id, existing.confirmed_at = member.id, utcnow()
+    """One click: a member with a confirmed address follows at once. False if they
+    already did.
+
+    Refused to an unconfirmed account, which follows like a guest instead.
+    """
+    if not member.is_confirmed:
+        raise CampaignError("Please confirm your email address first; then one click follows.")
+    own = _own_follows(campaign, member)
+    mine = next((f for f in own if f.member_id == member.id and f.confirmed_at), None)
+    if mine is not None:
+        return False
+    if own:
+        # A follow from the member's own address, made as a guest: it becomes theirs.
+        claimed, was_confirmed = own[0], own[0].confirmed_at is not None
+        claimed.member_id, claimed.email_key = member.id, member_follow_key(member.id)
+        claimed.confirmed_at = claimed.confirmed_at or utcnow()
         db.session.commit()
-        return True
+        return not was_confirmed
     db.session.add(
         Follower(
             campaign_id=campaign.id,
             member_id=member.id,
             name=member.display_name,
             email=member.email,
-            email_key=member.email,
+            email_key=member_follow_key(member.id),
             confirmed_at=utcnow(),
         )
     )
@@ -326,14 +413,45 @@ def follow_as_member(campaign: Campaign, member: Member) -> bool:
     return True
 
 
-def follow_as_guest(campaign: Campaign, *, name: str, email: str) -> bool:
-    """A guest follows once they confirm their address; False if already following."""
+def _check_follow_limits(email_key: str, address: str) -> None:
+    """Refuse a burst of follows from one place, or for one inbox.
+
+    The limits are those of petition signing: both send a confirmation to whatever address
+    a visitor types in.
+    """
+    config = current_app.config
+    for limit, key in (
+        (config["SIGN_LIMIT_PER_ADDRESS"], f"follow:address:{address}"),
+        (config["SIGN_LIMIT_PER_EMAIL"], f"follow:email:{email_key}"),
+    ):
+        if not ratelimit.hit(limit, key, allow_when_down=True):
+            raise FollowRefused(
+                "We have had many requests to follow from you in a short time. "
+                "Please try again a little later.",
+                retry_after=ratelimit.seconds_until_free(limit, key),
+            )
+
+
+def follow_as_guest(campaign: Campaign, *, name: str, email: str, address: str) -> bool:
+    """A guest follows once they confirm their address; False if already following or
+    if a confirmation went out less than RESEND_AFTER ago.
+
+    ``address`` is where the request came from, for the rate limits (FollowRefused).
+    """
+    email_key = _email_key(email)
+    _check_follow_limits(email_key, address)
+    if _followed_by_member_with_address(campaign, email_key):
+        return False
     existing = _follower(campaign, email)
     if existing is not None and existing.confirmed_at is not None:
         return False
     if existing is None:
         existing = Follower(
-            campaign_id=campaign.id, name=name, email=email.strip(), email_key=email.strip().lower()
+            campaign_id=campaign.id,
+            name=name,
+            email=email.strip(),
+            email_key=email_key,
+            confirmation_sent_at=utcnow(),
         )
         db.session.add(existing)
         try:
@@ -341,6 +459,8 @@ def follow_as_guest(campaign: Campaign, *, name: str, email: str) -> bool:
         except IntegrityError:
             db.session.rollback()
             return False
+    elif not _claim_resend(existing):
+        return False
     notify(
         "confirm_follow",
         title=f"Confirm you follow {campaign.title}",
@@ -348,6 +468,46 @@ def follow_as_guest(campaign: Campaign, *, name: str, email: str) -> bool:
         recipients=[Recipient(existing.email, None, existing.name)],
     )
     return True
+
+
+def _followed_by_member_with_address(campaign: Campaign, email_key: str) -> bool:
+    """Whether a member who proved they own this address already follows the campaign."""
+    return (
+        db.session.scalar(
+            select(Follower.id)
+            .join(Member, Member.id == Follower.member_id)
+            .where(
+                Follower.campaign_id == campaign.id,
+                Follower.confirmed_at.is_not(None),
+                Member.email == email_key,
+                Member.email_confirmed_at.is_not(None),
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
+def _claim_resend(follower: Follower) -> bool:
+    """Mark a pending follow's confirmation as sent now, unless one went out recently.
+
+    One conditional UPDATE, so that of two requests at once only one sends.
+    """
+    now = utcnow()
+    claimed = db.session.execute(
+        update(Follower)
+        .where(
+            Follower.id == follower.id,
+            Follower.confirmed_at.is_(None),
+            or_(
+                Follower.confirmation_sent_at.is_(None),
+                Follower.confirmation_sent_at < now - RESEND_AFTER,
+            ),
+        )
+        .values(confirmation_sent_at=now)
+    ).rowcount
+    db.session.commit()
+    return bool(claimed)
 
 
 def follow_token(follower: Follower) -> str:
@@ -367,9 +527,10 @@ def confirm_follow(follower: Follower) -> None:
 
 
 def unfollow(campaign: Campaign, member: Member) -> None:
-    follower = _follower(campaign, member.email)
-    if follower is not None:
-        db.session.delete(follower)
+    """Stop the member's follow; also one made with their address, if they own it."""
+    ids = [f.id for f in _own_follows(campaign, member)]
+    if ids:
+        db.session.execute(delete(Follower).where(Follower.id.in_(ids)))
         db.session.commit()
 
 
@@ -393,6 +554,34 @@ def attach_work(campaign: Campaign, kind: str, target_id: int, member: Member) -
     except IntegrityError:
         db.session.rollback()
         raise CampaignError(f"That {kind} is already attached.") from None
+
+
+def detach_work(campaign: Campaign, link_id: int) -> LinkedWork:
+    """Take an attached petition or meetup off the campaign (the work itself stays)."""
+    link = db.session.scalar(
+        select(LinkedWork).where(LinkedWork.id == link_id, LinkedWork.campaign_id == campaign.id)
+    )
+    if link is None:
+        raise CampaignError("That is not attached to this campaign.")
+    db.session.delete(link)
+    db.session.commit()
+    return link
+
+
+def attached_work(campaign: Campaign) -> list[tuple[LinkedWork, WorkSummary | None]]:
+    """Every link of the campaign with its petition or meetup, for its organisers.
+
+    The summary is None for work that is no longer public, so it can still be detached.
+    """
+    links = db.session.scalars(
+        select(LinkedWork).where(LinkedWork.campaign_id == campaign.id).order_by(LinkedWork.id)
+    ).all()
+    found: dict[tuple[str, int], WorkSummary] = {}
+    for kind in WORK_KINDS:
+        ids = [link.target_id for link in links if link.kind == kind]
+        for answer in collect(linked_work, kind=kind, ids=ids) if ids else []:
+            found.update({(kind, target_id): summary for target_id, summary in answer.items()})
+    return [(link, found.get((link.kind, link.target_id))) for link in links]
 
 
 def _work_exists(kind: str, target_id: int) -> bool:

@@ -130,14 +130,32 @@ MANAGE_FORMS: dict[str, type] = {
     "update_form": UpdateForm,
     "attach_form": AttachForm,
 }
+# The manage page holds all these forms at once; a prefix per form keeps their field names
+# and ids apart (two have a "name", two a "title"), so each label finds its own field.
+# Stance forms are prefixed per decision-maker ("maker-3"); button forms have no fields.
+FORM_PREFIXES = {
+    "details_form": "details",
+    "funding_form": "funding",
+    "funder_form": "funder",
+    "affiliation_form": "affiliation",
+    "organiser_form": "organiser",
+    "maker_form": "new-maker",
+    "status_form": "status",
+    "update_form": "update",
+}
+
+
+def _manage_form(name: str, prefix: str = "", **options):
+    return MANAGE_FORMS[name](prefix=prefix or FORM_PREFIXES.get(name, ""), **options)
 
 
 def _manage_page(campaign: Campaign, status: int = 200, **posted):
     me = campaign.organiser_for(_viewer())
-    forms = {name: cls(formdata=None) for name, cls in MANAGE_FORMS.items()}
-    forms["details_form"] = CampaignForm(formdata=None, obj=campaign)
-    forms["funding_form"] = FundingForm(formdata=None, funding=campaign.funding)
-    forms["affiliation_form"] = AffiliationForm(
+    forms = {name: _manage_form(name, formdata=None) for name in MANAGE_FORMS}
+    forms["details_form"] = _manage_form("details_form", formdata=None, obj=campaign)
+    forms["funding_form"] = _manage_form("funding_form", formdata=None, funding=campaign.funding)
+    forms["affiliation_form"] = _manage_form(
+        "affiliation_form",
         formdata=None,
         company=me.affiliation_company,
         topic=me.affiliation_topic or "",
@@ -150,7 +168,9 @@ def _manage_page(campaign: Campaign, status: int = 200, **posted):
     forms.update(posted)
     # The forms of this page, posted ones included, win over the page's defaults.
     context = {**_page_context(campaign), **forms}
-    return render_template("campaigns/manage.html", me=me, **context), status
+    return render_template(
+        "campaigns/manage.html", me=me, attached=services.attached_work(campaign), **context
+    ), status
 
 
 @bp.get("/campaigns/<id:campaign_id>/manage")
@@ -166,14 +186,22 @@ def _organiser_action(
     *,
     owner_only: bool = False,
     prefix: str = "",
+    before_declaring: bool = False,
 ):
-    """Validate the posted form, run ``act``, and redirect with its message or re-render."""
+    """Validate the posted form, run ``act``, and redirect with its message or re-render.
+
+    Only ``before_declaring`` actions are open to an organiser of a public campaign who
+    has not declared their ties yet.
+    """
     campaign = _organised_or_403(campaign_id)
-    if owner_only and not campaign.organiser_for(_viewer()).is_owner:
+    me = campaign.organiser_for(_viewer())
+    if owner_only and not me.is_owner:
         abort(403)
-    form = MANAGE_FORMS[form_name](prefix=prefix)
+    form = _manage_form(form_name, prefix)
     if form.validate():
         try:
+            if not before_declaring:
+                me.require_declared()
             flash(act(campaign, form), "success")
             return redirect(url_for("campaigns.manage", campaign_id=campaign.id))
         except CampaignError as error:
@@ -238,7 +266,7 @@ def declare_affiliation(campaign_id: int):
         )
         return "Your declaration is saved."
 
-    return _organiser_action(campaign_id, "affiliation_form", act)
+    return _organiser_action(campaign_id, "affiliation_form", act, before_declaring=True)
 
 
 @bp.post("/campaigns/<id:campaign_id>/organisers")
@@ -306,6 +334,7 @@ def change_status(campaign_id: int):
 def post_update(campaign_id: int):
     def act(campaign, form):
         services.post_update(campaign, title=form.title.data, body=form.body.data)
+        # Also the answer to a second send of the same update, which is not posted again.
         return "Your update is posted and on its way to followers."
 
     return _organiser_action(campaign_id, "update_form", act)
@@ -317,6 +346,16 @@ def publish(campaign_id: int):
     def act(campaign, form):
         services.publish(campaign)
         return "Your campaign is public."
+
+    return _organiser_action(campaign_id, "action_form", act)
+
+
+@bp.post("/campaigns/<id:campaign_id>/links/<id:link_id>/detach")
+@login_required
+def detach(campaign_id: int, link_id: int):
+    def act(campaign, form):
+        link = services.detach_work(campaign, link_id)
+        return f"The {link.kind} is no longer attached to the campaign."
 
     return _organiser_action(campaign_id, "action_form", act)
 
@@ -333,16 +372,30 @@ def follow(campaign_id: int):
     if not campaign.is_published:
         abort(404)
     if current_user.is_authenticated:
-        if not ActionForm().validate():
+        form = ActionForm()
+        if not form.validate():
             abort(400)
-        services.follow_as_member(campaign, current_user)
-        flash("You follow this campaign. Its updates will reach you.", "success")
-        return _back(campaign)
-    form = FollowForm()
-    if not form.validate():
+        if current_user.is_confirmed:
+            services.follow_as_member(campaign, current_user)
+            flash("You follow this campaign. Its updates will reach you.", "success")
+            return _back(campaign)
+        # An unconfirmed account has not shown it owns its address: confirm by email.
+        name, email = current_user.display_name, current_user.email
+    else:
+        form = FollowForm()
+        if not form.validate():
+            context = _page_context(campaign, follow_form=form)
+            return render_template("campaigns/show.html", **context), INVALID_FORM_STATUS
+        name, email = form.name.data, form.email.data
+    try:
+        services.follow_as_guest(
+            campaign, name=name, email=email, address=request.remote_addr or ""
+        )
+    except services.FollowRefused as refusal:
+        form.form_errors.append(refusal.message)
         context = _page_context(campaign, follow_form=form)
-        return render_template("campaigns/show.html", **context), INVALID_FORM_STATUS
-    services.follow_as_guest(campaign, name=form.name.data, email=form.email.data)
+        headers = {"Retry-After": str(refusal.retry_after)}
+        return render_template("campaigns/show.html", **context), 429, headers
     flash("Check your email: follow the link we sent to confirm.", "info")
     return _back(campaign)
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import html
 import re
-from datetime import datetime
+from collections import Counter
+from datetime import datetime, timedelta
+from html.parser import HTMLParser
 
 import pytest
 from flask import Flask
@@ -30,7 +32,9 @@ from campaigns.models import (
 )
 from campaigns.views import MANAGE_FORMS
 from chapters import services as chapter_services
+from core.db import utcnow
 from core.extensions import db
+from members.models import Member
 from notifications import jobs as notification_jobs
 from notifications.models import Notification
 from petitions import services as petition_services
@@ -96,21 +100,44 @@ def log_in(app: Flask, email: str):
 def post_with_token(client, url: str, data: dict | None = None):
     """Post with the session's CSRF token, taken from a page every member can open.
 
-    Stance forms carry a prefix ("maker-3-"), their token field too ("maker-3-csrf_token").
+    The manage page's forms carry a prefix ("details-", "maker-3-"), their token field
+    too ("details-csrf_token").
     """
     data = data or {}
     token = csrf_token(client.get("/account").text)
-    prefixes = {m.group(1) for key in data if (m := re.match(r"(maker-\d+-)", key))}
+    prefixes = {key.rsplit("-", 1)[0] + "-" for key in data if "-" in key}
     tokens = {f"{prefix}csrf_token": token for prefix in ["", *prefixes]}
     return client.post(url, data={**tokens, **data})
 
 
+# The prefix of each manage page form, by the route it posts to (stance forms carry
+# theirs already, "maker-3-"; button forms have none).
+FORM_PREFIXES = {
+    "details": "details-",
+    "funding": "funding-",
+    "funders": "funder-",
+    "affiliation": "affiliation-",
+    "organisers": "organiser-",
+    "decision-makers": "new-maker-",
+    "status": "status-",
+    "updates": "update-",
+}
+
+
+def prefixed(path: str, name: str) -> str:
+    """A field's name as the manage page posts it to ``path``."""
+    prefix = FORM_PREFIXES.get(path, "")
+    return name if name.startswith(prefix) else prefix + name
+
+
 def organise(client, campaign_id: int, path: str, data: dict):
-    """Post one of the manage page's forms (their field names, their route).
+    """Post one of the manage page's forms (their fields, by their unprefixed names, and
+    their route).
 
     The token comes from /account, so that what the routes do is tested apart from the
     manage page, which has its own tests.
     """
+    data = {prefixed(path, name): value for name, value in data.items()}
     return post_with_token(client, f"/campaigns/{campaign_id}/{path}", data)
 
 
@@ -447,8 +474,18 @@ def test_publishing_an_incomplete_campaign_answers_422_with_what_is_missing(app,
     olga = log_in(app, OWNER)
     refused = organise(olga, campaign_id, "publish", {})
     assert refused.status_code == 422
-    assert message in text_of(refused.text.split('id="publish-heading"', 1)[1])
+    assert message in error_summary(refused.text)
+    # Right above the publish section, which still lists what is missing.
+    assert refused.text.index('class="error-summary"') < refused.text.index("publish-heading")
     assert snapshot(app, campaign_id)["published"] is None
+
+
+def test_a_refused_publish_is_explained_once(app):
+    campaign_id = launch(app, publish=False)
+    refused = organise(log_in(app, OWNER), campaign_id, "publish", {})
+    assert refused.status_code == 422
+    assert refused.text.count('class="error-summary"') == 1
+    assert text_of(refused.text).count("Before publishing, please declare who funds") == 1
 
 
 # --- 3. the industry-backed label ---------------------------------------------------------
@@ -1134,7 +1171,8 @@ def send_refused(app, case: str):
         {key.format(**ids): value for key, value in data.items()},
     )
     after = [snapshot(app, campaign_id), snapshot(app, other_id)]
-    return response, field and field.format(**ids), message, before, after
+    field_id = field and prefixed(path, field.format(**ids))
+    return response, field_id, message, before, after
 
 
 def test_the_stance_of_another_campaigns_decision_maker_is_not_found(app):
@@ -1381,7 +1419,452 @@ def test_the_listing_filters_and_never_shows_unpublished_campaigns(app, client):
     assert "0 campaigns found." in olga.get("/campaigns?q=unpublished").text
 
 
-# --- 12. in a browser --------------------------------------------------------------------------
+# --- 12. who owns an address ------------------------------------------------------------------
+
+
+def unconfirmed_member(app: Flask, email: str, name: str) -> int:
+    """An account that never confirmed its address (anyone can register with any address)."""
+    with app.app_context():
+        found = make_member(email, name)
+        found.email_confirmed_at = None
+        db.session.commit()
+        return found.id
+
+
+def follower_rows(app: Flask) -> list[tuple]:
+    with app.app_context():
+        return [
+            (f.member_id, f.email, f.confirmed_at is not None)
+            for f in db.session.scalars(select(Follower).order_by(Follower.id))
+        ]
+
+
+def test_an_unconfirmed_member_follows_like_a_guest(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    unconfirmed_member(app, "ana@example.org", "Ana")
+    ana = log_in(app, "ana@example.org")
+    page = ana.get(f"/campaigns/{campaign_id}").text
+    assert "We send a link to ana@example.org to confirm." in page
+
+    response = post_with_token(ana, f"/campaigns/{campaign_id}/follow")
+    assert response.status_code == 302
+    assert followers_shown(public_page(app, campaign_id).text) == "0 people follow this campaign."
+    assert follower_rows(app) == [(None, "ana@example.org", False)]
+    with app.app_context(), pytest.raises(campaign_services.CampaignError):
+        campaign_services.follow_as_member(
+            db.session.get(Campaign, campaign_id), member_by_email("ana@example.org")
+        )
+
+    run_jobs()
+    submit(app.test_client(), confirm_link(outbox, "ana@example.org"), {})
+    assert followers_shown(public_page(app, campaign_id).text) == "1 person follows this campaign."
+
+
+def test_an_unconfirmed_account_does_not_confirm_a_guest_follow_of_its_address(
+    app, outbox, run_jobs
+):
+    campaign_id = launch(app)
+    owner_of_address = guest_follows(app, campaign_id, "Ana", "ana@example.org")  # pending
+    unconfirmed_member(app, "ana@example.org", "Impostor")
+    impostor = log_in(app, "ana@example.org")
+    assert post_with_token(impostor, f"/campaigns/{campaign_id}/follow").status_code == 302
+    assert followers_shown(public_page(app, campaign_id).text) == "0 people follow this campaign."
+    assert follower_rows(app) == [(None, "ana@example.org", False)]
+
+    run_jobs()
+    submit(owner_of_address, confirm_link(outbox, "ana@example.org"), {})
+    assert followers_shown(public_page(app, campaign_id).text) == "1 person follows this campaign."
+
+
+def test_an_unconfirmed_account_neither_sees_nor_stops_a_follow_of_its_address(
+    app, outbox, run_jobs
+):
+    campaign_id = launch(app)
+    owner_of_address = guest_follows(app, campaign_id, "Ana", "ana@example.org")
+    run_jobs()
+    submit(owner_of_address, confirm_link(outbox, "ana@example.org"), {})
+    unconfirmed_member(app, "ana@example.org", "Impostor")
+    impostor = log_in(app, "ana@example.org")
+
+    page = impostor.get(f"/campaigns/{campaign_id}").text
+    assert "Stop following" not in page and "Follow this campaign" in page
+    assert post_with_token(impostor, f"/campaigns/{campaign_id}/unfollow").status_code == 302
+    assert follower_rows(app) == [(None, "ana@example.org", True)]
+    assert followers_shown(public_page(app, campaign_id).text) == "1 person follows this campaign."
+
+
+def test_a_confirmed_member_owns_the_guest_follow_of_their_address(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    guest = guest_follows(app, campaign_id, "Ana", "ana@example.org")
+    run_jobs()
+    submit(guest, confirm_link(outbox, "ana@example.org"), {})
+    ana_id = member(app, "ana@example.org", "Ana")
+    ana = log_in(app, "ana@example.org")
+    assert "Stop following" in ana.get(f"/campaigns/{campaign_id}").text
+    assert post_with_token(ana, f"/campaigns/{campaign_id}/follow").status_code == 302
+    assert follower_rows(app) == [(ana_id, "ana@example.org", True)]
+    assert post_with_token(ana, f"/campaigns/{campaign_id}/unfollow").status_code == 302
+    assert follower_rows(app) == []
+
+
+def test_an_unconfirmed_account_is_not_made_co_organiser_by_its_address(app):
+    campaign_id = launch(app)
+    unconfirmed_member(app, CO, "Pia Petitioner")
+    before = snapshot(app, campaign_id)
+    refused = organise(log_in(app, OWNER), campaign_id, "organisers", {"email": CO})
+    assert refused.status_code == 422
+    assert "That member has not confirmed their email address yet." in error_summary(refused.text)
+    assert snapshot(app, campaign_id) == before
+    with app.app_context():
+        member_by_email(CO).email_confirmed_at = utcnow()
+        db.session.commit()
+    assert organise(log_in(app, OWNER), campaign_id, "organisers", {"email": CO}).status_code == 302
+
+
+# --- 13. limits on guest follows -------------------------------------------------------------
+
+
+def follow_request(app, campaign_id: int, email: str, name: str = "Rui Costa"):
+    url = f"/campaigns/{campaign_id}"
+    return submit(app.test_client(), url, {"name": name, "email": email}, action=f"{url}/follow")
+
+
+def test_a_pending_follow_gets_its_confirmation_again_at_most_every_ten_minutes(
+    app, outbox, run_jobs
+):
+    campaign_id = launch(app)
+    for _ in range(3):
+        assert follow_request(app, campaign_id, "rui@example.org").status_code == 302
+    run_jobs()
+    assert len(outbox.to("rui@example.org")) == 1
+
+    with app.app_context():
+        pending = db.session.scalar(select(Follower))
+        pending.confirmation_sent_at = utcnow() - timedelta(minutes=11)
+        db.session.commit()
+    assert follow_request(app, campaign_id, "rui@example.org").status_code == 302
+    assert follow_request(app, campaign_id, "rui@example.org").status_code == 302
+    run_jobs()
+    assert len(outbox.to("rui@example.org")) == 2
+
+
+@pytest.mark.parametrize("limit", ["per email", "per address"])
+def test_too_many_guest_follows_are_refused_with_429_and_no_mail(
+    app, outbox, run_jobs, monkeypatch, limit
+):
+    campaign_id = launch(app)
+    other_id = launch(app, title="Porto homes for residents", city="Porto")
+    monkeypatch.setitem(app.config, "SIGN_LIMIT_PER_EMAIL", "2 per hour")
+    monkeypatch.setitem(app.config, "SIGN_LIMIT_PER_ADDRESS", "3 per 10 minutes")
+    if limit == "per email":  # one inbox, through several campaigns
+        requests = [(campaign_id, "rui@example.org"), (other_id, "rui@example.org")]
+        refused_email = "rui@example.org"
+    else:  # one sender, many inboxes
+        requests = [(campaign_id, f"person{n}@example.org") for n in range(3)]
+        refused_email = "victim@example.org"
+    for target, email in requests:
+        assert follow_request(app, target, email).status_code == 302
+    run_jobs()
+    sent = len(outbox.messages())
+    with app.app_context():
+        rows = db.session.scalar(select(func.count()).select_from(Follower))
+
+    refused = follow_request(app, campaign_id, refused_email, name="Rui Refused")
+    assert refused.status_code == 429
+    assert 0 < int(refused.headers["Retry-After"]) <= 3600
+    assert "many requests to follow from you in a short time" in error_summary(refused.text)
+    assert 'value="Rui Refused"' in refused.text  # the form is shown again, as sent
+    run_jobs()
+    assert len(outbox.messages()) == sent
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Follower)) == rows
+
+
+# --- 14. the manage page's forms -----------------------------------------------------------
+
+
+class FormsOnPage(HTMLParser):
+    """Every element id of a page, and per form its action, fields, ids and labels."""
+
+    def __init__(self, page_html: str) -> None:
+        super().__init__()
+        self.select: str | None = None
+        self.textarea: str | None = None
+        self.ids: list[str] = []
+        self.forms: list[dict] = []
+        self.feed(page_html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.forms.append(
+                {"action": attrs.get("action"), "ids": set(), "labels": [], "fields": {}}
+            )
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
+            if self.forms:
+                self.forms[-1]["ids"].add(attrs["id"])
+        if tag == "label" and self.forms:
+            self.forms[-1]["labels"].append(attrs.get("for"))
+        if tag in ("input", "select", "textarea") and self.forms and "name" in attrs:
+            # What a browser sends: checked radios only, a select's selected (or first) option.
+            self.select = attrs["name"] if tag == "select" else None
+            self.textarea = attrs["name"] if tag == "textarea" else None
+            if attrs.get("type") != "radio" or "checked" in attrs:
+                self.forms[-1]["fields"][attrs["name"]] = attrs.get("value") or ""
+        if tag == "option" and self.select:
+            fields = self.forms[-1]["fields"]
+            if not fields[self.select] or "selected" in attrs:
+                fields[self.select] = attrs.get("value") or ""
+
+    def handle_data(self, data):
+        if self.textarea:
+            self.forms[-1]["fields"][self.textarea] += data
+
+    def handle_endtag(self, tag):
+        if tag == "textarea":
+            self.textarea = None
+
+    def described_by(self, page_html: str) -> list[str]:
+        return [
+            i for ids in re.findall(r'aria-describedby="([^"]+)"', page_html) for i in ids.split()
+        ]
+
+    def form(self, action: str) -> dict:
+        return next(f for f in self.forms if f["action"] == action)
+
+
+def assert_ids_are_unique_and_labels_match(page_html: str) -> FormsOnPage:
+    parsed = FormsOnPage(page_html)
+    duplicates = [i for i, n in Counter(parsed.ids).items() if n > 1]
+    assert duplicates == []
+    for form in parsed.forms:
+        for target in form["labels"]:
+            assert target in form["ids"], (form["action"], target)
+    assert set(parsed.described_by(page_html)) <= set(parsed.ids)
+    for link in re.findall(r'class="error-summary".*?</div>', page_html, re.S):
+        for target in re.findall(r'href="#([^"]+)"', link):
+            assert target in parsed.ids
+    return parsed
+
+
+def test_the_manage_page_has_unique_ids_and_each_label_names_a_field_of_its_own_form(app):
+    campaign_id = launch(app)
+    with_co_organiser(app, campaign_id)
+    olga = log_in(app, OWNER)
+    page = olga.get(f"/campaigns/{campaign_id}/manage")
+    parsed = assert_ids_are_unique_and_labels_match(page.text)
+    funder_form = parsed.form(f"/campaigns/{campaign_id}/funders")
+    update_form = parsed.form(f"/campaigns/{campaign_id}/updates")
+    assert {"funder-name", "funder-name-help"} & funder_form["ids"] == {"funder-name"}
+    assert {"update-title", "update-body", "update-body-help"} <= update_form["ids"]
+
+    # Refused forms come back with their messages beside their own fields.
+    cases = {
+        "funders": {"name": "", "kind": "foundation", "amount_band": "1k-10k"},
+        "decision-makers": {"name": "", "role": "x", "body": ""},
+        "updates": {"title": "", "body": "Too short."},
+        "details": details_form(title="Too short", topic="crypto"),
+        "affiliation": {"company": "QuickBite", "topic": "crypto", "details": ""},
+    }
+    for path, data in cases.items():
+        refused = organise(olga, campaign_id, path, data)
+        assert refused.status_code == 422, path
+        assert_ids_are_unique_and_labels_match(refused.text)
+    refused = organise(olga, campaign_id, "decision-makers", cases["decision-makers"])
+    assert "Please fill in decision-maker." in field_error(refused.text, "new-maker-name")
+    assert "new-maker-body-error" in refused.text and "update-body-error" not in refused.text
+
+
+def test_the_manage_page_forms_work_as_rendered_without_javascript(app):
+    campaign_id = launch(app)
+    olga = log_in(app, OWNER)
+    parsed = FormsOnPage(olga.get(f"/campaigns/{campaign_id}/manage").text)
+    funder = parsed.form(f"/campaigns/{campaign_id}/funders")["fields"]
+    funder.update({"funder-name": "Tenants Fund", "funder-kind": "foundation"})
+    assert olga.post(f"/campaigns/{campaign_id}/funders", data=funder).status_code == 302
+    details = parsed.form(f"/campaigns/{campaign_id}/details")["fields"]
+    details["details-title"] = "A quite different campaign title"
+    assert olga.post(f"/campaigns/{campaign_id}/details", data=details).status_code == 302
+    update = parsed.form(f"/campaigns/{campaign_id}/updates")["fields"]
+    update.update({"update-title": "We met the mayor", "update-body": "She listened an hour."})
+    assert olga.post(f"/campaigns/{campaign_id}/updates", data=update).status_code == 302
+    after = snapshot(app, campaign_id)
+    assert after["funders"] == [("Tenants Fund", "foundation")]
+    assert after["details"][0] == "A quite different campaign title"
+    assert after["updates"] == 1
+
+
+# --- 15. a public disclosure stays complete ----------------------------------------------------
+
+
+def test_a_published_campaign_keeps_its_last_funder_until_its_funding_changes(app):
+    campaign_id = launch(app)
+    olga = log_in(app, OWNER)
+    funder = {"name": "QuickStay Ltd", "kind": "company", "amount_band": "under-1k"}
+    assert organise(olga, campaign_id, "funders", funder).status_code == 302
+    with app.app_context():
+        quickstay = db.session.scalar(select(Funder.id))
+    before = snapshot(app, campaign_id)
+
+    refused = organise(olga, campaign_id, f"funders/{quickstay}/remove", {})
+    assert refused.status_code == 422
+    assert "its last funder stays listed" in error_summary(refused.text)
+    assert snapshot(app, campaign_id) == before
+    assert "No funders listed yet" not in public_page(app, campaign_id).text
+
+    # With a second funder listed, the first can go.
+    union = {"name": "Couriers' Union", "kind": "union", "amount_band": "1k-10k"}
+    assert organise(olga, campaign_id, "funders", union).status_code == 302
+    assert organise(olga, campaign_id, f"funders/{quickstay}/remove", {}).status_code == 302
+    assert snapshot(app, campaign_id)["funders"] == [("Couriers' Union", "union")]
+    # Declaring it volunteer-run takes the funders off in one step.
+    assert organise(olga, campaign_id, "funding", {"funding": "volunteer"}).status_code == 302
+    after = snapshot(app, campaign_id)
+    assert (after["funding"], after["funders"]) == ("volunteer", [])
+
+
+def test_a_published_volunteer_campaign_is_not_declared_funded_without_a_funder(app):
+    campaign_id = launch(app)
+    olga = log_in(app, OWNER)
+    before = snapshot(app, campaign_id)
+    refused = organise(olga, campaign_id, "funding", {"funding": "funded"})
+    assert refused.status_code == 422
+    assert "Add the campaign's first funder" in error_summary(refused.text)
+    assert snapshot(app, campaign_id) == before
+    assert "Volunteer-run, with no funding." in public_page(app, campaign_id).text
+
+
+def test_a_co_organiser_added_to_a_published_campaign_declares_before_running_it(app, run_jobs):
+    campaign_id = launch(app)
+    maker_id = first_maker(app, campaign_id)
+    member(app, CO, "Pia Petitioner")
+    olga = log_in(app, OWNER)
+    assert organise(olga, campaign_id, "organisers", {"email": CO}).status_code == 302
+    card = text_of(disclosure_card(public_page(app, campaign_id).text))
+    assert "Pia Petitioner: declaration pending: they take no part in running" in card
+
+    pia = log_in(app, CO)
+    assert "Please declare your ties to sharing-economy companies first" in text_of(
+        pia.get(f"/campaigns/{campaign_id}/manage").text
+    )
+    before = snapshot(app, campaign_id)
+    posts = organiser_posts(maker_id)
+    for what in ["post an update", "edit details", "change a stance", "add a funder"]:
+        path, data = posts[what]
+        refused = organise(pia, campaign_id, path, data)
+        assert refused.status_code == 422, what
+        assert "Please declare your ties to sharing-economy companies first" in text_of(
+            refused.text
+        ), what
+    assert snapshot(app, campaign_id) == before
+
+    declared = organise(pia, campaign_id, "affiliation", {"company": ""})
+    assert declared.status_code == 302
+    path, data = posts["post an update"]
+    assert organise(pia, campaign_id, path, data).status_code == 302
+    card = text_of(disclosure_card(public_page(app, campaign_id).text))
+    assert "pending" not in card and "Pia Petitioner: none." in card
+    # The owner, who declared, was never held up meanwhile.
+    assert snapshot(app, campaign_id)["updates"] == 1
+
+
+# --- 16. follows belong to members, not to an address ---------------------------------------
+
+
+def test_a_members_follow_survives_a_change_of_email_address(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    ana_id = member(app, "ana@example.org", "Ana")
+    ana = log_in(app, "ana@example.org")
+    assert post_with_token(ana, f"/campaigns/{campaign_id}/follow").status_code == 302
+    with app.app_context():
+        changed = db.session.get(Member, ana_id)
+        changed.email, changed.email_confirmed_at = "ana.new@example.org", utcnow()
+        db.session.commit()
+
+    page = ana.get(f"/campaigns/{campaign_id}").text
+    assert "Stop following" in page
+    assert post_with_token(ana, f"/campaigns/{campaign_id}/follow").status_code == 302
+    assert followers_shown(public_page(app, campaign_id).text) == "1 person follows this campaign."
+
+    update = {"title": "We met the mayor", "body": "She listened for an hour and took notes."}
+    assert organise(log_in(app, OWNER), campaign_id, "updates", update).status_code == 302
+    run_jobs()
+    assert [m["To"] for m in outbox.messages()] == ["ana.new@example.org"]
+
+    assert post_with_token(ana, f"/campaigns/{campaign_id}/unfollow").status_code == 302
+    assert followers_shown(public_page(app, campaign_id).text) == "0 people follow this campaign."
+    assert follower_rows(app) == []
+
+
+# --- 17. double submits ------------------------------------------------------------------------
+
+
+def test_an_update_sent_twice_is_posted_and_emailed_once(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    member(app, "ana@example.org", "Ana")
+    assert post_with_token(log_in(app, "ana@example.org"), f"/campaigns/{campaign_id}/follow")
+    olga = log_in(app, OWNER)
+    update = {"title": "We met the mayor", "body": "She listened for an hour and took notes."}
+    for _ in range(2):
+        response = organise(olga, campaign_id, "updates", update)
+        assert response.status_code == 302
+    run_jobs()
+    assert snapshot(app, campaign_id)["updates"] == 1
+    assert len(outbox.to("ana@example.org")) == 1
+
+    # Other news, or the same words well after, is posted.
+    other = {**update, "body": "She listened for an hour and promised a vote."}
+    assert organise(olga, campaign_id, "updates", other).status_code == 302
+    with app.app_context():
+        for news in db.session.scalars(select(CampaignUpdate)):
+            news.created_at = utcnow() - timedelta(minutes=11)
+        db.session.commit()
+    assert organise(olga, campaign_id, "updates", update).status_code == 302
+    run_jobs()
+    assert snapshot(app, campaign_id)["updates"] == 3
+    assert len(outbox.to("ana@example.org")) == 3
+
+
+# --- 18. detaching linked work -------------------------------------------------------------
+
+
+def test_organisers_detach_attached_work_and_no_one_else_can(app):
+    campaign_id = launch(app)
+    other_id = launch(app, title="Porto homes for residents", city="Porto")
+    with_co_organiser(app, campaign_id)
+    member(app, OTHER, "Rui Outsider")
+    with app.app_context():
+        rui = member_by_email(OTHER)
+        petition = factories.make_petition(rui, title="Cap holiday lets in Alfama")
+        for target in (campaign_id, other_id):
+            campaign = db.session.get(Campaign, target)
+            campaign_services.attach_work(campaign, "petition", petition.id, rui)
+        mine, theirs = db.session.scalars(select(LinkedWork.id).order_by(LinkedWork.id)).all()
+
+    detach = f"/campaigns/{campaign_id}/links/{mine}/detach"
+    manage_page = log_in(app, OWNER).get(f"/campaigns/{campaign_id}/manage").text
+    section = manage_page.split('id="attached-heading"', 1)[1].split("</section>", 1)[0]
+    assert "Cap holiday lets in Alfama" in section and f'action="{detach}"' in section
+    # Not even the petition's organiser, who attached it: detaching is the campaign's call.
+    assert post_with_token(log_in(app, OTHER), detach).status_code == 403
+    guest = app.test_client()
+    to_login = guest.post(detach, data={"csrf_token": csrf_token(guest.get("/login").text)})
+    assert to_login.status_code == 302 and "/login" in to_login.headers["Location"]
+    refused = organise(log_in(app, OWNER), campaign_id, f"links/{theirs}/detach", {})
+    assert refused.status_code == 422
+    assert "That is not attached to this campaign." in error_summary(refused.text)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(LinkedWork)) == 2
+
+    assert post_with_token(log_in(app, CO), detach).status_code == 302
+    with app.app_context():
+        assert db.session.scalars(select(LinkedWork.id)).all() == [theirs]
+    assert "Cap holiday lets in Alfama" not in public_page(app, campaign_id).text
+    assert "Cap holiday lets in Alfama" in public_page(app, other_id).text
+
+
+# --- 19. in a browser --------------------------------------------------------------------------
 
 
 @pytest.mark.browser
