@@ -832,7 +832,7 @@ def test_one_smtp_connection_serves_a_whole_batch(app, smtp_sink, run_jobs):
 # --- the notification centre --------------------------------------------------------------
 
 
-def test_members_see_notices_with_an_unread_count_and_mark_them_read(app, client, auth, run_jobs):
+def _two_updates_for_a_member(app, client, auth, run_jobs) -> None:
     petition_id = petition_with_signers(app, 0)
     auth.member()
     sign_for_updates(client, petition_id)
@@ -840,6 +840,10 @@ def test_members_see_notices_with_an_unread_count_and_mark_them_read(app, client
     post_update(app, petition_id, title="First update")
     post_update(app, petition_id, title="Second update")
     run_jobs()
+
+
+def test_members_see_notices_with_an_unread_count_and_mark_them_read(app, client, auth, run_jobs):
+    _two_updates_for_a_member(app, client, auth, run_jobs)
 
     centre = client.get("/notifications")
     assert centre.status_code == 200
@@ -887,13 +891,7 @@ class ButtonNames(HTMLParser):
 
 
 def test_each_notices_buttons_say_which_notice_they_act_on(app, client, auth, run_jobs):
-    petition_id = petition_with_signers(app, 0)
-    auth.member()
-    sign_for_updates(client, petition_id)
-    run_jobs()
-    post_update(app, petition_id, title="First update")
-    post_update(app, petition_id, title="Second update")
-    run_jobs()
+    _two_updates_for_a_member(app, client, auth, run_jobs)
     names = ButtonNames(client.get("/notifications").text).names
     notice_buttons = [name for name in names if name.startswith(("Open", "Mark as read "))]
     assert sorted(notice_buttons) == [
