@@ -399,18 +399,18 @@ def leave(app: Flask, chapter_id: int, email: str) -> None:
         services.leave(db.session.get(Chapter, chapter_id), member_by_email(email))
 
 
+def two_agree_and_one_blocks(app: Flask) -> tuple[int, list[str], int]:
+    chapter_id, members = chapter_with(app, 3, quorum=(20, 2))
+    proposal_id = open_proposal(app, chapter_id)
+    votes = zip(members, (Choice.AGREE, Choice.AGREE, Choice.BLOCK), strict=True)
+    cast(app, proposal_id, *votes)
+    return chapter_id, members, proposal_id
+
+
 def test_a_block_by_someone_who_left_before_the_close_does_not_count(app, run_jobs):
     """Two agree and one blocks, then the blocker leaves: the proposal passes on the two
     votes of those still members, and the block is no longer shown."""
-    chapter_id, members = chapter_with(app, 3, quorum=(20, 2))
-    proposal_id = open_proposal(app, chapter_id)
-    cast(
-        app,
-        proposal_id,
-        (members[0], Choice.AGREE),
-        (members[1], Choice.AGREE),
-        (members[2], Choice.BLOCK),
-    )
+    chapter_id, members, proposal_id = two_agree_and_one_blocks(app)
     leave(app, chapter_id, members[2])
     page = app.test_client().get(f"/proposals/{proposal_id}")
     assert shown_tally(page) == {"agree": 2, "abstain": 0, "disagree": 0, "block": 0}
@@ -435,15 +435,7 @@ def test_leaving_after_the_close_keeps_the_recorded_result_and_its_votes(app, ru
 
 def test_a_deleted_accounts_vote_on_an_open_proposal_does_not_count(app, run_jobs):
     """Deleting an account withdraws its votes on open proposals; the rest decide."""
-    chapter_id, members = chapter_with(app, 3, quorum=(20, 2))
-    proposal_id = open_proposal(app, chapter_id)
-    cast(
-        app,
-        proposal_id,
-        (members[0], Choice.AGREE),
-        (members[1], Choice.AGREE),
-        (members[2], Choice.BLOCK),
-    )
+    _, members, proposal_id = two_agree_and_one_blocks(app)
     with app.app_context():
         delete_account(member_by_email(members[2]))
     close_through_job(app, run_jobs, proposal_id)
