@@ -213,7 +213,7 @@ def confirm(token: str):
     signature = services.signature_for_confirmation(token) or abort(404)
     form = ActionForm()
     if form.validate_on_submit():
-        petition = signature.petition
+        petition, petition_id = signature.petition, signature.petition_id
         try:
             confirmed = services.confirm_signature(signature)
         except services.SignatureGone:
@@ -222,7 +222,8 @@ def confirm(token: str):
             )
             return page, 410
         flash(_confirmation_message(signature, confirmed), "success" if confirmed else "info")
-        return redirect(url_for("petitions.show", petition_id=petition.id))
+        # The id read before the commit: reading it from the petition now would reload it.
+        return redirect(url_for("petitions.show", petition_id=petition_id))
     return form_page(
         "petitions/confirm.html", form, signature=signature, petition=signature.petition
     )
