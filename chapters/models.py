@@ -7,7 +7,7 @@ so a meetup keeps its instant when the clocks change.
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
@@ -305,6 +305,61 @@ class Vote(Timestamped, db.Model):
     reason: Mapped[str | None] = mapped_column(String(1000))
 
     member: Mapped[Member | None] = relationship()
+
+
+class InvitationState(StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+
+
+# An imported file's list of people ages: after this, its invitations are neither shown
+# nor accepted.
+INVITATION_LIFETIME = timedelta(days=90)
+
+
+class ChapterInvitation(db.Model):
+    """An offer to join an imported chapter, made to an address its export file listed.
+
+    The file is the importer's word, not the person's, so nobody is enrolled or emailed:
+    a member whose confirmed address matches sees the offer and takes it up or declines.
+    """
+
+    __tablename__ = "chapter_invitations"
+    __table_args__ = (UniqueConstraint("chapter_id", "email_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    chapter_id: Mapped[int] = mapped_column(ForeignKey("chapters.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(254))  # as the file gave it
+    email_key: Mapped[str] = mapped_column(String(254), index=True)  # as accounts match it
+    role: Mapped[str] = mapped_column(String(10), default=Role.MEMBER)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(10), default=InvitationState.PENDING)
+    answered_at: Mapped[datetime | None]
+
+    chapter: Mapped[Chapter] = relationship()
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.created_at + INVITATION_LIFETIME
+
+    @property
+    def is_open(self) -> bool:
+        """Still waiting for an answer, and not expired."""
+        return self.state == InvitationState.PENDING and utcnow() < self.expires_at
+
+    def accept(self) -> None:
+        self._answer(InvitationState.ACCEPTED)
+
+    def decline(self) -> None:
+        self._answer(InvitationState.DECLINED)
+
+    def _answer(self, state: InvitationState) -> None:
+        if self.state != InvitationState.PENDING:
+            raise ChapterError("You have already answered this invitation.")
+        if not self.is_open:
+            raise ChapterError("This invitation has expired. You can still join the chapter.")
+        self.state, self.answered_at = state, utcnow()
 
 
 class CalendarKey(db.Model):

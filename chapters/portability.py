@@ -8,11 +8,14 @@ On import the importer is the chapter's only member, and its organiser. The file
 importer's word, not the people's, so nobody else is enrolled or tied to an account here,
 whether or not their email has one: the chapter's votes on decided proposals are kept
 without names, and only the importer's own RSVPs and votes, found by their email address,
-keep a name. Everyone else joins the imported chapter themselves.
+keep a name. Everyone else the file lists gets an invitation, kept against their address
+and offered to whoever signs in with it confirmed; no mail is sent, since a file can list
+any address.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,6 +25,7 @@ from chapters import services
 from chapters.models import (
     Chapter,
     ChapterError,
+    ChapterInvitation,
     ChapterState,
     Choice,
     Meetup,
@@ -177,16 +181,31 @@ def _list(data: dict, key: str) -> list[dict]:
     return value
 
 
-def _email_of(entry: dict) -> str:
+def _address_of(entry: dict) -> str:
+    """A person's email address as the file gives it."""
     emails = _list(entry, "email_addresses")
     email = _text(emails[0], "address", 254) if emails else None
     if email is None:
         raise ChapterImportError("Every person needs an email address.")
-    return normalise_account_email(email)
+    return email
 
 
-def import_chapter(importer: Member, data: Any) -> Chapter:
-    """Recreate an exported chapter here, with the importer as an organiser."""
+def _email_of(entry: dict) -> str:
+    """A person's email address as accounts are matched by it."""
+    return normalise_account_email(_address_of(entry))
+
+
+@dataclass(frozen=True)
+class ImportedChapter:
+    """The chapter made from a file, and how many people in it were invited to join."""
+
+    chapter: Chapter
+    invitations: int
+
+
+def import_chapter(importer: Member, data: Any) -> ImportedChapter:
+    """Recreate an exported chapter here, with the importer as an organiser, and invite
+    everyone else the file lists."""
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ChapterImportError("This is not a Groundswell chapter export.")
     group = data.get("osdi:group")
@@ -212,7 +231,9 @@ def import_chapter(importer: Member, data: Any) -> Chapter:
         chapter.activated_at = utcnow()
     db.session.add(chapter)
     db.session.flush()
-    own_refs = _join_as_importer(chapter, importer, _list(data, "osdi:people"))
+    people = _list(data, "osdi:people")
+    own_refs = _join_as_importer(chapter, importer, people)
+    invitations = _invite_the_others(chapter, importer, people)
     for event in _list(data, "osdi:events"):
         _import_meetup(chapter, event, importer, own_refs)
     for decision in _list(data, "groundswell:decisions"):
@@ -222,7 +243,7 @@ def import_chapter(importer: Member, data: Any) -> Chapter:
         services.schedule_reminders(meetup)
     for proposal in services.proposals_of(chapter, ProposalState.OPEN, limit=1000):
         services.schedule_closing(proposal, utcnow())
-    return chapter
+    return ImportedChapter(chapter, invitations)
 
 
 def _bounded(value: Any, low: int, high: int, default: int) -> int:
@@ -251,6 +272,23 @@ def _join_as_importer(chapter: Chapter, importer: Member, entries: list[dict]) -
         )
     )
     return own_refs
+
+
+def _invite_the_others(chapter: Chapter, importer: Member, entries: list[dict]) -> int:
+    """Keep an invitation for each other address the file lists, with the role it gives;
+    returns how many. Contact sharing is not carried over: members choose it again here."""
+    invited = {normalise_account_email(importer.email)}
+    for entry in entries:
+        address = _address_of(entry)
+        key = normalise_account_email(address)
+        if not key or key in invited:
+            continue  # one invitation per address; the first listing counts
+        invited.add(key)
+        role = Role.ORGANISER if entry.get("groundswell:role") == Role.ORGANISER else Role.MEMBER
+        db.session.add(
+            ChapterInvitation(chapter_id=chapter.id, email=address, email_key=key, role=role)
+        )
+    return len(invited) - 1
 
 
 def _is_importer(entry: dict, own_refs: set[str]) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,10 +23,13 @@ from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from chapters.models import (
+    INVITATION_LIFETIME,
     CalendarKey,
     Chapter,
     ChapterError,
+    ChapterInvitation,
     Choice,
+    InvitationState,
     Meetup,
     MeetupState,
     Membership,
@@ -43,7 +47,7 @@ from core.hooks import WorkSummary, linked_work, work_organised_by
 from core.places import city_slug
 from core.queue import cancel_job, enqueue
 from core.urls import external_url
-from members.models import Member
+from members.models import Member, normalise_account_email
 from members.signals import account_deleting, data_export
 from notifications.services import Recipient, notify
 
@@ -222,23 +226,33 @@ def _ensure_organiser(chapter: Chapter) -> None:
             successor.role = Role.ORGANISER
 
 
+def _enrol(chapter: Chapter, member: Member, role: Role) -> bool:
+    """Add ``member`` with ``role`` unless they are in already; the caller commits.
+
+    Raises IntegrityError when the same member joined at the same moment.
+    """
+    _lock_chapter(chapter)  # count the members with every other join committed
+    if chapter.membership_of(member) is not None:
+        return False
+    chapter.memberships.append(Membership(member_id=member.id, role=role))
+    db.session.flush()
+    _ensure_organiser(chapter)
+    _activate_if_ready(chapter)
+    return True
+
+
 def join(chapter: Chapter, member: Member) -> bool:
     """Add ``member``; returns False if they were already in. May activate the chapter.
 
     Whoever joins a chapter that has no organiser left becomes its organiser.
     """
-    _lock_chapter(chapter)  # count the members with every other join committed
-    if chapter.membership_of(member) is not None:
-        db.session.rollback()
-        return False
-    chapter.memberships.append(Membership(member_id=member.id, role=Role.MEMBER))
     try:
-        db.session.flush()
+        joined = _enrol(chapter, member, Role.MEMBER)
     except IntegrityError:  # joined twice at once
+        joined = False
+    if not joined:
         db.session.rollback()
         return False
-    _ensure_organiser(chapter)
-    _activate_if_ready(chapter)
     db.session.commit()
     return True
 
@@ -276,6 +290,99 @@ def set_role(chapter: Chapter, member_id: int, role: Role) -> Membership:
     membership.role = role
     db.session.commit()
     return membership
+
+
+# --- invitations to imported chapters ------------------------------------------------------
+
+
+def _invitation_key(member: Member | None) -> str | None:
+    """The key of the member's invitations, once their address is confirmed.
+
+    Anyone can register with any address, so an unconfirmed one is offered nothing.
+    """
+    if member is None or not getattr(member, "is_authenticated", False):
+        return None
+    return normalise_account_email(member.email) if member.is_confirmed else None
+
+
+def _open_invitations(key: str) -> Select:
+    return select(ChapterInvitation).where(
+        ChapterInvitation.email_key == key,
+        ChapterInvitation.state == InvitationState.PENDING,
+        ChapterInvitation.created_at > utcnow() - INVITATION_LIFETIME,
+    )
+
+
+def invitations_for(member: Member | None, *, limit: int = 20) -> list[ChapterInvitation]:
+    """Open invitations to chapters the member is not in yet, newest first."""
+    key = _invitation_key(member)
+    if key is None:
+        return []
+    joined = select(Membership.chapter_id).where(Membership.member_id == member.id)
+    return list(
+        db.session.scalars(
+            _open_invitations(key)
+            .where(ChapterInvitation.chapter_id.not_in(joined))
+            .order_by(ChapterInvitation.created_at.desc(), ChapterInvitation.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def invitation_to(chapter: Chapter, member: Member | None) -> ChapterInvitation | None:
+    """The member's open invitation to ``chapter``, unless they are in it already."""
+    key = _invitation_key(member)
+    if key is None or chapter.membership_of(member) is not None:
+        return None
+    return db.session.scalar(
+        _open_invitations(key).where(ChapterInvitation.chapter_id == chapter.id)
+    )
+
+
+def invitation_of(member: Member | None, invitation_id: int) -> ChapterInvitation | None:
+    """The invitation with this id if it is made to the member's confirmed address."""
+    key = _invitation_key(member)
+    if key is None:
+        return None
+    return db.session.scalar(
+        select(ChapterInvitation).where(
+            ChapterInvitation.id == invitation_id, ChapterInvitation.email_key == key
+        )
+    )
+
+
+def _answer_invitation(invitation: ChapterInvitation, answer: Callable[[], None]) -> None:
+    """Record an answer under the invitation's row lock, so it is answered only once."""
+    db.session.refresh(invitation, with_for_update=True)
+    try:
+        answer()
+    except ChapterError:
+        db.session.rollback()
+        raise
+
+
+def accept_invitation(invitation: ChapterInvitation, member: Member) -> bool:
+    """Join the chapter with the role its file gave; False if the member was in already.
+
+    Joining takes the same steps as any join, so it may activate the chapter. A member
+    already in the chapter keeps their role, and the invitation is closed.
+    """
+    _answer_invitation(invitation, invitation.accept)
+    try:
+        joined = _enrol(invitation.chapter, member, Role(invitation.role))
+    except IntegrityError:
+        db.session.rollback()
+        raise ChapterError(
+            "You joined this chapter at the same moment; please look again."
+        ) from None
+    db.session.commit()
+    return joined
+
+
+def decline_invitation(invitation: ChapterInvitation) -> None:
+    """Turn the invitation down; it is not shown again."""
+    _answer_invitation(invitation, invitation.decline)
+    db.session.commit()
 
 
 def update_settings(chapter: Chapter, **settings: Any) -> None:
@@ -1090,11 +1197,28 @@ def organises_meetup(sender, kind: str, target_id: int, member: Member, **extra)
 
 @data_export.connect
 def export_member_chapters(sender, member: Member, **extra) -> dict[str, Any]:
-    """The member's chapters, RSVPs and votes, for their data download."""
+    """The member's chapters, RSVPs, votes and the invitations made to their confirmed
+    address, for their data download."""
     memberships = db.session.scalars(select(Membership).where(Membership.member_id == member.id))
     rsvps = db.session.scalars(select(Rsvp).where(Rsvp.member_id == member.id))
     votes = db.session.scalars(select(Vote).where(Vote.member_id == member.id))
+    key = _invitation_key(member)
+    invitations = (
+        db.session.scalars(select(ChapterInvitation).where(ChapterInvitation.email_key == key))
+        if key
+        else []
+    )
     return {
+        "chapter_invitations": [
+            {
+                "chapter": i.chapter.name,
+                "email": i.email,
+                "role": i.role,
+                "state": i.state,
+                "created_at": i.created_at.isoformat(),
+            }
+            for i in invitations
+        ],
         "chapters": [
             {"chapter": m.chapter.name, "role": m.role, "joined_at": m.joined_at.isoformat()}
             for m in memberships

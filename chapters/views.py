@@ -102,7 +102,13 @@ def index():
         page=_page_number(),
     )
     counts = services.member_counts([c.id for c in result.items])
-    return render_template("chapters/index.html", result=result, counts=counts, args=request.args)
+    return render_template(
+        "chapters/index.html",
+        result=result,
+        counts=counts,
+        args=request.args,
+        invitations=services.invitations_for(_viewer()),
+    )
 
 
 @bp.route("/chapters/new", methods=["GET", "POST"])
@@ -152,6 +158,7 @@ def _chapter_context(chapter: Chapter) -> dict:
             for html in collect(city_sections, city_slug=chapter.city_slug, within="chapter")
         ],
         "action_form": ActionForm(formdata=None),
+        "invitation": services.invitation_to(chapter, _viewer()),
     }
 
 
@@ -186,11 +193,35 @@ def join(slug: str):
         was_active = chapter.is_active
         if not services.join(chapter, current_user):
             return "You are already a member."
-        if chapter.is_active and not was_active:
-            return f"Welcome! With you, {chapter.name} is now an active chapter."
-        return f"Welcome to {chapter.name}."
+        return _welcome(chapter, was_active)
 
     return _act(action, url_for("chapters.show", slug=slug))
+
+
+def _welcome(chapter: Chapter, was_active: bool) -> str:
+    if chapter.is_active and not was_active:
+        return f"Welcome! With you, {chapter.name} is now an active chapter."
+    return f"Welcome to {chapter.name}."
+
+
+@bp.post("/chapters/invitations/<id:invitation_id>/<any(accept, decline):answer>")
+@login_required
+def answer_invitation(invitation_id: int, answer: str):
+    invitation = services.invitation_of(current_user, invitation_id) or abort(404)
+    chapter = invitation.chapter
+
+    def action() -> str:
+        if answer == "decline":
+            services.decline_invitation(invitation)
+            return f"You have declined the invitation to {chapter.name}."
+        was_active = chapter.is_active
+        if not services.accept_invitation(invitation, current_user):
+            return "You are already a member; your role is unchanged."
+        role = chapter.membership_of(current_user).role
+        title = "an organiser" if role == Role.ORGANISER else "a member"
+        return f"{_welcome(chapter, was_active)} You are {title}."
+
+    return _act(action, url_for("chapters.show", slug=chapter.slug))
 
 
 @bp.post("/chapters/<slug>/leave")
@@ -287,20 +318,29 @@ def import_chapter():
     if form.validate_on_submit():
         try:
             data = json.loads(form.export.data.read())
-            chapter = portability.import_chapter(current_user, data)
+            imported = portability.import_chapter(current_user, data)
         except (ValueError, UnicodeDecodeError):
             form.export.errors.append("This file is not JSON.")
         except ChapterError as error:
             db.session.rollback()
             form.export.errors.append(str(error))
         else:
-            flash(
-                f"{chapter.name} is imported, with you as its organiser. "
-                "Invite its members to join it here.",
-                "success",
-            )
-            return redirect(url_for("chapters.show", slug=chapter.slug))
+            flash(_imported_message(imported), "success")
+            return redirect(url_for("chapters.show", slug=imported.chapter.slug))
     return form_page("chapters/import.html", form)
+
+
+def _imported_message(imported: portability.ImportedChapter) -> str:
+    done = f"{imported.chapter.name} is imported, with you as its organiser."
+    count = imported.invitations
+    if count == 0:
+        return f"{done} The file lists no one else to invite."
+    recorded = "1 invitation is" if count == 1 else f"{count:,} invitations are"
+    return (
+        f"{done} {recorded} recorded: the people in the file can join when they sign in "
+        "here with the same email address, confirmed. No email is sent to them, so let "
+        "them know."
+    )
 
 
 # --- meetups -----------------------------------------------------------------------------

@@ -29,7 +29,9 @@ from sqlalchemy import func, select, text, update
 from chapters import services as chapter_services
 from chapters.models import (
     Chapter,
+    ChapterInvitation,
     Choice,
+    InvitationState,
     Meetup,
     Membership,
     Outcome,
@@ -960,7 +962,8 @@ def _build_chapter_to_export(app: Flask) -> dict:
 
 def test_chapter_export_and_import_round_trip(app, client, redis, outbox):
     """An organiser's export holds only sharing members' details, and imports elsewhere
-    with its settings, meetups, RSVPs, decisions and votes, the importer as organiser."""
+    with its settings, meetups, RSVPs, decisions and votes, the importer as organiser; each
+    sharing member is invited back with their role, and accepting restores it."""
     built = _build_chapter_to_export(app)
     slug = built["slug"]
     for email in SHARING:
@@ -1057,7 +1060,37 @@ def test_chapter_export_and_import_round_trip(app, client, redis, outbox):
         assert (still_open.state, still_open.outcome) == (ProposalState.OPEN, None)
         assert still_open.closes_at == built["open_closes"].replace(microsecond=0)
         assert chapter_services.votes_on(still_open) == []  # members here decide it
-    assert importer.get(response.headers["Location"]).status_code == 200
+
+        # Everyone who shared their details is invited back with their role; Cy is not.
+        invitations = {
+            i.email_key: (i.role, i.state)
+            for i in db.session.scalars(
+                select(ChapterInvitation).where(ChapterInvitation.chapter_id == chapter.id)
+            )
+        }
+        assert invitations == {
+            ORGANISER: (Role.ORGANISER, InvitationState.PENDING),
+            "ana@example.org": (Role.MEMBER, InvitationState.PENDING),
+            "ben@example.org": (Role.MEMBER, InvitationState.PENDING),
+        }
+        olgas = db.session.scalar(
+            select(ChapterInvitation.id).where(ChapterInvitation.email_key == ORGANISER)
+        )
+        make_member(ORGANISER, "Olga Organiser")
+    shown = importer.get(response.headers["Location"])
+    assert shown.status_code == 200 and "3 invitations are recorded" in shown.text
+
+    # Olga signs up here with the same address and takes her place back as organiser.
+    olga = log_in(app, ORGANISER)
+    page = olga.get(response.headers["Location"])
+    assert "lists you as an organiser" in page.text
+    accepted = olga.post(
+        f"/chapters/invitations/{olgas}/accept", data={"csrf_token": csrf_token(page.text)}
+    )
+    assert accepted.status_code == 302
+    with app.app_context():
+        roles = {m.member.email: m.role for m in db.session.scalar(select(Chapter)).memberships}
+        assert roles == {"ines@example.org": Role.ORGANISER, ORGANISER: Role.ORGANISER}
 
 
 def test_importing_a_file_that_is_not_an_export_is_refused(app):

@@ -1,7 +1,7 @@
 """Chapters: the activation threshold, founding, membership and roles, RSVPs and the
 waitlist (also under concurrent changes), capacity changes, reminders, time zones across a
 clock change, calendars, attendance, notifications of changes, bad input, campaigns,
-importing a chapter and the city page."""
+importing a chapter, invitations to an imported chapter and the city page."""
 
 from __future__ import annotations
 
@@ -25,7 +25,9 @@ from chapters import services
 from chapters.models import (
     Chapter,
     ChapterError,
+    ChapterInvitation,
     ChapterState,
+    InvitationState,
     Meetup,
     MeetupState,
     Membership,
@@ -1680,7 +1682,9 @@ def test_an_import_enrols_no_one_but_the_importer_whether_or_not_they_have_accou
     ines = log_in(app, "Ines")
     response = upload(ines, data)
     assert flashes(ines, response) == [
-        "Porto Riders is imported, with you as its organiser. Invite its members to join it here."
+        "Porto Riders is imported, with you as its organiser. 2 invitations are recorded: the "
+        "people in the file can join when they sign in here with the same email address, "
+        "confirmed. No email is sent to them, so let them know."
     ]
 
     with app.app_context():
@@ -1765,7 +1769,306 @@ def test_a_chapter_with_an_eighty_character_name_exports_and_imports(app):
     assert response.status_code == 302, response.text[:500]
 
 
-# --- 15. the city page ---------------------------------------------------------------------------
+# --- 15. invitations to an imported chapter -----------------------------------------------------
+
+INVITATION_NOTICE = (
+    "This chapter moved here from another Groundswell and lists you as {role}. Join with that role?"
+)
+
+
+def import_inviting(app: Flask, *entries: dict) -> str:
+    """Ines imports Porto Riders from a file listing herself and ``entries``; its slug."""
+    data = export_file(person_entry("person-0", email("Ines"), "Ines"), *entries)
+    assert upload(log_in(app, "Ines"), data).status_code == 302
+    with app.app_context():
+        return imported_chapter().slug
+
+
+def invitation_notice(client, slug: str) -> str:
+    """The invitation on the chapter's page, as read, or "" when there is none."""
+    page = client.get(f"/chapters/{slug}")
+    assert page.status_code == 200, page.status_code
+    if 'id="invitation-heading"' not in page.text:
+        return ""
+    return text_of(page.text.split('id="invitation-heading"', 1)[1].split("</section>", 1)[0])
+
+
+def invitations_listed(client) -> str:
+    """The "Invitations for you" list on the chapters page, or "" when there is none."""
+    page = client.get("/chapters").text
+    if 'id="invitations-heading"' not in page:
+        return ""
+    return page.split('id="invitations-heading"', 1)[1].split("</section>", 1)[0]
+
+
+def invitation_id(address: str) -> int:
+    key = address.strip().lower()
+    return db.session.scalar(select(ChapterInvitation.id).where(ChapterInvitation.email_key == key))
+
+
+def answer_invitation(client, invitation: int, answer: str = "accept"):
+    return post_with_token(client, f"/chapters/invitations/{invitation}/{answer}")
+
+
+def roles_in_porto() -> dict[str, str]:
+    db.session.expire_all()
+    return {m.member.email: m.role for m in imported_chapter().memberships}
+
+
+def test_an_import_invites_everyone_else_in_the_file_and_enrols_no_one(app):
+    """Each other address in the file, with or without an account, gets a pending
+    invitation with the file's role; the address is kept as given and matched lower-cased.
+    The importer is not invited, and nobody but the importer is a member."""
+    with app.app_context():
+        people("Ines", "Vera")
+    slug = import_inviting(
+        app,
+        person_entry("person-1", " Vera@Example.ORG ", "Vera", role="organiser"),
+        person_entry("person-2", "nobody@example.org", "Noor"),
+        person_entry("person-3", "NOBODY@example.org", "Noor again", role="organiser"),
+    )
+    with app.app_context():
+        rows = db.session.execute(
+            select(
+                ChapterInvitation.email,
+                ChapterInvitation.email_key,
+                ChapterInvitation.role,
+                ChapterInvitation.state,
+            ).order_by(ChapterInvitation.id)
+        ).all()
+        assert rows == [
+            (" Vera@Example.ORG ", email("Vera"), Role.ORGANISER, InvitationState.PENDING),
+            ("nobody@example.org", "nobody@example.org", Role.MEMBER, InvitationState.PENDING),
+        ]
+        assert roles_in_porto() == {email("Ines"): Role.ORGANISER}
+    assert invitation_notice(log_in(app, "Ines"), slug) == ""
+
+
+def test_a_confirmed_member_the_file_lists_as_organiser_joins_as_organiser(app):
+    """Vera sees the invitation on the chapter's page and in her list, joins with the
+    file's role through the page's button, and is offered it no more."""
+    with app.app_context():
+        people("Ines", "Vera")
+    slug = import_inviting(app, person_entry("person-1", email("Vera"), "Vera", role="organiser"))
+    vera = log_in(app, "Vera")
+    notice = invitation_notice(vera, slug)
+    assert INVITATION_NOTICE.format(role="an organiser") in notice
+    assert "Join as organiser" in notice and "Decline the invitation" in notice
+    listed = invitations_listed(vera)
+    assert f'href="/chapters/{slug}"' in listed and "Porto Riders" in listed
+
+    with app.app_context():
+        invitation = invitation_id(email("Vera"))
+    response = answer_invitation(vera, invitation)
+    assert flashes(vera, response) == ["Welcome to Porto Riders. You are an organiser."]
+    with app.app_context():
+        assert roles_in_porto() == {email("Ines"): Role.ORGANISER, email("Vera"): Role.ORGANISER}
+        state = db.session.get(ChapterInvitation, invitation)
+        assert state.state == InvitationState.ACCEPTED and state.answered_at is not None
+    assert invitation_notice(vera, slug) == "" and invitations_listed(vera) == ""
+
+
+def test_an_invitation_is_accepted_only_once(app):
+    """A second answer, even after leaving the chapter, is refused: the invitation is
+    spent and the role it gave is not granted again."""
+    with app.app_context():
+        people("Ines", "Vera")
+    slug = import_inviting(app, person_entry("person-1", email("Vera"), "Vera", role="organiser"))
+    vera = log_in(app, "Vera")
+    with app.app_context():
+        invitation = invitation_id(email("Vera"))
+    assert answer_invitation(vera, invitation).status_code == 302
+    again = answer_invitation(vera, invitation)
+    assert flashes(vera, again) == ["You have already answered this invitation."]
+
+    assert post_with_token(vera, f"/chapters/{slug}/leave").status_code == 302
+    assert invitation_notice(vera, slug) == ""
+    after_leaving = answer_invitation(vera, invitation)
+    assert flashes(vera, after_leaving) == ["You have already answered this invitation."]
+    with app.app_context():
+        assert roles_in_porto() == {email("Ines"): Role.ORGANISER}
+
+
+def test_declining_an_invitation_hides_it_for_good(app):
+    with app.app_context():
+        people("Ines", "Vera")
+    slug = import_inviting(app, person_entry("person-1", email("Vera"), "Vera"))
+    vera = log_in(app, "Vera")
+    assert INVITATION_NOTICE.format(role="a member") in invitation_notice(vera, slug)
+    with app.app_context():
+        invitation = invitation_id(email("Vera"))
+    response = answer_invitation(vera, invitation, "decline")
+    assert flashes(vera, response) == ["You have declined the invitation to Porto Riders."]
+    assert invitation_notice(vera, slug) == "" and invitations_listed(vera) == ""
+    refused = answer_invitation(vera, invitation)
+    assert flashes(vera, refused) == ["You have already answered this invitation."]
+    with app.app_context():
+        assert db.session.get(ChapterInvitation, invitation).state == InvitationState.DECLINED
+        assert roles_in_porto() == {email("Ines"): Role.ORGANISER}
+
+
+def test_an_unconfirmed_address_is_offered_nothing_and_cannot_answer(app):
+    """Anyone can register with any address: an account whose listed address is not
+    confirmed, and one that only asked to change to it, see no invitation and get a 404
+    for answering it."""
+    with app.app_context():
+        people("Ines", "Zed")
+        unconfirmed = Member(
+            display_name="Vera?", email=email("Vera"), password=PASSWORD, city="Porto"
+        )
+        db.session.add(unconfirmed)
+        member_by_email(email("Zed")).request_email_change("nobody@example.org")
+        db.session.commit()
+    slug = import_inviting(
+        app,
+        person_entry("person-1", email("Vera"), "Vera", role="organiser"),
+        person_entry("person-2", "nobody@example.org", "Noor", role="organiser"),
+    )
+    with app.app_context():
+        invitations = [invitation_id(email("Vera")), invitation_id("nobody@example.org")]
+    for name in ("Vera", "Zed"):
+        client = log_in(app, name)
+        assert invitation_notice(client, slug) == "" and invitations_listed(client) == ""
+        for invitation in invitations:
+            for answer in ("accept", "decline"):
+                assert answer_invitation(client, invitation, answer).status_code == 404
+    with app.app_context():
+        states = db.session.scalars(select(ChapterInvitation.state)).all()
+        assert states == [InvitationState.PENDING, InvitationState.PENDING]
+        assert roles_in_porto() == {email("Ines"): Role.ORGANISER}
+
+
+def test_someone_who_registers_later_with_a_listed_address_is_offered_it_once_confirmed(app, auth):
+    with app.app_context():
+        people("Ines")
+    slug = import_inviting(app, person_entry("person-1", "Noor@Example.org", "Noor"))
+    auth.register(email="noor@example.org", name="Noor")
+    assert auth.login(email="noor@example.org").status_code == 302
+    assert invitation_notice(auth.client, slug) == ""
+    assert auth.confirm("noor@example.org").status_code == 302
+
+    assert INVITATION_NOTICE.format(role="a member") in invitation_notice(auth.client, slug)
+    assert "Porto Riders" in invitations_listed(auth.client)
+    with app.app_context():
+        invitation = invitation_id("noor@example.org")
+    response = answer_invitation(auth.client, invitation)
+    assert flashes(auth.client, response) == ["Welcome to Porto Riders. You are a member."]
+    with app.app_context():
+        assert roles_in_porto() == {email("Ines"): Role.ORGANISER, "noor@example.org": Role.MEMBER}
+
+
+def test_an_invitation_expires_after_ninety_days(app):
+    """Shown until then; after, neither shown nor accepted."""
+    with app.app_context():
+        people("Ines", "Vera")
+    slug = import_inviting(app, person_entry("person-1", email("Vera"), "Vera"))
+    vera = log_in(app, "Vera")
+
+    def made_days_ago(days: int) -> int:
+        with app.app_context():
+            db.session.execute(
+                update(ChapterInvitation).values(created_at=utcnow() - timedelta(days=days))
+            )
+            db.session.commit()
+            return invitation_id(email("Vera"))
+
+    made_days_ago(89)
+    assert invitation_notice(vera, slug) and invitations_listed(vera)
+    invitation = made_days_ago(91)
+    assert invitation_notice(vera, slug) == "" and invitations_listed(vera) == ""
+    response = answer_invitation(vera, invitation)
+    assert flashes(vera, response) == [
+        "This invitation has expired. You can still join the chapter."
+    ]
+    with app.app_context():
+        assert db.session.get(ChapterInvitation, invitation).state == InvitationState.PENDING
+        assert roles_in_porto() == {email("Ines"): Role.ORGANISER}
+
+
+def test_a_member_already_in_the_chapter_keeps_their_role_and_the_invitation_closes(app):
+    with app.app_context():
+        people("Ines", "Vera")
+    slug = import_inviting(app, person_entry("person-1", email("Vera"), "Vera", role="organiser"))
+    vera = log_in(app, "Vera")
+    assert post_with_token(vera, f"/chapters/{slug}/join").status_code == 302
+    assert invitation_notice(vera, slug) == "" and invitations_listed(vera) == ""
+    with app.app_context():
+        invitation = invitation_id(email("Vera"))
+    response = answer_invitation(vera, invitation)
+    assert flashes(vera, response) == ["You are already a member; your role is unchanged."]
+    with app.app_context():
+        assert roles_in_porto() == {email("Ines"): Role.ORGANISER, email("Vera"): Role.MEMBER}
+        assert db.session.get(ChapterInvitation, invitation).state == InvitationState.ACCEPTED
+
+
+def test_accepting_invitations_joins_as_any_join_does_and_activates_the_chapter(
+    app, outbox, run_jobs
+):
+    """A forming chapter becomes active when the threshold's member accepts, and its
+    members hear of it."""
+    with app.app_context():
+        people("Ines", "Vera", "Ana")
+    data = export_file(
+        person_entry("person-0", email("Ines"), "Ines"),
+        person_entry("person-1", email("Vera"), "Vera"),
+        person_entry("person-2", email("Ana"), "Ana"),
+    )
+    data["osdi:group"]["status"] = "forming"
+    assert upload(log_in(app, "Ines"), data).status_code == 302
+    with app.app_context():
+        invitations = {name: invitation_id(email(name)) for name in ("Vera", "Ana")}
+    assert answer_invitation(log_in(app, "Vera"), invitations["Vera"]).status_code == 302
+    ana = log_in(app, "Ana")
+    response = answer_invitation(ana, invitations["Ana"])
+    assert flashes(ana, response) == [
+        "Welcome! With you, Porto Riders is now an active chapter. You are a member."
+    ]
+    with app.app_context():
+        assert imported_chapter().state == ChapterState.ACTIVE
+    run_jobs()
+    subject = "Your chapter Porto Riders is now active"
+    assert mail(outbox) == each(map(email, ("Ines", "Vera", "Ana")), [subject])
+
+
+def test_answering_an_invitation_that_is_not_yours_or_does_not_exist_is_a_404(app):
+    with app.app_context():
+        people("Ines", "Vera", "Ana")
+    import_inviting(app, person_entry("person-1", email("Vera"), "Vera", role="organiser"))
+    with app.app_context():
+        veras = invitation_id(email("Vera"))
+    ana = log_in(app, "Ana")
+    for path in (
+        f"/chapters/invitations/{veras}/accept",
+        f"/chapters/invitations/{veras}/decline",
+        f"/chapters/invitations/{veras + 1000}/accept",
+        "/chapters/invitations/abc/accept",
+        "/chapters/invitations/0/accept",
+        "/chapters/invitations/99999999999999999999/accept",
+        f"/chapters/invitations/{veras}/maybe",
+    ):
+        assert post_with_token(ana, path).status_code == 404, path
+    vera = log_in(app, "Vera")
+    no_token = vera.post(f"/chapters/invitations/{veras}/accept")
+    assert no_token.status_code == 400
+    with app.app_context():
+        assert db.session.get(ChapterInvitation, veras).state == InvitationState.PENDING
+        assert roles_in_porto() == {email("Ines"): Role.ORGANISER}
+
+
+def test_a_members_data_download_lists_the_invitations_to_their_address(app):
+    with app.app_context():
+        people("Ines", "Vera")
+    import_inviting(app, person_entry("person-1", "VERA@example.org", "Vera", role="organiser"))
+    vera = log_in(app, "Vera")
+    data = json.loads(vera.get("/account/data.json").text)
+    assert [
+        (i["chapter"], i["email"], i["role"], i["state"]) for i in data["chapter_invitations"]
+    ] == [("Porto Riders", "VERA@example.org", Role.ORGANISER, InvitationState.PENDING)]
+    ines = json.loads(log_in(app, "Ines").get("/account/data.json").text)
+    assert ines["chapter_invitations"] == []
+
+
+# --- 16. the city page ---------------------------------------------------------------------------
 
 
 def test_the_city_page_shows_the_chapter_and_its_meetup_with_campaigns_and_petitions(app, client):
