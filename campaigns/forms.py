@@ -135,7 +135,7 @@ class UpdateForm(Form):
 
 
 class FollowForm(Form):
-    name = text_field("Your name", 100, minimum=2)
+    name = text_field("Your name", 100, minimum=2, autocomplete="name")
     email = email_field(description="We send you a link to confirm.")
 
 

@@ -68,7 +68,15 @@ def email_field(label: str = "Email address", description: str = "") -> EmailFie
     )
 
 
-def _text(label: str, maximum: int, *, minimum: int = 1, help: str = "", required: bool = True):
+def _text(
+    label: str,
+    maximum: int,
+    *,
+    minimum: int = 1,
+    help: str = "",
+    required: bool = True,
+    autocomplete: str | None = None,
+):
     validators = [
         InputRequired(f"Please fill in {label.lower()}.") if required else Optional(),
         Length(
@@ -79,7 +87,10 @@ def _text(label: str, maximum: int, *, minimum: int = 1, help: str = "", require
             else f"{label} can be at most {maximum} characters.",
         ),
     ]
-    return validators, {"label": label, "description": help, "filters": [strip_whitespace]}
+    kwargs = {"label": label, "description": help, "filters": [strip_whitespace]}
+    if autocomplete:  # browsers fill in the person's own details (WCAG 1.3.5)
+        kwargs["render_kw"] = {"autocomplete": autocomplete}
+    return validators, kwargs
 
 
 def text_field(label: str, maximum: int, **options) -> StringField:

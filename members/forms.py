@@ -57,10 +57,12 @@ def _city_field() -> StringField:
     )
 
 
-def _current_password_field() -> PasswordField:
+def _current_password_field(form_id: str) -> PasswordField:
+    # The account page shows several forms that each ask for it: each needs its own id.
     return PasswordField(
         "Current password",
         validators=[InputRequired("Please enter your current password.")],
+        id=f"{form_id}-current_password",
         render_kw={"autocomplete": "current-password"},
     )
 
@@ -97,16 +99,16 @@ class ProfileForm(Form):
 
 class ChangeEmailForm(Form):
     email = email_field("New email address")
-    current_password = _current_password_field()
+    current_password = _current_password_field("email")
 
 
 class ChangePasswordForm(Form):
-    current_password = _current_password_field()
+    current_password = _current_password_field("password")
     password, confirm = _new_password_fields()
 
 
 class DeleteAccountForm(Form):
-    current_password = _current_password_field()
+    current_password = _current_password_field("delete")
     understood = BooleanField(
         "I understand that my account will be deleted for good",
         validators=[InputRequired("Please tick the box to confirm.")],

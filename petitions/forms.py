@@ -89,9 +89,9 @@ class _SignatureOptions(Form):
 
 
 class SignForm(_SignatureOptions):
-    name = text_field("Your name", 100, minimum=2)
+    name = text_field("Your name", 100, minimum=2, autocomplete="name")
     email = email_field(description="We send you a link to confirm your signature.")
-    city = text_field("City or postcode", 80, minimum=2)
+    city = text_field("City or postcode", 80, minimum=2, autocomplete="address-level2")
 
 
 class MemberSignForm(_SignatureOptions):

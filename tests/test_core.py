@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -329,3 +330,22 @@ def test_without_a_proxy_a_forwarded_address_is_ignored(app):
         assert failed_login_status(second, "203.0.113.2", 3) == 429
     finally:
         app.config["LOGIN_LIMIT_PER_ADDRESS"] = "50 per 15 minutes"
+
+
+def _heading_levels(html: str) -> list[int]:
+    return [int(level) for level in re.findall(r"<h([1-6])[\s>]", html)]
+
+
+@pytest.mark.parametrize("url", ["/petitions", "/campaigns", "/chapters"])
+def test_listing_pages_never_skip_a_heading_level(app, client, url):
+    from tests.factories import make_campaign, make_chapter, make_member, make_petition
+
+    with app.app_context():
+        organiser = make_member()
+        make_petition(organiser)
+        make_campaign(organiser)
+        make_chapter(organiser)
+    levels = _heading_levels(client.get(url).text)
+    assert levels[0] == 1 and levels.count(1) == 1, levels
+    assert len(levels) > 1, levels  # the listed cards have headings of their own
+    assert all(b - a <= 1 for a, b in pairwise(levels)), levels

@@ -1009,3 +1009,13 @@ def test_hiding_closing_or_editing_a_petition_shows_at_once_despite_the_page_cac
         assert visitor.get(url).status_code == 404
     finally:
         app.config["PAGE_CACHE_SECONDS"] = 0
+
+
+def test_the_sign_forms_let_browsers_fill_in_the_signers_own_details(app, client):
+    with app.app_context():
+        petition_id = make_petition(make_member()).id
+    for url in (f"/petitions/{petition_id}", f"/petitions/{petition_id}/embed"):
+        inputs = re.findall(r"<input [^>]*>", client.get(url).text)
+        for name, token in (("name", "name"), ("email", "email"), ("city", "address-level2")):
+            [tag] = [tag for tag in inputs if f' name="{name}"' in tag]
+            assert f'autocomplete="{token}"' in tag, (url, tag)

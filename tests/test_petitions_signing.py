@@ -977,3 +977,31 @@ def test_updates_reach_opted_in_signers_once(app, client, auth, outbox, run_jobs
     run_jobs()
     assert len(outbox.messages()) == 2
     assert "We meet the council" in client.get(f"/petitions/{petition_id}").text
+
+
+def _title(page: str) -> str:
+    return page.split("<title>", 1)[1].split("</title>", 1)[0]
+
+
+def test_the_thank_you_page_is_titled_by_what_happened_and_to_which_petition(app, client):
+    petition_id = make_petition(app)
+    url = f"/petitions/{petition_id}"
+    signed = submit(client, url, sign_form(), f"{url}/sign")
+    thanks = client.get(path_of(signed.headers["Location"])).text
+    assert (
+        _title(thanks)
+        == "One more step: check your email: Cap holiday lets in Alfama · Groundswell"
+    )
+    again = submit(client, url, sign_form(), f"{url}/sign")
+    assert _title(client.get(path_of(again.headers["Location"])).text).startswith(
+        "You have already signed: please confirm: Cap holiday lets"
+    )
+
+
+def test_a_refused_signature_says_error_first_in_the_page_title(app, client):
+    petition_id = make_petition(app)
+    url = f"/petitions/{petition_id}"
+    refused = submit(client, url, sign_form(email="not an address"), f"{url}/sign")
+    assert refused.status_code == 422
+    assert _title(refused.text).startswith("Error: ")
+    assert not _title(client.get(url).text).startswith("Error")
