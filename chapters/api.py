@@ -1,11 +1,13 @@
 """Chapters and meetups in the API: OSDI groups, events and attendances.
 
 Who is going is personal data here: attendances carry the person only for a token of the
-chapter's organisers.
+chapter's organisers, and then the email and city only of members who agreed to share
+their contact details with organisers (the same consent as the chapter export).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
@@ -29,6 +31,7 @@ from core.api import (
     schema,
 )
 from core.extensions import db
+from members.models import Member
 
 ATTENDANCE_STATUS = {
     RsvpStatus.GOING: "accepted",
@@ -143,7 +146,7 @@ def represent_event(meetup: Meetup, counts: dict | None = None) -> dict[str, Any
     return body
 
 
-def represent_attendance(rsvp: Rsvp, personal: bool) -> dict[str, Any]:
+def represent_attendance(rsvp: Rsvp, audience: Audience) -> dict[str, Any]:
     body: dict[str, Any] = {
         "identifiers": identifiers("rsvp", rsvp.id),
         "created_date": iso(rsvp.responded_at),
@@ -155,9 +158,33 @@ def represent_attendance(rsvp: Rsvp, personal: bool) -> dict[str, Any]:
             "osdi:event": link("chapters.api_event", meetup_id=rsvp.meetup_id),
         },
     }
-    if personal:
-        body["person"] = person(rsvp.member.display_name, rsvp.member.email, rsvp.member.city)
+    if audience.organiser:
+        body["person"] = _attendee(rsvp.member, audience)
     return body
+
+
+@dataclass(frozen=True)
+class Audience:
+    """Who asks about a chapter's RSVPs: one of its organisers or not, and which members
+    agreed to share their contact details with its organisers."""
+
+    organiser: bool
+    sharing: frozenset[int] = frozenset()
+
+
+def _audience(chapter: Chapter) -> Audience:
+    if not chapter.is_organised_by(api_member()):
+        return Audience(organiser=False)
+    sharing = frozenset(m.member_id for m in chapter.memberships if m.shares_contact)
+    return Audience(organiser=True, sharing=sharing)
+
+
+def _attendee(member: Member, audience: Audience) -> dict[str, Any]:
+    """An RSVP'er as organisers see them: the name, and the email and city only of those
+    who agreed to share them, as in the chapter export."""
+    if member.id not in audience.sharing:
+        return person(member.display_name)
+    return person(member.display_name, member.email, member.city)
 
 
 def represent_group(chapter: Chapter, members: int | None = None) -> dict[str, Any]:
@@ -182,10 +209,6 @@ def _meetup(meetup_id: int) -> Meetup:
     if meetup is None:
         raise ApiProblem(404, "There is no event with that id.")
     return meetup
-
-
-def _organises(chapter: Chapter) -> bool:
-    return chapter.is_organised_by(api_member())
 
 
 @api_route(
@@ -215,20 +238,23 @@ def api_event(meetup_id: int):
 @api_route(
     bp,
     "/events/<id:meetup_id>/attendances",
-    summary="RSVPs to a meetup.",
+    summary=(
+        "RSVPs to a meetup. The chapter organisers' token also sees each person's name, "
+        "and the email and city of those who share their contact details with organisers."
+    ),
     response=ATTENDANCES,
     paged=True,
     personal=True,
 )
 def api_attendances(meetup_id: int):
     meetup = _meetup(meetup_id)
-    personal = _organises(meetup.chapter)
+    audience = _audience(meetup.chapter)
     query = select(Rsvp).where(Rsvp.meetup_id == meetup.id, *modified_filter(Rsvp.responded_at))
     return collection(
         query,
         order_by=[Rsvp.id],
         rel="osdi:attendances",
-        represent=lambda rsvp: represent_attendance(rsvp, personal),
+        represent=lambda rsvp: represent_attendance(rsvp, audience),
         endpoint="chapters.api_attendances",
         values={"meetup_id": meetup.id},
     )
@@ -237,7 +263,7 @@ def api_attendances(meetup_id: int):
 @api_route(
     bp,
     "/events/<id:meetup_id>/attendances/<id:rsvp_id>",
-    summary="One RSVP.",
+    summary="One RSVP; personal data as in the list of RSVPs.",
     response=ATTENDANCE,
     personal=True,
 )
@@ -246,7 +272,7 @@ def api_attendance(meetup_id: int, rsvp_id: int):
     rsvp = db.session.get(Rsvp, rsvp_id)
     if rsvp is None or rsvp.meetup_id != meetup.id:
         raise ApiProblem(404, "There is no attendance with that id on this event.")
-    return hal(represent_attendance(rsvp, _organises(meetup.chapter)))
+    return hal(represent_attendance(rsvp, _audience(meetup.chapter)))
 
 
 @api_route(

@@ -52,6 +52,7 @@ ATTENDANCE = {
     "declined": RsvpStatus.NOT_GOING,
 }
 ATTENDANCE_NAMES = {status: name for name, status in ATTENDANCE.items()}
+FIRST_YEAR, LAST_YEAR = 1900, 9000
 
 
 class ChapterImportError(ChapterError):
@@ -166,7 +167,16 @@ def _moment(data: dict, key: str, *, required: bool = True) -> datetime | None:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
         raise ChapterImportError(f"'{key}' is not a date and time: {raw!r}.") from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+    try:
+        moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        moment = None  # 9999-12-31T23:59:59-05:00 parses, but in UTC it is past year 9999
+    # Far from both ends, so the time shown in any chapter's zone is a date too.
+    if moment is None or not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise ChapterImportError(
+            f"'{key}' must be a date between the years {FIRST_YEAR} and {LAST_YEAR}: {raw!r}."
+        )
+    return moment
 
 
 def _word(value: Any) -> str | None:

@@ -820,6 +820,7 @@ def send_reminder(meetup_id: int, lead: str) -> bool:
         payload={"meetup_id": meetup.id, "lead": lead},
         audience="meetup-going",
         key=f"meetup-reminder:{meetup.id}:{lead}:{int(meetup.starts_at.timestamp())}",
+        expires_at=meetup.starts_at,  # a reminder is no use once the meetup has begun
     )
     return notified is not None
 
@@ -1108,6 +1109,7 @@ def send_closing_soon(proposal_id: int) -> bool:
         payload={"proposal_id": proposal.id},
         audience="proposal-non-voters",
         key=f"proposal-closing:{proposal.id}",
+        expires_at=proposal.closes_at,  # no one can vote after the close
     )
     return notified is not None
 
@@ -1197,11 +1199,19 @@ def organises_meetup(sender, kind: str, target_id: int, member: Member, **extra)
 
 @data_export.connect
 def export_member_chapters(sender, member: Member, **extra) -> dict[str, Any]:
-    """The member's chapters, RSVPs, votes and the invitations made to their confirmed
+    """The member's chapters (with whether they share their contact details there), RSVPs,
+    votes, the proposals they opened, the meetups they created, whether they have a
+    personal calendar feed (never its secret) and the invitations made to their confirmed
     address, for their data download."""
     memberships = db.session.scalars(select(Membership).where(Membership.member_id == member.id))
     rsvps = db.session.scalars(select(Rsvp).where(Rsvp.member_id == member.id))
     votes = db.session.scalars(select(Vote).where(Vote.member_id == member.id))
+    proposals = db.session.scalars(
+        select(Proposal).where(Proposal.author_id == member.id).order_by(Proposal.id)
+    )
+    meetups = db.session.scalars(
+        select(Meetup).where(Meetup.created_by_id == member.id).order_by(Meetup.id)
+    )
     key = _invitation_key(member)
     invitations = (
         db.session.scalars(select(ChapterInvitation).where(ChapterInvitation.email_key == key))
@@ -1209,6 +1219,7 @@ def export_member_chapters(sender, member: Member, **extra) -> dict[str, Any]:
         else []
     )
     return {
+        "calendar_feed": {"has_personal_feed": db.session.get(CalendarKey, member.id) is not None},
         "chapter_invitations": [
             {
                 "chapter": i.chapter.name,
@@ -1220,8 +1231,34 @@ def export_member_chapters(sender, member: Member, **extra) -> dict[str, Any]:
             for i in invitations
         ],
         "chapters": [
-            {"chapter": m.chapter.name, "role": m.role, "joined_at": m.joined_at.isoformat()}
+            {
+                "chapter": m.chapter.name,
+                "role": m.role,
+                "joined_at": m.joined_at.isoformat(),
+                "shares_contact": m.shares_contact,
+            }
             for m in memberships
+        ],
+        "meetups_created": [
+            {
+                "meetup_id": m.id,
+                "chapter": m.chapter.name,
+                "title": m.title,
+                "starts_at": m.starts_at.isoformat(),
+                "created_at": m.created_at.isoformat(),
+            }
+            for m in meetups
+        ],
+        "proposals_opened": [
+            {
+                "proposal_id": p.id,
+                "chapter": p.chapter.name,
+                "title": p.title,
+                "details": p.details,
+                "state": p.state,
+                "created_at": p.created_at.isoformat(),
+            }
+            for p in proposals
         ],
         "rsvps": [
             {"meetup_id": r.meetup_id, "status": r.status, "attended": r.attended} for r in rsvps
@@ -1234,10 +1271,13 @@ def export_member_chapters(sender, member: Member, **extra) -> dict[str, Any]:
 
 @account_deleting.connect
 def hand_over_before_deletion(sender, member: Member, **extra) -> None:
-    """Free the member's places, withdraw their votes on open proposals, and leave no
-    chapter without an organiser."""
+    """Free the member's places, withdraw their votes on open proposals, leave no
+    chapter without an organiser, and drop the invitations kept against their confirmed
+    address (they hold the address)."""
     _give_up_places(member)
     _withdraw_open_votes(member)
+    if key := _invitation_key(member):
+        db.session.execute(delete(ChapterInvitation).where(ChapterInvitation.email_key == key))
     for chapter in sorted(chapters_of(member), key=lambda c: c.id):  # lock in one order
         _lock_chapter(chapter)
         if chapter.is_organised_by(member) and len(chapter.organisers) == 1:

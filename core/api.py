@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, json, request, url_for
+from redis.exceptions import RedisError
 from sqlalchemy import ColumnElement, Select, func, select
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
@@ -112,26 +113,64 @@ def require_member():
     return member
 
 
-def _limit_key() -> str:
-    token = request.headers.get(TOKEN_HEADER, "").strip()
-    if not token:
-        return f"api:address:{request.remote_addr}"
+def _token_key(token: str) -> str:
     return "api:token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
 
 
+def _address_key() -> str:
+    return f"api:address:{request.remote_addr}"
+
+
+def _wrong_token_key() -> str:
+    return f"api:wrong-token:{request.remote_addr}"
+
+
+def _spend(key: str) -> None:
+    """Count one request against ``key``; 429 with Retry-After once it is over the limit."""
+    limit = current_app.config["API_RATE_LIMIT"]
+    if not ratelimit.hit(limit, key, allow_when_down=True):
+        _refuse_for(limit, key)
+
+
+def _refuse_for(limit: str, key: str) -> None:
+    raise ApiProblem(
+        429,
+        f"Too many requests: the limit is {limit}. Please wait before trying again.",
+        retry_after=ratelimit.seconds_until_free(limit, key),
+    )
+
+
+def _wrong_tokens_exhausted() -> bool:
+    limit = current_app.config["API_RATE_LIMIT"]
+    try:
+        return ratelimit.is_exhausted(limit, _wrong_token_key())
+    except RedisError:
+        return False  # as allow_when_down: a Redis outage does not close the API
+
+
 def guard_api_request() -> None:
-    """Before any API request: the rate limit (per token, or per address without one),
-    then the token, so a bad token is refused everywhere with 401."""
+    """Before any API request: the rate limit, then the token, so a bad token is refused
+    everywhere with 401.
+
+    Without a token the limit is per address; with a valid one, per token. Wrong tokens
+    count against their address, and once it has sent too many, no token from there is
+    looked up until the window frees, so made-up tokens cannot buy unlimited lookups.
+    """
     if not is_api_request():
         return
-    limit, key = current_app.config["API_RATE_LIMIT"], _limit_key()
-    if not ratelimit.hit(limit, key, allow_when_down=True):
-        raise ApiProblem(
-            429,
-            f"Too many requests: the limit is {limit}. Please wait before trying again.",
-            retry_after=ratelimit.seconds_until_free(limit, key),
-        )
-    api_member()
+    token = request.headers.get(TOKEN_HEADER, "").strip()
+    if not token:
+        _spend(_address_key())
+        g.api_member = None
+        return
+    if _wrong_tokens_exhausted():
+        _refuse_for(current_app.config["API_RATE_LIMIT"], _wrong_token_key())
+    try:
+        api_member()
+    except ApiProblem:
+        _spend(_wrong_token_key())
+        raise
+    _spend(_token_key(token))
 
 
 # --- reading the query string -------------------------------------------------------------
@@ -167,7 +206,11 @@ def _moment(text: str) -> datetime:
     except ValueError:
         message = f"'{text}' is not a date like 2026-01-31 or 2026-01-31T12:00:00Z."
         raise ApiProblem(400, message) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    try:
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    except OverflowError:
+        # 9999-12-31T23:59:59-05:00 is a valid date whose UTC time is past year 9999.
+        raise ApiProblem(400, f"'{text}' is outside the dates we can compare.") from None
 
 
 def modified_filter(column: ColumnElement) -> list[ColumnElement]:
@@ -253,11 +296,55 @@ def identifiers(kind: str, record_id: int) -> list[str]:
 
 
 def json_body() -> dict[str, Any]:
-    """The request's JSON object; 400 when it is not one."""
-    body = request.get_json(silent=True)
+    """The request's JSON object; 400 when it is not one, 422 when some text in it is not
+    valid Unicode (a lone surrogate such as "\\ud800", which no database can store)."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:
+        body = None  # nested deeper than the parser goes: not a body any field could use
     if not isinstance(body, dict):
         raise ApiProblem(400, "Send a JSON object with Content-Type: application/json.")
+    if (path := _first_unencodable(body)) is not None:
+        raise ApiProblem(
+            422,
+            "The request holds text that is not valid Unicode.",
+            errors={path: ["Must be valid Unicode text."]},
+        )
     return body
+
+
+def _first_unencodable(body: dict[str, Any]) -> str | None:
+    """The path (``person.email_addresses[0].address``) of a string, key or value,
+    that cannot be written as UTF-8; None when there is none. Walked without recursion, as
+    a parsed body may be nested nearly as deep as the parser allows."""
+    pending: list[tuple[str, Any]] = [("", body)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, str):
+            if not _encodable(value):
+                return path or "body"
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                named = f"{path}.{key}" if path else key
+                if not _encodable(key):
+                    return _printable(named)
+                pending.append((named, item))
+        elif isinstance(value, list):
+            pending.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """``text`` with each lone surrogate shown as the replacement character."""
+    return re.sub("[\ud800-\udfff]", "\ufffd", text)
 
 
 # --- describing the API ------------------------------------------------------------------
@@ -497,7 +584,8 @@ def openapi_document(app: Flask) -> dict[str, Any]:
             "version": "1.0",
             "description": (
                 "Read and write in the style of OSDI 1.x: HAL+JSON with _links and _embedded. "
-                f"Rate limit: {app.config['API_RATE_LIMIT']} per token, or per address without one."
+                f"Rate limit: {app.config['API_RATE_LIMIT']} per token, or per address without "
+                "one; requests with a wrong token count against their address."
             ),
         },
         "servers": [{"url": app.config["BASE_URL"].rstrip("/") + PREFIX}],

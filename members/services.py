@@ -293,11 +293,23 @@ def export_data(member: Member) -> dict[str, Any]:
             "pending_email": member.pending_email,
             "city": member.city,
             "created_at": member.created_at.isoformat(),
-        }
+        },
+        "api_tokens": [_token_record(token) for token in api_tokens_of(member)],
     }
     for _, section in data_export.send(_app(), member=member):
         data.update(section or {})
     return data
+
+
+def _token_record(token: ApiToken) -> dict[str, Any]:
+    """A token as its account page lists it: never its hash, which would let anyone who
+    sees the download test guesses at the token."""
+    return {
+        "name": token.name,
+        "hint": token.hint,
+        "created_at": token.created_at.isoformat(),
+        "last_used_at": token.last_used_at.isoformat() if token.last_used_at else None,
+    }
 
 
 def delete_account(member: Member) -> None:

@@ -57,7 +57,7 @@ class DeliveryState(StrEnum):
     SENT = "sent"
     DIGEST = "digest"  # held for the recipient's daily digest
     DIGESTED = "digested"  # included in a digest that was sent
-    SKIPPED = "skipped"  # preference off, or the address is failing
+    SKIPPED = "skipped"  # preference off, the address is failing, or no longer applies
     FAILED = "failed"  # the server refused the address for good
 
 
@@ -77,11 +77,18 @@ class Notification(db.Model):
     payload: Mapped[dict] = mapped_column(JSON, default=dict)
     audience: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # After this moment the news is no use (a reminder once the meetup started, a
+    # closing-soon message once the vote closed): it is neither sent nor put in a digest.
+    expires_at: Mapped[datetime | None]
     # An audience is recorded a page at a time. The next page starts after ``fan_out_after``
     # (from the start while None); ``fanned_out_at`` is set once the last page is recorded.
     fan_out_after: Mapped[Any | None] = mapped_column(JSON)
     fan_out_paged_at: Mapped[datetime | None]
     fanned_out_at: Mapped[datetime | None]
+
+    def has_expired(self, now: datetime) -> bool:
+        """Whether, at ``now``, the notification is past the moment it was worth reading."""
+        return self.expires_at is not None and self.expires_at <= now
 
     def is_next_page(self, after: Any) -> bool:
         """Whether the page starting after ``after`` is the one still to be recorded."""

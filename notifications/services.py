@@ -21,7 +21,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from itertools import islice
 from typing import Any
 
@@ -38,7 +38,7 @@ from core.queue import JobTimeout, default_retry, enqueue
 from core.tokens import make_token, read_token
 from core.urls import external_url
 from members.models import Member
-from members.signals import account_deleting, email_confirmed
+from members.signals import account_deleting, data_export, email_confirmed
 from notifications.models import (
     Category,
     Delivery,
@@ -135,11 +135,13 @@ def notify(
     recipients: Iterable[Recipient] = (),
     audience: str | None = None,
     key: str | None = None,
+    expires_at: datetime | None = None,
 ) -> int | None:
     """Record an event and queue its delivery to ``recipients`` or a named ``audience``.
     Returns the notification's id.
 
     With a ``key``, the same event is only ever notified once: a second call returns None.
+    With ``expires_at``, nothing of it is emailed from then on, at once or in a digest.
     The caller's pending changes are committed with the notification, so an event and the
     news of it are saved together. If Redis is unreachable, the sweep queues it later.
     """
@@ -154,6 +156,7 @@ def notify(
         link=link,
         payload=payload or {},
         audience=audience,
+        expires_at=expires_at,
         # Named recipients are recorded here and now; an audience waits for its fan-out.
         fanned_out_at=utcnow() if audience is None else None,
     )
@@ -582,6 +585,7 @@ def message_id(delivery: Delivery) -> str:
 
 
 MAX_ATTEMPTS = 8
+EXPIRED = "expired"  # the error recorded on a delivery skipped as out of date
 
 
 def deliver(delivery_ids: list[int]) -> int:
@@ -638,6 +642,10 @@ def deliver(delivery_ids: list[int]) -> int:
 
 def _prepare(delivery: Delivery, spec: MessageKind, choices: _Choices, held: list):
     """The message to send, or None once the delivery is settled another way."""
+    # Checked first, so that news already out of date is not held for a digest either.
+    if delivery.notification.has_expired(utcnow()):
+        delivery.state, delivery.error = DeliveryState.SKIPPED, EXPIRED
+        return None
     if (instead := choices.instead_of_sending(delivery, spec)) is not None:
         delivery.state = instead  # saved with the next commit; redone if the worker dies
         return None
@@ -792,6 +800,50 @@ def _forget_failing_address():
     return statement.execution_options(synchronize_session=False)
 
 
+def _moment(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+@data_export.connect
+def export_member_notifications(sender, member: Member, **extra) -> dict[str, Any]:
+    """The member's mail choices, notices and the mail sent to them, for their data download."""
+    notices = db.session.scalars(
+        select(Notice).where(Notice.member_id == member.id).order_by(Notice.id)
+    )
+    deliveries = db.session.scalars(
+        select(Delivery)
+        .options(selectinload(Delivery.notification))
+        .where(Delivery.member_id == member.id)
+        .order_by(Delivery.id)
+    )
+    return {
+        "notification_preferences": {
+            str(category): str(frequency)
+            for category, frequency in member_preferences(member).items()
+        },
+        "notices": [
+            {
+                "title": n.notification.title,
+                "link": n.notification.link,
+                "created_at": _moment(n.created_at),
+                "read_at": _moment(n.read_at),
+            }
+            for n in notices
+        ],
+        "emails": [
+            {
+                "kind": d.notification.kind,
+                "title": d.notification.title,
+                "to": d.email,
+                "state": d.state,
+                "created_at": _moment(d.created_at),
+                "sent_at": _moment(d.sent_at),
+            }
+            for d in deliveries
+        ],
+    }
+
+
 @account_deleting.connect
 def _forget_member(sender, member: Member, **extra) -> None:
     """Nothing more goes to a deleted account, and its address leaves our records.
@@ -855,8 +907,9 @@ def _member_confirmed_address(sender, member: Member, **extra) -> None:
 def send_daily_digests(today: date | None = None) -> int:
     """Gather each recipient's held deliveries into one email a day; returns how many digests.
 
-    Nothing is sent to someone with nothing new. What is held after today's digest went
-    (when the job runs again the same day) waits for tomorrow's.
+    Nothing is sent to someone with nothing new, nor with only news that has expired
+    since it was held. What is held after today's digest went (when the job runs again
+    the same day) waits for tomorrow's.
     """
     today = today or utcnow().date()
     emails = db.session.scalars(
@@ -872,11 +925,16 @@ def _send_digest(email: str, today: date) -> bool:
         .where(Delivery.state == DeliveryState.DIGEST, Delivery.email == email)
         .order_by(Delivery.id)
     ).all()
-    # Someone who turned a category off since gets none of it.
-    wanted = [d for d in held if not _turned_off(d)]
+    now = utcnow()
+    wanted = []
     for delivery in held:
-        if delivery not in wanted:
+        # News out of date by now, or of a category turned off since, is left out for good.
+        if delivery.notification.has_expired(now):
+            delivery.state, delivery.error = DeliveryState.SKIPPED, EXPIRED
+        elif _turned_off(delivery):
             delivery.state = DeliveryState.SKIPPED
+        else:
+            wanted.append(delivery)
     key = f"digest:{_address_key(email)}:{today.isoformat()}"
     if not wanted or _notified_before(key):
         db.session.commit()
@@ -930,12 +988,15 @@ def _turned_off(delivery: Delivery) -> bool:
 
 @message("daily_digest", notice=False)
 def _digest_context(payload: dict[str, Any], delivery: Delivery) -> dict[str, Any] | None:
+    """The digest's items; news that expired while the digest waited to go is left out."""
     items = db.session.scalars(
         select(Notification)
         .join(Delivery, Delivery.notification_id == Notification.id)
         .where(Delivery.id.in_(payload["delivery_ids"]))
         .order_by(Notification.id)
     ).all()
+    now = utcnow()
+    items = [item for item in items if not item.has_expired(now)]
     return {"items": items} if items else None
 
 

@@ -272,14 +272,18 @@ def _signer_from(body: dict[str, Any]) -> services.SignerDetails:
         raise ApiProblem(422, "A signature needs a person.", errors={"person": ["Required."]})
 
     def text(value: Any, name: str, maximum: int, required: bool = True) -> str:
-        if value is None or value == "":
+        if value is not None and not isinstance(value, str):
+            errors.setdefault(name, []).append(f"Must be text of at most {maximum} characters.")
+            return ""
+        value = (value or "").strip()  # only spaces is no name, as on the form
+        if not value:
             if required:
                 errors.setdefault(name, []).append("Required.")
             return ""
-        if not isinstance(value, str) or len(value.strip()) > maximum or "\x00" in value:
+        if len(value) > maximum or "\x00" in value:
             errors.setdefault(name, []).append(f"Must be text of at most {maximum} characters.")
             return ""
-        return value.strip()
+        return value
 
     def first(items: Any, key: str) -> Any:
         if isinstance(items, list) and items and isinstance(items[0], dict):

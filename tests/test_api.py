@@ -455,17 +455,33 @@ def test_modified_date_filter_selects_by_update_time(app, client):
         assert db.session.scalar(select(func.count()).select_from(Petition)) == 3
 
 
+@pytest.mark.parametrize(
+    ("path", "moment"),
+    [
+        ("/api/v1/petitions", "9999-12-31T23:59:59-05:00"),
+        ("/api/v1/events", "0001-01-01T00:00:00+05:00"),
+        ("/api/v1/groups", "9999-12-31T23:00:00-01:30"),
+    ],
+)
+def test_a_filter_date_with_no_utc_time_is_a_json_400(app, client, path, moment):
+    """A valid date whose UTC time falls outside the calendar is refused like a bad date."""
+    response = client.get(path, query_string={"filter": f"modified_date gt '{moment}'"})
+    body = assert_json_error(response, 400)
+    assert moment in body["message"]
+
+
 # --- 5. tokens and personal data ---------------------------------------------------------
 
 
 def test_personal_data_goes_only_with_the_organisers_token(app, client):
     """Hidden names, and the emails of signers who asked for updates, come only with a token
-    of the organiser of that petition (RSVPs: of that chapter); bad or revoked tokens get 401;
-    only a hash of a token is stored."""
+    of the organiser of that petition (RSVPs: of that chapter, and an RSVP'er's email and
+    city only if they share their contact details with its organisers); bad or revoked
+    tokens get 401; only a hash of a token is stored."""
     with app.app_context():
         olga = make_member(ORGANISER, "Olga Organiser")
-        bea = make_member("bea@example.org", "Bea Other")
-        ana = make_member("ana@example.org", "Ana Lima")
+        bea = make_member("bea@example.org", "Bea Other", city="Braga")
+        ana = make_member("ana@example.org", "Ana Lima", city="Sintra")
         petition = make_petition(olga)
         make_petition(bea, title="Another petition, by Bea")
         add_signature(petition, "Rui Costa", email="rui@example.org", show_name=True)
@@ -477,8 +493,10 @@ def test_personal_data_goes_only_with_the_organisers_token(app, client):
         meetup = make_meetup(chapter, olga)
         chapter_services.respond(meetup, ana, True)
         chapter_services.respond(meetup, bea, True)
+        chapter_services.set_contact_sharing(chapter, ana, True)  # Bea keeps hers to herself
         petition_id, hidden_id, meetup_id = petition.id, hidden.id, meetup.id
         rsvp_id = db.session.scalar(select(Rsvp.id).where(Rsvp.member_id == ana.id))
+        bea_rsvp_id = db.session.scalar(select(Rsvp.id).where(Rsvp.member_id == bea.id))
 
     olga_client = log_in(app, ORGANISER)
     olga_token = token_from_account_page(olga_client)
@@ -524,13 +542,25 @@ def test_personal_data_goes_only_with_the_organisers_token(app, client):
     assert single["person"]["email_addresses"] == [
         {"address": "sofia@example.org", "primary": True}
     ]
-    going = {
-        item["person"]["email_addresses"][0]["address"]
-        for item in embedded(view(attendances, olga_token), "osdi:attendances")
-    }
-    assert going == {"ana@example.org", "bea@example.org"}
+    # As in the chapter export: contact details only of those who agreed to share them.
+    going = embedded(view(attendances, olga_token), "osdi:attendances")
+    assert sorted((item["person"] for item in going), key=lambda p: p["given_name"]) == [
+        {
+            "given_name": "Ana",
+            "family_name": "Lima",
+            "email_addresses": [{"address": "ana@example.org", "primary": True}],
+            "postal_addresses": [{"locality": "Sintra"}],
+        },
+        {"given_name": "Bea", "family_name": "Other"},
+    ]
+    listed = view(attendances, olga_token).text
+    assert "bea@example.org" not in listed and "Braga" not in listed
     one = view(f"{attendances}/{rsvp_id}", olga_token).get_json()
     assert one["person"]["email_addresses"][0]["address"] == "ana@example.org"
+    assert view(f"{attendances}/{bea_rsvp_id}", olga_token).get_json()["person"] == {
+        "given_name": "Bea",
+        "family_name": "Other",
+    }
 
     for bad in ("gs_not-a-real-token", "nonsense", olga_token + "x"):
         for path in (
@@ -682,6 +712,74 @@ def test_bad_api_signatures_are_refused_with_reasons(app, client):
         assert db.session.scalar(select(func.count()).select_from(Signature)) == 0
 
 
+def test_a_json_body_nested_too_deep_to_read_is_a_json_400(app, client):
+    """A body of 100,000 nested lists is not a signature: 400 with the usual JSON error."""
+    with app.app_context():
+        petition_id = make_petition(make_member(ORGANISER, "Olga Organiser")).id
+    nested = "[" * 100_000 + "]" * 100_000
+    for body in (nested, '{"person": ' + nested + "}"):
+        response = client.post(
+            f"/api/v1/petitions/{petition_id}/signatures",
+            data=body,
+            content_type="application/json",
+        )
+        assert_json_error(response, 400)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Signature)) == 0
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (person_payload(given_name="Rui\ud800"), "person.given_name"),
+        (person_payload(family_name="\udfffCosta"), "person.family_name"),
+        (person_payload("rui\ud800@example.org"), "person.email_addresses[0].address"),
+        (
+            person_payload(postal_addresses=[{"locality": "Porto\udc80"}]),
+            "person.postal_addresses[0].locality",
+        ),
+        ({**person_payload(), "comments": "\ud83d alone"}, "comments"),
+        ({**person_payload(), "note\ud800": "an unknown field"}, "note\ufffd"),
+    ],
+)
+def test_text_that_is_not_valid_unicode_is_refused_with_422_naming_the_field(
+    app, client, payload, field
+):
+    """A lone surrogate ("\\ud800" in JSON) can be parsed but never stored: 422 naming
+    where it is, and nothing written."""
+    with app.app_context():
+        petition_id = make_petition(make_member(ORGANISER, "Olga Organiser")).id
+    raw = json.dumps(payload)  # keeps the surrogate as the escape \ud800
+    response = client.post(
+        f"/api/v1/petitions/{petition_id}/signatures", data=raw, content_type="application/json"
+    )
+    body = assert_json_error(response, 422)
+    assert list(body["errors"]) == [field], body
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Signature)) == 0
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"given_name": "   "}, "person.given_name"),
+        ({"given_name": "\t\n"}, "person.given_name"),
+        ({"postal_addresses": [{"locality": "  "}]}, "person.postal_addresses"),
+        ({"email_addresses": [{"address": " "}]}, "person.email_addresses"),
+    ],
+)
+def test_a_required_field_of_only_spaces_is_refused_as_missing(app, client, changes, field):
+    """Spaces are no name or city: 422 "Required." for the field, and no signature."""
+    with app.app_context():
+        petition_id = make_petition(make_member(ORGANISER, "Olga Organiser")).id
+    payload = person_payload(**changes)
+    response = client.post(f"/api/v1/petitions/{petition_id}/signatures", json=payload)
+    body = assert_json_error(response, 422)
+    assert body["errors"][field] == ["Required."]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Signature)) == 0
+
+
 def test_names_at_the_api_length_limits_are_never_a_server_error(app, client):
     """A 50-character given and family name (the limits the API checks) is stored in full,
     or refused with 422 naming the field, but never a server error."""
@@ -718,6 +816,46 @@ def test_api_rate_limit_answers_429_with_retry_after(app, client):
         # Another address has its own allowance.
         other = client.get("/api/v1/petitions", environ_base={"REMOTE_ADDR": "203.0.113.9"})
         assert other.status_code == 200
+    finally:
+        app.config["API_RATE_LIMIT"] = previous
+
+
+def test_made_up_tokens_from_one_address_are_rate_limited(app, client):
+    """Each wrong token counts against the address it came from, so a stream of made-up
+    tokens is refused with 429 (and stops being looked up) like any other burst."""
+    previous = app.config["API_RATE_LIMIT"]
+    app.config["API_RATE_LIMIT"] = "3 per minute"
+    try:
+        answers = [
+            client.get("/api/v1/petitions", headers={TOKEN: f"gs_made-up-{n}"}).status_code
+            for n in range(6)
+        ]
+        assert answers[:3] == [401, 401, 401]
+        assert answers[3:] == [429, 429, 429]
+        refused = client.get("/api/v1/petitions", headers={TOKEN: "gs_one-more"})
+        assert_json_error(refused, 429)
+        assert refused.headers["Retry-After"].isdigit()
+        # Another address is not held back by this one's guesses.
+        elsewhere = {"REMOTE_ADDR": "203.0.113.9"}
+        other = client.get("/api/v1/petitions", headers={TOKEN: "gs_x"}, environ_base=elsewhere)
+        assert_json_error(other, 401)
+    finally:
+        app.config["API_RATE_LIMIT"] = previous
+
+
+def test_a_valid_token_has_its_own_allowance(app, client):
+    """A valid token is limited per token, apart from its address's requests without one."""
+    with app.app_context():
+        token = member_services.create_api_token(make_member(ORGANISER, "Olga"), "script")
+    previous = app.config["API_RATE_LIMIT"]
+    app.config["API_RATE_LIMIT"] = "2 per minute"
+    try:
+        for _ in range(2):
+            assert client.get("/api/v1/petitions").status_code == 200
+        assert_json_error(client.get("/api/v1/petitions"), 429)
+        for _ in range(2):
+            assert client.get("/api/v1/petitions", headers={TOKEN: token}).status_code == 200
+        assert_json_error(client.get("/api/v1/petitions", headers={TOKEN: token}), 429)
     finally:
         app.config["API_RATE_LIMIT"] = previous
 
@@ -1201,6 +1339,20 @@ def _unknown_zone(data: dict) -> None:
     data["osdi:group"]["time_zone"] = "Mars/Olympus_Mons"
 
 
+def _start_past_year_9999_in_utc(data: dict) -> None:
+    data["osdi:events"][0]["start_date"] = "9999-12-31T23:00:00-05:00"
+    data["osdi:events"][0]["end_date"] = "9999-12-31T23:59:59-05:00"
+
+
+def _close_before_year_1_in_utc(data: dict) -> None:
+    data["groundswell:decisions"][0]["closes_date"] = "0001-01-01T00:00:00+05:00"
+
+
+def _meetup_in_year_9999(data: dict) -> None:
+    data["osdi:events"][0]["start_date"] = "9999-06-01T10:00:00Z"
+    data["osdi:events"][0]["end_date"] = "9999-06-01T12:00:00Z"
+
+
 @pytest.mark.parametrize(
     ("spoil", "answers"),
     [
@@ -1211,6 +1363,10 @@ def _unknown_zone(data: dict) -> None:
         (_listed_choice, {422}),
         (_object_outcome, {422}),
         (_unknown_zone, {422}),
+        # Dates whose UTC time is outside the calendar, or that no zone could show.
+        (_start_past_year_9999_in_utc, {422}),
+        (_close_before_year_1_in_utc, {422}),
+        (_meetup_in_year_9999, {422}),
     ],
 )
 def test_a_malformed_export_is_refused_with_a_message(app, spoil, answers):

@@ -5,6 +5,7 @@ and the city page."""
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections import Counter
 from datetime import datetime, timedelta
@@ -173,7 +174,7 @@ def listed(page_html: str) -> list[str]:
     return [
         html.unescape(t)
         for t in re.findall(
-            r'<article class="card campaign-card">\s*<h3><a href="[^"]+">(.*?)</a>', page_html
+            r'<article class="card campaign-card">\s*<h[23]><a href="[^"]+">(.*?)</a>', page_html
         )
     ]
 
@@ -1864,6 +1865,97 @@ def test_organisers_detach_attached_work_and_no_one_else_can(app):
     assert "Cap holiday lets in Alfama" in public_page(app, other_id).text
 
 
+# --- 19. a member's data and the deletion of their account ----------------------------------
+
+
+def download(client) -> dict:
+    response = client.get("/account/data.json")
+    assert response.status_code == 200
+    return json.loads(response.text)
+
+
+def delete_own_account(client) -> None:
+    token = csrf_token(client.get("/account").text)
+    response = client.post(
+        "/account/delete",
+        data={"csrf_token": token, "current_password": PASSWORD, "understood": "y"},
+    )
+    assert response.status_code == 302, response.status_code
+
+
+def follower_addresses_and_names(app: Flask) -> set[str]:
+    with app.app_context():
+        rows = db.session.execute(select(Follower.email, Follower.name)).all()
+    return {value.lower() for row in rows for value in row}
+
+
+def test_a_members_data_lists_the_guest_follow_of_their_confirmed_address(app, outbox, run_jobs):
+    """The follow a member made as a guest with their address counts as theirs, so their
+    download lists it beside the follows they made signed in."""
+    campaign_id = launch(app)
+    other_id = launch(app, title="Keep the tram lines running")
+    guest = guest_follows(app, campaign_id, "Ana Guest", "ana@example.org")
+    run_jobs()
+    submit(guest, confirm_link(outbox, "ana@example.org"), {})
+    member(app, "ana@example.org", "Ana Lima")
+    ana = log_in(app, "ana@example.org")
+    assert post_with_token(ana, f"/campaigns/{other_id}/follow").status_code == 302
+
+    followed = download(ana)["campaigns_followed"]
+    assert [(f["campaign_id"], f["name"], f["email"], f["confirmed"]) for f in followed] == [
+        (campaign_id, "Ana Guest", "ana@example.org", True),
+        (other_id, "Ana Lima", "ana@example.org", True),
+    ]
+
+
+def test_an_unconfirmed_accounts_data_leaves_out_a_guest_follow_of_its_address(
+    app, outbox, run_jobs
+):
+    """Anyone can register any address, so an unconfirmed account neither sees the guest
+    follow made with it nor removes it by deleting itself."""
+    campaign_id = launch(app)
+    guest = guest_follows(app, campaign_id, "Ana Guest", "ana@example.org")
+    run_jobs()
+    submit(guest, confirm_link(outbox, "ana@example.org"), {})
+    unconfirmed_member(app, "ana@example.org", "Not Ana")
+    impostor = log_in(app, "ana@example.org")
+    assert download(impostor)["campaigns_followed"] == []
+    delete_own_account(impostor)
+    assert follower_rows(app) == [(None, "ana@example.org", True)]
+
+
+def test_deleting_an_account_removes_the_guest_follows_of_its_confirmed_address(
+    app, outbox, run_jobs
+):
+    """After a member deletes their account no follower row holds their address or name,
+    and a campaign update mails no one at that address."""
+    campaign_id = launch(app)
+    other_id = launch(app, title="Keep the tram lines running")
+    third_id = launch(app, title="Shade for the bus stops")
+    guest = guest_follows(app, campaign_id, "Ana Guest", "ana@example.org")
+    guest_follows(app, third_id, "Ana G.", "ANA@example.org")  # never confirmed: still hers
+    rui = guest_follows(app, campaign_id, "Rui Costa", "rui@example.org")
+    run_jobs()
+    submit(guest, confirm_link(outbox, "ana@example.org"), {})
+    submit(rui, confirm_link(outbox, "rui@example.org"), {})
+    member(app, "ana@example.org", "Ana Lima")
+    ana = log_in(app, "ana@example.org")
+    assert post_with_token(ana, f"/campaigns/{other_id}/follow").status_code == 302
+    assert {"ana@example.org", "ana guest", "ana g.", "ana lima"} <= follower_addresses_and_names(
+        app
+    )
+
+    delete_own_account(ana)
+    assert follower_addresses_and_names(app) == {"rui@example.org", "rui costa"}
+    outbox.clear()
+    update = {"title": "We met the mayor", "body": "She listened for an hour and took notes."}
+    olga = log_in(app, OWNER)
+    for campaign in (campaign_id, other_id, third_id):
+        assert organise(olga, campaign, "updates", update).status_code == 302
+    run_jobs()
+    assert [m["To"] for m in outbox.messages()] == ["rui@example.org"]
+
+
 # --- 19. in a browser --------------------------------------------------------------------------
 
 
@@ -1922,3 +2014,12 @@ def test_a_member_launches_declares_and_publishes_a_campaign_in_a_browser(app, p
     assert listed(app.test_client().get("/campaigns?city=berlin").text) == [
         "Minimum pay per delivery in Berlin"
     ]
+
+
+def test_the_follow_form_lets_browsers_fill_in_the_followers_own_details(app):
+    from campaigns.forms import FollowForm
+
+    with app.test_request_context():
+        form = FollowForm()
+        assert 'autocomplete="name"' in form.name()
+        assert 'autocomplete="email"' in form.email()

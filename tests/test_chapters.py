@@ -44,6 +44,9 @@ from core.extensions import db
 from core.queue import enqueue
 from members.models import Member
 from members.services import delete_account
+from notifications import services as notification_services
+from notifications.models import Category, Delivery, DeliveryState, Frequency, Notification
+from notifications.services import set_preferences, subscriber_of
 from tests.factories import (
     PASSWORD,
     make_campaign,
@@ -1076,6 +1079,36 @@ def test_the_periodic_sweep_sends_a_due_reminder_exactly_once(app, ctx, outbox, 
     assert mail(outbox) == {email("Ana"): ["Reminder: Planning night tomorrow"]}
 
 
+def test_an_hour_ahead_reminder_held_for_a_digest_is_left_out_once_the_meetup_began(
+    app, ctx, outbox, run_jobs, monkeypatch
+):
+    """Ana takes meetup news in a daily digest: the next morning, after the meetup began,
+    her digest has the meetup's announcement but not its 1-hour reminder."""
+    chapter, members = chapter_of("Ana")
+    ana = members["Ana"]
+    set_preferences(subscriber_of(ana.id, ana.email), {Category.MEETUPS: Frequency.DAILY})
+    meetup = make_meetup(chapter, members["Olga"])
+    answer(meetup, members, True, "Ana")
+    set_times(meetup.id, utcnow() + timedelta(minutes=58))
+    assert release_scheduled(app, [reminder_jobs(meetup.id)["1h"]]) == 1
+    run_jobs()
+    assert email("Ana") not in mail(outbox)  # both held for her digest
+    held = db.session.scalars(
+        select(Notification.kind)
+        .join(Delivery)
+        .where(Delivery.email == email("Ana"), Delivery.state == DeliveryState.DIGEST)
+    ).all()
+    assert {"meetup_new", "meetup_reminder"} <= set(held)
+
+    next_morning = (utcnow() + timedelta(days=1)).replace(hour=7, minute=0)
+    monkeypatch.setattr(notification_services, "utcnow", lambda: next_morning)
+    assert notification_services.send_daily_digests() == 1
+    run_jobs()
+    digest = text_body(outbox.last_to(email("Ana")))
+    assert "New meetup in Lisbon Hosts and Riders: Planning night" in digest
+    assert "Reminder: Planning night" not in digest
+
+
 def test_a_meetup_scheduled_at_short_notice_gets_only_the_reminders_still_ahead(
     app, ctx, outbox, run_jobs
 ):
@@ -2095,3 +2128,70 @@ def test_the_city_page_shows_the_chapter_and_its_meetup_with_campaigns_and_petit
     assert "Keep Alfama lived in" in section("campaigns-campaigns")
     assert "Fair pay for Lisbon couriers" in section("city-petitions-heading")
     assert "Porto Riders" not in page.text and "Porto assembly" not in page.text
+
+
+# --- 17. a member's chapter data in their download, and their address on deletion ------------
+
+
+def test_a_members_data_download_holds_what_they_opened_created_and_chose_in_chapters(app):
+    """The download lists the proposals the member opened, the meetups they created, their
+    contact sharing in each chapter and whether they have a calendar feed, never its secret."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana", "Ben")  # three members: active, so it decides
+        olga, ana = members["Olga"], members["Ana"]
+        meetup = make_meetup(chapter, olga, title="Alfama planning night")
+        proposal = services.open_proposal(
+            chapter,
+            ana,
+            title="Join the tenants' coalition",
+            details="We sign the coalition's letter to the council.",
+            closes_at=utcnow() + timedelta(days=7),
+        )
+        services.set_contact_sharing(chapter, olga, True)
+        secret = services.calendar_secret(olga)
+        meetup_id, proposal_id = meetup.id, proposal.id
+
+    olga_data = json.loads(log_in(app, "Olga").get("/account/data.json").text)
+    assert [(c["chapter"], c["shares_contact"]) for c in olga_data["chapters"]] == [
+        ("Lisbon Hosts and Riders", True)
+    ]
+    assert [(m["meetup_id"], m["title"]) for m in olga_data["meetups_created"]] == [
+        (meetup_id, "Alfama planning night")
+    ]
+    assert olga_data["proposals_opened"] == []
+    assert olga_data["calendar_feed"] == {"has_personal_feed": True}
+    assert secret not in json.dumps(olga_data)
+
+    ana_data = json.loads(log_in(app, "Ana").get("/account/data.json").text)
+    assert [(c["chapter"], c["shares_contact"]) for c in ana_data["chapters"]] == [
+        ("Lisbon Hosts and Riders", False)
+    ]
+    assert [
+        (p["proposal_id"], p["title"], p["details"], p["state"])
+        for p in ana_data["proposals_opened"]
+    ] == [
+        (
+            proposal_id,
+            "Join the tenants' coalition",
+            "We sign the coalition's letter to the council.",
+            ProposalState.OPEN,
+        )
+    ]
+    assert ana_data["meetups_created"] == []
+    assert ana_data["calendar_feed"] == {"has_personal_feed": False}
+
+
+def test_deleting_an_account_removes_the_invitations_to_its_confirmed_address(app):
+    """An invitation holds the address it was made for, so it goes with the account that
+    proved it owns that address; others' invitations stay."""
+    with app.app_context():
+        people("Ines", "Vera", "Ana")
+    import_inviting(
+        app,
+        person_entry("person-1", "VERA@example.org", "Vera", role="organiser"),
+        person_entry("person-2", email("Ana"), "Ana"),
+    )
+    with app.app_context():
+        delete_account(member_by_email(email("Vera")))
+        left = db.session.execute(select(ChapterInvitation.email, ChapterInvitation.email_key))
+        assert [tuple(row) for row in left] == [(email("Ana"), email("Ana"))]

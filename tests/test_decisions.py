@@ -20,6 +20,7 @@ from core.extensions import db
 from core.queue import all_queues, make_worker
 from members.services import delete_account
 from notifications import jobs as notification_jobs
+from notifications import services as notification_services
 from notifications.models import Category, Delivery, DeliveryState, Frequency, Notification
 from notifications.services import send_daily_digests, set_preferences, subscriber_of
 from tests.factories import PASSWORD, make_chapter, make_member, member_by_email
@@ -779,6 +780,12 @@ def test_the_error_summary_links_to_the_first_choice_of_the_vote(app):
     targets = re.findall(r'href="#([^"]+)"', summary)
     assert targets == ["choice-0"]
     assert 'id="choice-0"' in page
+    # Each radio of the group says it is in error, and which message explains why.
+    radios = re.findall(r'<input [^>]*type="radio"[^>]*>', page)
+    assert len(radios) == 4
+    assert all(
+        'aria-invalid="true"' in r and 'aria-describedby="choice-error"' in r for r in radios
+    )
 
 
 def test_a_reason_over_a_thousand_characters_is_refused(app):
@@ -914,6 +921,41 @@ def test_decision_preferences_off_and_daily_are_honoured(app, outbox, run_jobs):
     assert digest["Subject"].startswith("Your Groundswell digest")
     digest_body = digest.get_body(("plain",)).get_content()
     assert f"New proposal in Lisbon Hosts and Riders: {TITLE}" in digest_body
+
+
+def test_a_closing_soon_reminder_held_for_a_digest_is_left_out_once_the_vote_closed(
+    app, outbox, run_jobs, monkeypatch
+):
+    """A daily-digest member's closing-soon reminder is not in the next morning's digest
+    after the vote closed; the proposal and its outcome still are."""
+    chapter_id, members = chapter_with(app, 3)
+    daily = members[2]
+    with app.app_context():
+        member = member_by_email(daily)
+        set_preferences(subscriber_of(member.id, daily), {Category.DECISIONS: Frequency.DAILY})
+    proposal_id = open_proposal(app, chapter_id)
+    run_jobs()
+    assert release_scheduled(app, [f"proposal-{proposal_id}-closing-soon"]) == 1
+    run_jobs()
+    close_through_job(app, run_jobs, proposal_id)
+    assert sent(outbox, CLOSING_SOON) == sorted(members[:2])
+    with app.app_context():
+        held = db.session.scalars(
+            select(Notification.kind)
+            .join(Delivery)
+            .where(Delivery.email == daily, Delivery.state == DeliveryState.DIGEST)
+        ).all()
+        assert sorted(held) == ["proposal_closing", "proposal_new", "proposal_outcome"]
+
+    next_morning = (utcnow() + timedelta(days=1)).replace(hour=7, minute=0)
+    monkeypatch.setattr(notification_services, "utcnow", lambda: next_morning)
+    with app.app_context():
+        assert send_daily_digests() == 1
+    run_jobs()
+    digest = outbox.last_to(daily).get_body(("plain",)).get_content()
+    assert f"New proposal in Lisbon Hosts and Riders: {TITLE}" in digest
+    assert f"- {TITLE}: " in digest  # the outcome
+    assert CLOSING_SOON not in digest
 
 
 def test_the_sweep_closes_a_proposal_whose_job_was_lost(app, redis, outbox, run_jobs):

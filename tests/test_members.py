@@ -446,6 +446,23 @@ def test_an_unconfirmed_member_cannot_make_an_api_token(app, client, auth):
         assert db.session.scalar(select(func.count()).select_from(ApiToken)) == 0
 
 
+def test_the_data_download_lists_api_tokens_without_their_secret(app, client, auth):
+    """Each token's name, hint and times are in the download; the token and its hash never."""
+    auth.member()
+    token = NEW_TOKEN.search(make_api_token(client).text).group(1)
+    assert api_status(client, token) == 200  # marks it used
+    with app.app_context():
+        stored = db.session.scalar(select(ApiToken))
+        token_hash, hint = stored.token_hash, stored.hint
+    body = client.get("/account/data.json").text
+    tokens = json.loads(body)["api_tokens"]
+    assert len(tokens) == 1
+    assert tokens[0]["hint"] == hint and token.startswith(hint)
+    assert tokens[0]["created_at"] and tokens[0]["last_used_at"]
+    assert set(tokens[0]) == {"name", "hint", "created_at", "last_used_at"}
+    assert token not in body and token_hash not in body and token[len(hint) :] not in body
+
+
 def test_a_password_reset_revokes_api_tokens_and_ends_other_sessions(
     app, client, auth, outbox, run_jobs
 ):
@@ -561,3 +578,29 @@ def test_registering_an_address_taken_in_a_race_answers_as_usual(
     assert member_count(app) == 1
     run_jobs()
     assert outbox.last_to("ana@example.org")["Subject"] == "You already have a Groundswell account"
+
+
+def _ids_and_label_targets(html: str) -> tuple[list[str], list[str]]:
+    # Every form carries a hidden CSRF input; no label or link points at those.
+    ids = [i for i in re.findall(r'\sid="([^"]+)"', html) if i != "csrf_token"]
+    return ids, re.findall(r'<label[^>]*\sfor="([^"]+)"', html)
+
+
+def test_each_form_on_the_account_page_labels_its_own_fields(app, client, auth):
+    auth.member()
+    token = csrf_token(client.get("/account").text)
+    refused = client.post(
+        "/account/password",
+        data={"csrf_token": token, "current_password": "nope", "password": "x" * 12,
+              "confirm": "x" * 12},
+    )  # fmt: skip
+    assert refused.status_code == 422
+    for page in (client.get("/account").text, refused.text):
+        ids, targets = _ids_and_label_targets(page)
+        assert len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+        assert set(targets) <= set(ids)
+    # The summary's link leads to the field that was wrong, in the form that was sent.
+    assert 'href="#password-current_password"' in refused.text
+    assert re.search(r'id="password-current_password"[^>]*aria-invalid="true"', refused.text) or (
+        re.search(r'aria-invalid="true"[^>]*id="password-current_password"', refused.text)
+    )

@@ -23,6 +23,7 @@ from members import services as members
 from notifications import jobs as notification_jobs
 from notifications import services
 from notifications.models import (
+    Category,
     Delivery,
     DeliveryState,
     FailingAddress,
@@ -32,7 +33,7 @@ from notifications.models import (
     Preference,
 )
 from petitions import services as petitions
-from petitions.models import Petition, Signature, SignatureState
+from petitions.models import Petition, PetitionUpdate, Signature, SignatureState
 from tests.factories import add_signature, make_member, make_petition, member_by_email
 from tests.helpers import (
     csrf_token,
@@ -618,6 +619,89 @@ def update_delivery_state(title: str) -> str:
     )
 
 
+# --- news that expires ------------------------------------------------------------------
+
+
+def post_expiring_update(app, petition_id: int, title: str, expires_in: timedelta) -> None:
+    """An update told like post_update does, but worth reading only for ``expires_in``."""
+    with app.app_context():
+        news = PetitionUpdate(petition_id=petition_id, title=title, body=UPDATE["body"])
+        db.session.add(news)
+        db.session.flush()
+        services.notify(
+            "petition_update",
+            title=f"Petition: {title}",
+            payload={"update_id": news.id},
+            audience="petition-update-signers",
+            expires_at=utcnow() + expires_in,
+        )
+
+
+def clock_moved_on(monkeypatch, by: timedelta) -> None:
+    """From here on, notifications are sent and digests built ``by`` later than now."""
+    later = utcnow() + by
+    monkeypatch.setattr(services, "utcnow", lambda: later)
+
+
+def delivery_of(title: str) -> Delivery:
+    return db.session.scalar(
+        select(Delivery).join(Notification).where(Notification.title.endswith(title))
+    )
+
+
+def test_a_digest_holding_only_news_that_has_expired_is_not_sent(
+    app, client, auth, outbox, run_jobs, monkeypatch
+):
+    petition_id = member_on_daily_digests(app, client, auth, outbox, run_jobs)
+    post_expiring_update(app, petition_id, "Rally in an hour", timedelta(hours=1))
+    run_jobs()
+    with app.app_context():
+        assert update_delivery_state("Rally in an hour") == DeliveryState.DIGEST
+    clock_moved_on(monkeypatch, timedelta(days=1))
+    with app.app_context():
+        assert services.send_daily_digests() == 0
+        delivery = delivery_of("Rally in an hour")
+        assert (delivery.state, delivery.error) == (DeliveryState.SKIPPED, "expired")
+        assert services.send_daily_digests() == 0  # not held for another day either
+    run_jobs()
+    assert outbox.messages() == []
+
+
+def test_news_that_expires_while_the_digest_waits_for_a_worker_is_left_out_of_it(
+    app, client, auth, outbox, run_jobs, monkeypatch
+):
+    petition_id = member_on_daily_digests(app, client, auth, outbox, run_jobs)
+    post_update(app, petition_id, title="Lasting update")
+    post_expiring_update(app, petition_id, "Rally in an hour", timedelta(hours=1))
+    run_jobs()
+    with app.app_context():
+        assert services.send_daily_digests() == 1
+    clock_moved_on(monkeypatch, timedelta(hours=2))  # the workers were down meanwhile
+    run_jobs()
+    (digest,) = digest_texts(outbox)
+    assert "Lasting update" in digest and "Rally in an hour" not in digest
+
+
+def test_mail_a_worker_reaches_after_it_expired_is_not_sent_and_other_news_still_is(
+    app, outbox, run_jobs, monkeypatch
+):
+    petition_id = petition_with_signers(app, 2)
+    post_expiring_update(app, petition_id, "Rally in an hour", timedelta(hours=1))
+    post_update(app, petition_id, title="Lasting update")
+    clock_moved_on(monkeypatch, timedelta(hours=3))  # the workers come back hours later
+    run_jobs()
+    assert sent_to(outbox) == ["s0@example.org", "s1@example.org"]
+    assert all("Lasting update" in m["Subject"] for m in outbox.messages())
+    with app.app_context():
+        expired = db.session.scalars(
+            select(Delivery)
+            .join(Notification)
+            .where(Notification.title.endswith("Rally in an hour"))
+        ).all()
+        assert {(d.state, d.error) for d in expired} == {(DeliveryState.SKIPPED, "expired")}
+        assert len(expired) == 2
+
+
 def test_transactional_mail_ignores_preferences(app, client, outbox, run_jobs):
     petition_id = petition_with_signers(app, 0)
     with app.app_context():
@@ -865,6 +949,22 @@ def test_members_see_notices_with_an_unread_count_and_mark_them_read(app, client
     assert "count-badge" not in client.get("/notifications").text
     with app.app_context():
         assert db.session.scalar(select(func.count()).where(Notice.read_at.is_(None))) == 0
+
+
+def test_a_members_data_download_holds_their_mail_choices_notices_and_emails(
+    app, client, auth, run_jobs
+):
+    _two_updates_for_a_member(app, client, auth, run_jobs)
+    with app.app_context():
+        member = member_by_email("ana@example.org")
+        services.set_member_preferences(member, {Category.CAMPAIGNS: Frequency.OFF})
+    data = client.get("/account/data.json").get_json()
+    assert data["notification_preferences"]["campaigns"] == "off"
+    assert data["notification_preferences"]["petitions"] == "immediately"
+    titles = [notice["title"] for notice in data["notices"]]
+    assert titles == ["Fair pay for couriers: First update", "Fair pay for couriers: Second update"]
+    sent = [e for e in data["emails"] if e["title"] in titles]
+    assert [(e["to"], e["state"]) for e in sent] == [("ana@example.org", "sent")] * 2
 
 
 class ButtonNames(HTMLParser):
