@@ -139,7 +139,11 @@ def confirm_email(token: str) -> Member | None:
         return None
     if not member.confirm_email(email):
         return None
-    db.session.commit()
+    try:
+        db.session.commit()
+    except IntegrityError:  # another account took the address since it was looked up
+        db.session.rollback()
+        return None
     email_confirmed.send(_app(), member=member)
     return member
 

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 
 from core.extensions import db
 from members.models import ApiToken, Member
+from tests.factories import make_member
 from tests.helpers import csrf_token, links_in, path_of, submit
 
 PASSWORD = "correct horse battery"
@@ -578,6 +579,26 @@ def test_registering_an_address_taken_in_a_race_answers_as_usual(
     assert member_count(app) == 1
     run_jobs()
     assert outbox.last_to("ana@example.org")["Subject"] == "You already have a Groundswell account"
+
+
+def test_confirming_an_address_another_account_took_in_a_race_answers_404(
+    app, client, auth, outbox, run_jobs, monkeypatch
+):
+    from members import services
+
+    auth.member()
+    change_email_to(client, "ana.new@example.org")
+    run_jobs()
+    [link] = confirm_links_to(outbox, "ana.new@example.org")
+    with app.app_context():
+        make_member("ana.new@example.org", "Quicker")
+    # The look for the address misses the account that took it a moment before.
+    monkeypatch.setattr(services, "find_by_email", lambda email: None)
+    response = submit(client, link, {})
+    assert response.status_code == 404
+    with app.app_context():
+        emails = set(db.session.scalars(select(Member.email)))
+    assert emails == {"ana@example.org", "ana.new@example.org"}
 
 
 def _ids_and_label_targets(html: str) -> tuple[list[str], list[str]]:
