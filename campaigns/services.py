@@ -420,16 +420,19 @@ def _check_follow_limits(email_key: str, address: str) -> None:
     a visitor types in.
     """
     config = current_app.config
-    for limit, key in (
-        (config["SIGN_LIMIT_PER_ADDRESS"], f"follow:address:{address}"),
-        (config["SIGN_LIMIT_PER_EMAIL"], f"follow:email:{email_key}"),
-    ):
-        if not ratelimit.hit(limit, key, allow_when_down=True):
-            raise FollowRefused(
-                "We have had many requests to follow from you in a short time. "
-                "Please try again a little later.",
-                retry_after=ratelimit.seconds_until_free(limit, key),
-            )
+    retry_after = ratelimit.hit_all(
+        [
+            (config["SIGN_LIMIT_PER_ADDRESS"], f"follow:address:{address}"),
+            (config["SIGN_LIMIT_PER_EMAIL"], f"follow:email:{email_key}"),
+        ],
+        allow_when_down=True,
+    )
+    if retry_after is not None:
+        raise FollowRefused(
+            "We have had many requests to follow from you in a short time. "
+            "Please try again a little later.",
+            retry_after=retry_after,
+        )
 
 
 def follow_as_guest(campaign: Campaign, *, name: str, email: str, address: str) -> bool:

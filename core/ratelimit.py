@@ -6,6 +6,7 @@ Limits are written as strings such as ``"10 per 15 minutes"``.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 from flask import current_app
 from limits import RateLimitItem, parse
@@ -29,9 +30,17 @@ def _item(limit: str) -> RateLimitItem:
     return parse(limit)
 
 
-def is_exhausted(limit: str, *identifiers: str) -> bool:
-    """True when ``identifiers`` have used up ``limit`` (nothing is counted)."""
-    return not _limiter().test(_item(limit), *identifiers)
+def is_exhausted(limit: str, *identifiers: str, allow_when_down: bool = False) -> bool:
+    """True when ``identifiers`` have used up ``limit`` (nothing is counted).
+
+    With ``allow_when_down``, an unreachable Redis counts as not exhausted (see ``hit``).
+    """
+    try:
+        return not _limiter().test(_item(limit), *identifiers)
+    except RedisError:
+        if allow_when_down:
+            return False
+        raise
 
 
 def hit(limit: str, *identifiers: str, allow_when_down: bool = False) -> bool:
@@ -46,6 +55,15 @@ def hit(limit: str, *identifiers: str, allow_when_down: bool = False) -> bool:
         if allow_when_down:
             return True
         raise
+
+
+def hit_all(limits: Iterable[tuple[str, str]], *, allow_when_down: bool = False) -> int | None:
+    """Count one use against each ``(limit, key)`` in turn; stop at the first that goes
+    over and return the seconds until it frees, or None when every one allowed the use."""
+    for limit, key in limits:
+        if not hit(limit, key, allow_when_down=allow_when_down):
+            return seconds_until_free(limit, key)
+    return None
 
 
 def seconds_until_free(limit: str, *identifiers: str) -> int:

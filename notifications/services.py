@@ -504,10 +504,9 @@ def frequency_for(subscriber: str, category: str) -> Frequency:
     return Frequency(chosen.frequency) if chosen else Frequency.IMMEDIATELY
 
 
-def frequency_for_mail(member_id: int | None, email: str, category: str) -> Frequency:
-    """How often mail about ``category`` goes to this member at ``email``: the strictest
-    of what the member and the address chose."""
-    subscribers = subscribers_of(member_id, email)
+def strictest_for(subscribers: Iterable[str], category: str) -> Frequency:
+    """How often mail about ``category`` goes where all these subscribers' choices apply:
+    the strictest of them."""
     return strictest(frequency_for(subscriber, category) for subscriber in subscribers)
 
 
@@ -982,8 +981,8 @@ def _address_key(email: str) -> str:
 
 
 def _turned_off(delivery: Delivery) -> bool:
-    category = delivery.notification.category
-    return frequency_for_mail(delivery.member_id, delivery.email, category) == Frequency.OFF
+    subscribers = subscribers_of(delivery.member_id, delivery.email)
+    return strictest_for(subscribers, delivery.notification.category) == Frequency.OFF
 
 
 @message("daily_digest", notice=False)
@@ -1056,10 +1055,7 @@ def member_preferences(member: Member) -> dict[str, Frequency]:
     """Every category with how often it reaches the member: with a confirmed address,
     what was chosen for that address counts too (the strictest choice wins)."""
     subscribers = _subscribers_of_member(member)
-    return {
-        category: strictest(frequency_for(subscriber, category) for subscriber in subscribers)
-        for category in Category
-    }
+    return {category: strictest_for(subscribers, category) for category in Category}
 
 
 def set_member_preferences(member: Member, choices: dict[str, Frequency]) -> None:

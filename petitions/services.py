@@ -205,16 +205,18 @@ class SignerDetails:
 
 def _check_limits(email_key: str, address: str) -> None:
     config = current_app.config
-    for limit, key in (
-        (config["SIGN_LIMIT_PER_ADDRESS"], f"sign:address:{address}"),
-        (config["SIGN_LIMIT_PER_EMAIL"], f"sign:email:{email_key}"),
-    ):
-        if not ratelimit.hit(limit, key):
-            raise SigningRefused(
-                "We have had many signatures from you in a short time. "
-                "Please try again a little later.",
-                retry_after=ratelimit.seconds_until_free(limit, key),
-            )
+    retry_after = ratelimit.hit_all(
+        [
+            (config["SIGN_LIMIT_PER_ADDRESS"], f"sign:address:{address}"),
+            (config["SIGN_LIMIT_PER_EMAIL"], f"sign:email:{email_key}"),
+        ]
+    )
+    if retry_after is not None:
+        raise SigningRefused(
+            "We have had many signatures from you in a short time. "
+            "Please try again a little later.",
+            retry_after=retry_after,
+        )
 
 
 def _require_open(petition: Petition) -> None:
