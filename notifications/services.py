@@ -585,6 +585,7 @@ def message_id(delivery: Delivery) -> str:
 
 MAX_ATTEMPTS = 8
 EXPIRED = "expired"  # the error recorded on a delivery skipped as out of date
+NO_LONGER_APPLIES = "no longer applies"  # e.g. a reminder for someone no longer going
 
 
 def deliver(delivery_ids: list[int]) -> int:
@@ -650,7 +651,7 @@ def _prepare(delivery: Delivery, spec: MessageKind, choices: _Choices, held: lis
         return None
     context = spec.build(delivery.notification.payload, delivery)
     if context is None:
-        delivery.state, delivery.error = DeliveryState.SKIPPED, "no longer applies"
+        delivery.state, delivery.error = DeliveryState.SKIPPED, NO_LONGER_APPLIES
         return None
     held.append(context)
     return render(delivery, spec, context)
@@ -927,9 +928,12 @@ def _send_digest(email: str, today: date) -> bool:
     now = utcnow()
     wanted = []
     for delivery in held:
-        # News out of date by now, or of a category turned off since, is left out for good.
+        # News out of date by now, no longer true for this reader, or of a category
+        # turned off since, is left out for good.
         if delivery.notification.has_expired(now):
             delivery.state, delivery.error = DeliveryState.SKIPPED, EXPIRED
+        elif not _still_applies(delivery):
+            delivery.state, delivery.error = DeliveryState.SKIPPED, NO_LONGER_APPLIES
         elif _turned_off(delivery):
             delivery.state = DeliveryState.SKIPPED
         else:
@@ -980,6 +984,13 @@ def _address_key(email: str) -> str:
     return hashlib.sha256(email.lower().encode()).hexdigest()[:32]
 
 
+def _still_applies(delivery: Delivery) -> bool:
+    """Whether the held message would still be sent on its own now: a reminder of a
+    meetup the reader left, say, or of a vote they have since cast, would not."""
+    spec = KINDS.get(delivery.notification.kind)
+    return spec is not None and spec.build(delivery.notification.payload, delivery) is not None
+
+
 def _turned_off(delivery: Delivery) -> bool:
     subscribers = subscribers_of(delivery.member_id, delivery.email)
     return strictest_for(subscribers, delivery.notification.category) == Frequency.OFF
@@ -987,15 +998,20 @@ def _turned_off(delivery: Delivery) -> bool:
 
 @message("daily_digest", notice=False)
 def _digest_context(payload: dict[str, Any], delivery: Delivery) -> dict[str, Any] | None:
-    """The digest's items; news that expired while the digest waited to go is left out."""
-    items = db.session.scalars(
-        select(Notification)
-        .join(Delivery, Delivery.notification_id == Notification.id)
+    """The digest's items; news that expired or stopped applying while the digest waited
+    to go is left out."""
+    held = db.session.scalars(
+        select(Delivery)
+        .join(Notification, Delivery.notification_id == Notification.id)
         .where(Delivery.id.in_(payload["delivery_ids"]))
         .order_by(Notification.id)
     ).all()
     now = utcnow()
-    items = [item for item in items if not item.has_expired(now)]
+    items = [
+        item.notification
+        for item in held
+        if not item.notification.has_expired(now) and _still_applies(item)
+    ]
     return {"items": items} if items else None
 
 

@@ -1109,6 +1109,32 @@ def test_an_hour_ahead_reminder_held_for_a_digest_is_left_out_once_the_meetup_be
     assert "Reminder: Planning night" not in digest
 
 
+def test_a_reminder_held_for_a_digest_is_left_out_once_the_reader_is_no_longer_going(
+    app, ctx, outbox, run_jobs
+):
+    """Ana takes meetup news in a daily digest and is going; the day-before reminder is held
+    for her digest, then she says she cannot come: the digest leaves the reminder out."""
+    chapter, members = chapter_of("Ana")
+    ana = members["Ana"]
+    set_preferences(subscriber_of(ana.id, ana.email), {Category.MEETUPS: Frequency.DAILY})
+    meetup = make_meetup(chapter, members["Olga"])
+    answer(meetup, members, True, "Ana")
+    set_times(meetup.id, utcnow() + timedelta(hours=23, minutes=55))
+    assert release_scheduled(app, [reminder_jobs(meetup.id)["24h"]]) == 1
+    run_jobs()
+    answer(meetup, members, False, "Ana")
+
+    assert notification_services.send_daily_digests() == 1
+    run_jobs()
+    digest = text_body(outbox.last_to(email("Ana")))
+    assert "New meetup in Lisbon Hosts and Riders: Planning night" in digest
+    assert "Reminder: Planning night" not in digest
+    reminder = db.session.scalar(
+        select(Delivery).join(Notification).where(Notification.kind == "meetup_reminder")
+    )
+    assert (reminder.state, reminder.error) == (DeliveryState.SKIPPED, "no longer applies")
+
+
 def test_a_meetup_scheduled_at_short_notice_gets_only_the_reminders_still_ahead(
     app, ctx, outbox, run_jobs
 ):

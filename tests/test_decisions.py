@@ -887,7 +887,8 @@ def test_no_closing_soon_mail_once_the_vote_is_over(app, outbox, run_jobs):
 
 
 def test_decision_preferences_off_and_daily_are_honoured(app, outbox, run_jobs):
-    """Decisions off: no mail at all; daily: none now, the proposal in the next digest."""
+    """Decisions off: no mail at all; daily: none at once, the open proposal in that day's
+    digest, and after the member voted and the vote closed, only the outcome the next day."""
     chapter_id, members = chapter_with(app, 4)
     off, daily = members[1], members[2]
     with app.app_context():
@@ -899,12 +900,6 @@ def test_decision_preferences_off_and_daily_are_honoured(app, outbox, run_jobs):
     with app.app_context():
         assert services.send_closing_soon(proposal_id) is True
     run_jobs()
-    cast(app, proposal_id, *((email, Choice.AGREE) for email in members))
-    close_through_job(app, run_jobs, proposal_id)
-
-    everyone_else = sorted([members[0], members[3]])
-    for subject in (NEW_PROPOSAL, CLOSING_SOON, DECIDED):
-        assert sent(outbox, subject) == everyone_else, subject
     with app.app_context():
         states = dict(
             db.session.execute(
@@ -917,17 +912,30 @@ def test_decision_preferences_off_and_daily_are_honoured(app, outbox, run_jobs):
         assert states[daily] == DeliveryState.DIGEST
         assert send_daily_digests() == 1
     run_jobs()
-    digest = outbox.last_to(daily)
-    assert digest["Subject"].startswith("Your Groundswell digest")
-    digest_body = digest.get_body(("plain",)).get_content()
-    assert f"New proposal in Lisbon Hosts and Riders: {TITLE}" in digest_body
+    first = outbox.last_to(daily)
+    assert first["Subject"].startswith("Your Groundswell digest")
+    first_body = first.get_body(("plain",)).get_content()
+    assert f"New proposal in Lisbon Hosts and Riders: {TITLE}" in first_body
+    assert CLOSING_SOON in first_body
+
+    cast(app, proposal_id, *((email, Choice.AGREE) for email in members))
+    close_through_job(app, run_jobs, proposal_id)
+    everyone_else = sorted([members[0], members[3]])
+    for subject in (NEW_PROPOSAL, CLOSING_SOON, DECIDED):
+        assert sent(outbox, subject) == everyone_else, subject
+    with app.app_context():
+        assert send_daily_digests(today=utcnow().date() + timedelta(days=1)) == 1
+    run_jobs()
+    second = outbox.last_to(daily).get_body(("plain",)).get_content()
+    assert f"- {TITLE}: " in second  # the outcome
+    assert "New proposal" not in second and CLOSING_SOON not in second
 
 
 def test_a_closing_soon_reminder_held_for_a_digest_is_left_out_once_the_vote_closed(
     app, outbox, run_jobs, monkeypatch
 ):
     """A daily-digest member's closing-soon reminder is not in the next morning's digest
-    after the vote closed; the proposal and its outcome still are."""
+    after the vote closed, nor is the news of the proposal opening: the outcome tells it."""
     chapter_id, members = chapter_with(app, 3)
     daily = members[2]
     with app.app_context():
@@ -953,9 +961,8 @@ def test_a_closing_soon_reminder_held_for_a_digest_is_left_out_once_the_vote_clo
         assert send_daily_digests() == 1
     run_jobs()
     digest = outbox.last_to(daily).get_body(("plain",)).get_content()
-    assert f"New proposal in Lisbon Hosts and Riders: {TITLE}" in digest
     assert f"- {TITLE}: " in digest  # the outcome
-    assert CLOSING_SOON not in digest
+    assert "New proposal" not in digest and CLOSING_SOON not in digest
 
 
 def test_the_sweep_closes_a_proposal_whose_job_was_lost(app, redis, outbox, run_jobs):
