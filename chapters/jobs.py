@@ -132,9 +132,13 @@ def cancelled_meetup_message(payload: dict, delivery: Delivery) -> dict | None:
 
 @message("meetup_reminder", category=Category.MEETUPS)
 def reminder_message(payload: dict, delivery: Delivery) -> dict | None:
-    """Only for someone still going to a meetup that still happens."""
+    """Only for someone still going to a meetup that still happens at the time reminded of."""
     context = _meetup_context(payload)
     if context is None or context["meetup"].is_cancelled or context["meetup"].has_started:
+        return None
+    # A meetup moved since: the change was told, and the new time has reminders of its own.
+    starts = payload.get("starts")
+    if starts is not None and starts != int(context["meetup"].starts_at.timestamp()):
         return None
     rsvp = db.session.scalar(
         select(Rsvp).where(

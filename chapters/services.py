@@ -813,13 +813,14 @@ def send_reminder(meetup_id: int, lead: str) -> bool:
     meetup = db.session.get(Meetup, meetup_id)
     if meetup is None or lead not in REMINDER_LEADS or not reminder_is_due(meetup, lead):
         return False
+    starts = int(meetup.starts_at.timestamp())
     notified = notify(
         "meetup_reminder",
         title=f"Reminder: {meetup.title}",
         link=external_url("chapters.meetup", meetup_id=meetup.id),
-        payload={"meetup_id": meetup.id, "lead": lead},
+        payload={"meetup_id": meetup.id, "lead": lead, "starts": starts},
         audience="meetup-going",
-        key=f"meetup-reminder:{meetup.id}:{lead}:{int(meetup.starts_at.timestamp())}",
+        key=f"meetup-reminder:{meetup.id}:{lead}:{starts}",
         expires_at=meetup.starts_at,  # a reminder is no use once the meetup has begun
     )
     return notified is not None

@@ -1135,6 +1135,31 @@ def test_a_reminder_held_for_a_digest_is_left_out_once_the_reader_is_no_longer_g
     assert (reminder.state, reminder.error) == (DeliveryState.SKIPPED, "no longer applies")
 
 
+def test_a_reminder_held_for_a_digest_is_left_out_once_the_meetup_moved(app, ctx, outbox, run_jobs):
+    """The day-before reminder held for Ana's digest is of the old time: after the meetup
+    moved to the next week, her digest tells of the change and leaves the reminder out."""
+    chapter, members = chapter_of("Ana")
+    ana = members["Ana"]
+    set_preferences(subscriber_of(ana.id, ana.email), {Category.MEETUPS: Frequency.DAILY})
+    meetup = make_meetup(chapter, members["Olga"])
+    answer(meetup, members, True, "Ana")
+    set_times(meetup.id, utcnow() + timedelta(hours=23, minutes=55))
+    assert release_scheduled(app, [reminder_jobs(meetup.id)["24h"]]) == 1
+    run_jobs()
+    db.session.refresh(meetup)
+    later = meetup.starts_at + timedelta(days=7)
+    services.edit_meetup(
+        meetup, details_of(meetup, starts_at=later, ends_at=later + timedelta(hours=2))
+    )
+    run_jobs()
+
+    assert notification_services.send_daily_digests() == 1
+    run_jobs()
+    digest = text_body(outbox.last_to(email("Ana")))
+    assert "Changed: Planning night" in digest
+    assert "Reminder: Planning night" not in digest
+
+
 def test_a_meetup_scheduled_at_short_notice_gets_only_the_reminders_still_ahead(
     app, ctx, outbox, run_jobs
 ):
