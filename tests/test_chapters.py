@@ -1109,35 +1109,9 @@ def test_an_hour_ahead_reminder_held_for_a_digest_is_left_out_once_the_meetup_be
     assert "Reminder: Planning night" not in digest
 
 
-def test_a_reminder_held_for_a_digest_is_left_out_once_the_reader_is_no_longer_going(
-    app, ctx, outbox, run_jobs
-):
-    """Ana takes meetup news in a daily digest and is going; the day-before reminder is held
-    for her digest, then she says she cannot come: the digest leaves the reminder out."""
-    chapter, members = chapter_of("Ana")
-    ana = members["Ana"]
-    set_preferences(subscriber_of(ana.id, ana.email), {Category.MEETUPS: Frequency.DAILY})
-    meetup = make_meetup(chapter, members["Olga"])
-    answer(meetup, members, True, "Ana")
-    set_times(meetup.id, utcnow() + timedelta(hours=23, minutes=55))
-    assert release_scheduled(app, [reminder_jobs(meetup.id)["24h"]]) == 1
-    run_jobs()
-    answer(meetup, members, False, "Ana")
-
-    assert notification_services.send_daily_digests() == 1
-    run_jobs()
-    digest = text_body(outbox.last_to(email("Ana")))
-    assert "New meetup in Lisbon Hosts and Riders: Planning night" in digest
-    assert "Reminder: Planning night" not in digest
-    reminder = db.session.scalar(
-        select(Delivery).join(Notification).where(Notification.kind == "meetup_reminder")
-    )
-    assert (reminder.state, reminder.error) == (DeliveryState.SKIPPED, "no longer applies")
-
-
-def test_a_reminder_held_for_a_digest_is_left_out_once_the_meetup_moved(app, ctx, outbox, run_jobs):
-    """The day-before reminder held for Ana's digest is of the old time: after the meetup
-    moved to the next week, her digest tells of the change and leaves the reminder out."""
+def reminder_held_for_anas_digest(app, run_jobs) -> tuple[Meetup, dict]:
+    """Ana takes meetup news in a daily digest and is going to a meetup tomorrow: its
+    day-before reminder is held for her digest."""
     chapter, members = chapter_of("Ana")
     ana = members["Ana"]
     set_preferences(subscriber_of(ana.id, ana.email), {Category.MEETUPS: Frequency.DAILY})
@@ -1147,17 +1121,52 @@ def test_a_reminder_held_for_a_digest_is_left_out_once_the_meetup_moved(app, ctx
     assert release_scheduled(app, [reminder_jobs(meetup.id)["24h"]]) == 1
     run_jobs()
     db.session.refresh(meetup)
+    return meetup, members
+
+
+def anas_digest(outbox, run_jobs) -> str:
+    assert notification_services.send_daily_digests() == 1
+    run_jobs()
+    return text_body(outbox.last_to(email("Ana")))
+
+
+def test_a_reminder_held_for_a_digest_is_left_out_once_the_reader_is_no_longer_going(
+    app, ctx, outbox, run_jobs
+):
+    """Ana says she cannot come after all: her digest leaves the reminder out."""
+    meetup, members = reminder_held_for_anas_digest(app, run_jobs)
+    answer(meetup, members, False, "Ana")
+
+    digest = anas_digest(outbox, run_jobs)
+    assert "New meetup in Lisbon Hosts and Riders: Planning night" in digest
+    assert "Reminder: Planning night" not in digest
+    reminder = db.session.scalar(
+        select(Delivery).join(Notification).where(Notification.kind == "meetup_reminder")
+    )
+    assert (reminder.state, reminder.error) == (DeliveryState.SKIPPED, "no longer applies")
+
+
+def test_a_reminder_held_for_a_digest_is_left_out_once_the_meetup_moved(app, ctx, outbox, run_jobs):
+    """The held reminder is of the old time: after the meetup moved to the next week, Ana's
+    digest tells of the change and leaves the reminder out."""
+    meetup, _ = reminder_held_for_anas_digest(app, run_jobs)
     later = meetup.starts_at + timedelta(days=7)
     services.edit_meetup(
         meetup, details_of(meetup, starts_at=later, ends_at=later + timedelta(hours=2))
     )
     run_jobs()
 
-    assert notification_services.send_daily_digests() == 1
-    run_jobs()
-    digest = text_body(outbox.last_to(email("Ana")))
+    digest = anas_digest(outbox, run_jobs)
     assert "Changed: Planning night" in digest
     assert "Reminder: Planning night" not in digest
+
+
+def test_a_reminder_held_for_a_digest_still_goes_to_a_reader_still_going(
+    app, ctx, outbox, run_jobs
+):
+    """Nothing changed since the reminder was held: Ana's digest has it."""
+    reminder_held_for_anas_digest(app, run_jobs)
+    assert "Reminder: Planning night" in anas_digest(outbox, run_jobs)
 
 
 def test_a_meetup_scheduled_at_short_notice_gets_only_the_reminders_still_ahead(
