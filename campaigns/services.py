@@ -10,7 +10,7 @@ from datetime import timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from campaigns.models import (
@@ -32,7 +32,7 @@ from campaigns.models import (
     member_follow_key,
 )
 from core import ratelimit
-from core.db import Page, paginate, utcnow
+from core.db import Page, claim_unless_recent, paginate, utcnow
 from core.extensions import db
 from core.hooks import WorkSummary, collect, linked_work, work_organised_by
 from core.places import city_slug
@@ -492,25 +492,13 @@ def _followed_by_member_with_address(campaign: Campaign, email_key: str) -> bool
 
 
 def _claim_resend(follower: Follower) -> bool:
-    """Mark a pending follow's confirmation as sent now, unless one went out recently.
-
-    One conditional UPDATE, so that of two requests at once only one sends.
-    """
-    now = utcnow()
-    claimed = db.session.execute(
-        update(Follower)
-        .where(
-            Follower.id == follower.id,
-            Follower.confirmed_at.is_(None),
-            or_(
-                Follower.confirmation_sent_at.is_(None),
-                Follower.confirmation_sent_at < now - RESEND_AFTER,
-            ),
-        )
-        .values(confirmation_sent_at=now)
-    ).rowcount
-    db.session.commit()
-    return bool(claimed)
+    """Mark a pending follow's confirmation as sent now, unless one went out recently."""
+    return claim_unless_recent(
+        Follower.confirmation_sent_at,
+        follower.id,
+        RESEND_AFTER,
+        Follower.confirmed_at.is_(None),
+    )
 
 
 def follow_token(follower: Follower) -> str:

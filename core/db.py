@@ -7,12 +7,12 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import current_app
 from flask_sqlalchemy.session import Session as FlaskSession
-from sqlalchemy import DateTime, MetaData, TypeDecorator, event, func, select
+from sqlalchemy import DateTime, MetaData, TypeDecorator, event, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
 from sqlalchemy.sql.expression import Executable
@@ -129,6 +129,25 @@ def add_to_count(model, key: dict, delta: int, **on_insert) -> None:
         index_elements=list(key), set_={"count": model.count + delta}
     )
     db.session.execute(statement)
+
+
+def claim_unless_recent(stamp, row_id: int, pause: timedelta, *conditions) -> bool:
+    """Set the ``stamp`` column of row ``row_id`` to now, unless it was set less than
+    ``pause`` ago or ``conditions`` fail; commits, and returns whether this call claimed it.
+
+    One conditional UPDATE, so that of two requests at once only one wins: for resending
+    a confirmation email at most once in ``pause``, however often someone asks.
+    """
+    from core.extensions import db
+
+    model, now = stamp.class_, utcnow()
+    claimed = db.session.execute(
+        update(model)
+        .where(model.id == row_id, or_(stamp.is_(None), stamp < now - pause), *conditions)
+        .values({stamp: now})
+    ).rowcount
+    db.session.commit()
+    return bool(claimed)
 
 
 @dataclass(frozen=True)

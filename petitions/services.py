@@ -21,7 +21,15 @@ from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
 from core import pagecache, ratelimit
-from core.db import Page, add_to_count, built_once, dialect_insert, paginate, utcnow
+from core.db import (
+    Page,
+    add_to_count,
+    built_once,
+    claim_unless_recent,
+    dialect_insert,
+    paginate,
+    utcnow,
+)
 from core.extensions import db, redis_store
 from core.hooks import WorkSummary, linked_work, work_organised_by
 from core.places import city_slug
@@ -387,23 +395,15 @@ def _queue_confirmation(petition: Petition, signature_id: int, signer: Recipient
 
 def _resend_confirmation(petition: Petition, signature: Signature) -> bool:
     """Re-send a pending signature's confirmation unless one went out in the last ten minutes."""
-    now = utcnow()
-    claimed = db.session.execute(
-        update(Signature)
-        .where(
-            Signature.id == signature.id,
-            Signature.state == SignatureState.PENDING,
-            or_(
-                Signature.confirmation_sent_at.is_(None),
-                Signature.confirmation_sent_at < now - RESEND_AFTER,
-            ),
-        )
-        .values(confirmation_sent_at=now)
-    ).rowcount
-    db.session.commit()
+    claimed = claim_unless_recent(
+        Signature.confirmation_sent_at,
+        signature.id,
+        RESEND_AFTER,
+        Signature.state == SignatureState.PENDING,
+    )
     if claimed:
         _queue_confirmation(petition, signature.id, _signer(signature))
-    return bool(claimed)
+    return claimed
 
 
 def confirmation_token(signature: Signature) -> str:
