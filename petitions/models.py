@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TypedDict
 
 from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -23,6 +24,17 @@ MAX_OPEN_DAYS = 366
 DEFAULT_OPEN_DAYS = 182
 PENDING_SIGNATURE_DAYS = 7
 MILESTONES = (10, 100, 1_000, 10_000, 100_000, 1_000_000)
+
+
+class SignerChoices(TypedDict):
+    """What a signer tells about themselves and chooses, each time they sign."""
+
+    name: str
+    city: str
+    city_slug: str
+    comment: str | None
+    show_name: bool
+    wants_updates: bool
 
 
 class PetitionError(Exception):
@@ -196,16 +208,7 @@ class Signature(db.Model):
         self.comment, self.show_name, self.wants_updates = None, False, False
         return True
 
-    def renew(
-        self,
-        *,
-        name: str,
-        city: str,
-        city_slug: str,
-        comment: str | None,
-        show_name: bool,
-        wants_updates: bool,
-    ) -> None:
+    def renew(self, details: SignerChoices) -> None:
         """withdrawn → pending, when the same person signs again.
 
         The tallies subtract a signature by its city and confirmation hour, so one still
@@ -215,36 +218,19 @@ class Signature(db.Model):
             raise PetitionError("Only a withdrawn signature can be renewed.")
         if self.counted:
             raise PetitionError("Tally the withdrawal before renewing the signature.")
-        self._set_details(name, city, city_slug, comment, show_name, wants_updates)
+        self._set_details(details)
         self.state, self.confirmed_at, self.withdrawn_at = SignatureState.PENDING, None, None
         self.created_at = utcnow()
 
-    def replace_details(
-        self,
-        *,
-        name: str,
-        city: str,
-        city_slug: str,
-        comment: str | None,
-        show_name: bool,
-        wants_updates: bool,
-    ) -> None:
+    def replace_details(self, details: SignerChoices) -> None:
         """Take the signer's details afresh while the signature is still pending."""
         if self.state != SignatureState.PENDING:
             raise PetitionError("Only a pending signature can take new details.")
-        self._set_details(name, city, city_slug, comment, show_name, wants_updates)
+        self._set_details(details)
 
-    def _set_details(
-        self,
-        name: str,
-        city: str,
-        city_slug: str,
-        comment: str | None,
-        show_name: bool,
-        wants_updates: bool,
-    ) -> None:
-        self.name, self.city, self.city_slug, self.comment = name, city, city_slug, comment
-        self.show_name, self.wants_updates = show_name, wants_updates
+    def _set_details(self, details: SignerChoices) -> None:
+        for field, value in details.items():
+            setattr(self, field, value)
 
     def anonymise(self) -> None:
         """Keep the signature counted but drop who made it (account deletion)."""

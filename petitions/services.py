@@ -51,6 +51,7 @@ from petitions.models import (
     PetitionUpdate,
     Signature,
     SignatureState,
+    SignerChoices,
 )
 
 CONFIRM_PURPOSE = "confirm-signature"
@@ -253,7 +254,7 @@ def sign(petition: Petition, details: SignerDetails, address: str) -> SignOutcom
     if existing.state == SignatureState.CONFIRMED:
         return SignOutcome.ALREADY_SIGNED
     if existing.state == SignatureState.WITHDRAWN and _settle_withdrawal(existing):
-        existing.renew(**_editable(details))
+        existing.renew(_editable(details))
         existing.confirmation_sent_at = utcnow()
         _queue_confirmation(petition, existing.id, _signer(existing))
         return SignOutcome.CHECK_EMAIL
@@ -289,7 +290,7 @@ def _new_signature():
     )
 
 
-def _editable(details: SignerDetails) -> dict[str, Any]:
+def _editable(details: SignerDetails) -> SignerChoices:
     return {
         "name": details.name,
         "city": details.city,
@@ -331,11 +332,11 @@ def sign_as_member(
         )
         db.session.add(existing)
     elif existing.state == SignatureState.WITHDRAWN and _settle_withdrawal(existing):
-        existing.renew(**_editable(details))
+        existing.renew(_editable(details))
     elif existing.state == SignatureState.PENDING:
         # Perhaps signed as a guest with this address, perhaps by someone else: what the
         # member signs is what they chose now.
-        existing.replace_details(**_editable(details))
+        existing.replace_details(_editable(details))
     if existing.state == SignatureState.CONFIRMED:  # signed again meanwhile
         return SignOutcome.ALREADY_SIGNED
     existing.email, existing.member_id = member.email, member.id
