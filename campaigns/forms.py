@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from wtforms import IntegerField, RadioField, SelectField, URLField
+from wtforms import IntegerField, RadioField, SelectField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import URL, InputRequired, Length, NumberRange, Optional
+from wtforms.validators import InputRequired, NumberRange, Optional
 
 from campaigns.models import AMOUNT_BANDS, FUNDER_KIND_LABELS, Stance, Status
-from core.forms import Form, email_field, strip_whitespace, text_area, text_field
+from core.forms import Form, email_field, link_field, text_area, text_field
 from core.topics import TOPICS
 
 
@@ -109,15 +109,7 @@ class StanceForm(Form):
         validators=[InputRequired("Please choose a stance.")],
     )
     note = text_area("Note", 1000, minimum=5, help="What did they say or do?")
-    source_url = URLField(
-        "Source link (optional)",
-        filters=[strip_whitespace],
-        validators=[
-            Optional(),
-            URL(message="Please enter a full link, starting with https://."),
-            Length(max=500, message="A link can be at most 500 characters."),
-        ],
-    )
+    source_url = link_field("Source link (optional)")
 
 
 class StatusForm(Form):

@@ -9,14 +9,13 @@ from wtforms import (
     IntegerField,
     RadioField,
     SelectField,
-    URLField,
 )
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import URL, InputRequired, Length, NumberRange, Optional, ValidationError
+from wtforms.validators import InputRequired, NumberRange, Optional, ValidationError
 
 from chapters.models import CHOICE_LABELS
 from chapters.services import TIME_ZONES
-from core.forms import Form, strip_whitespace, text_area, text_field
+from core.forms import Form, link_field, text_area, text_field
 
 # The browser's datetime-local format first, so edit forms render values it understands.
 LOCAL_TIME_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S"]
@@ -83,16 +82,7 @@ class MeetupForm(Form):
     ends = _local_time("End", "Please give the end date and time.")
     venue = text_field("Venue", 150, required=False, help="e.g. “Café Lua, back room”.")
     address = text_field("Address", 300, required=False)
-    online_link = URLField(
-        "Online link",
-        description="For an online meetup, or a stream of this one.",
-        filters=[strip_whitespace],
-        validators=[
-            Optional(),
-            Length(max=500, message="A link can be at most 500 characters."),
-            URL(message="Please give a full link, starting with https://."),
-        ],
-    )
+    online_link = link_field("Online link", "For an online meetup, or a stream of this one.")
     capacity = IntegerField(
         "Capacity",
         description="Leave empty for no limit. When it is full, RSVPs join a waitlist.",
@@ -102,12 +92,6 @@ class MeetupForm(Form):
     def validate_ends(self, field) -> None:
         if field.data and self.starts.data and field.data <= self.starts.data:
             raise ValidationError("The end must be after the start.")
-
-    def validate_online_link(self, field) -> None:
-        if field.errors:  # the URL check has said it already
-            return
-        if field.data and not field.data.lower().startswith(("https://", "http://")):
-            raise ValidationError("Please give a full link, starting with https://.")
 
     def validate(self, extra_validators=None) -> bool:
         valid = super().validate(extra_validators)

@@ -43,6 +43,7 @@ from core.api import iso, person
 from core.db import utcnow
 from core.extensions import db
 from core.places import city_slug
+from core.urls import is_web_link
 from members.models import Member, normalise_account_email
 
 FORMAT = "groundswell-chapter-export/1"
@@ -156,6 +157,13 @@ def _text(data: dict, key: str, maximum: int, *, required: bool = True) -> str |
         return None
     if not isinstance(value, str) or len(value) > maximum or "\x00" in value:
         raise ChapterImportError(f"'{key}' must be text of at most {maximum} characters.")
+    return value
+
+
+def _link(data: dict, key: str) -> str | None:
+    value = _text(data, key, 500, required=False)
+    if value is not None and not is_web_link(value):
+        raise ChapterImportError(f"'{key}' must be a link starting with https:// or http://.")
     return value
 
 
@@ -314,7 +322,7 @@ def _import_meetup(chapter: Chapter, event: dict, importer: Member, own_refs: se
         description=_text(event, "description", 5000, required=False) or "",
         venue=_text(location, "venue", 150, required=False),
         address=(lines[0] or None) if lines and isinstance(lines[0], str) else None,
-        online_link=_text(event, "online_link", 500, required=False),
+        online_link=_link(event, "online_link"),
         capacity=_bounded(event.get("capacity"), 1, 100000, None),
         state=MeetupState.CANCELLED
         if event.get("status") == "cancelled"

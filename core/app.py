@@ -10,6 +10,7 @@ from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from core.config import load_config
+from core.headers import add_default_headers
 from core.routing import IdConverter
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,7 +33,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     register_errorhandlers(app)
     register_template_helpers(app)
     register_commands(app)
-    app.after_request(_default_headers)
+    app.after_request(add_default_headers)
     trust_proxies(app)
     return app
 
@@ -46,14 +47,6 @@ def trust_proxies(app: Flask) -> None:
     hops = app.config["PROXY_HOPS"]
     if hops > 0:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-
-
-def _default_headers(response):
-    """Our pages may be framed only by ourselves, unless a view says otherwise (embeds)."""
-    response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'self'")
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    response.headers.setdefault("Referrer-Policy", "strict-origin-when-cross-origin")
-    return response
 
 
 def register_extensions(app: Flask) -> None:

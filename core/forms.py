@@ -8,8 +8,10 @@ from urllib.parse import urlsplit
 from flask import request
 from flask_wtf import FlaskForm
 from werkzeug.datastructures import ImmutableMultiDict
-from wtforms import EmailField, StringField, TextAreaField
-from wtforms.validators import Email, InputRequired, Length, Optional
+from wtforms import EmailField, StringField, TextAreaField, URLField
+from wtforms.validators import Email, InputRequired, Length, Optional, ValidationError
+
+from core.urls import is_web_link
 
 # The status for a form that was posted but did not validate.
 INVALID_FORM_STATUS = 422
@@ -66,6 +68,25 @@ def email_field(label: str = "Email address", description: str = "") -> EmailFie
         ],
         render_kw={"autocomplete": "email"},
     )
+
+
+def link_field(label: str, description: str = "") -> URLField:
+    """An optional web link: http or https only, so no link we show can run a script."""
+    return URLField(
+        label,
+        description=description,
+        filters=[strip_whitespace],
+        validators=[
+            Optional(),
+            Length(max=500, message="A link can be at most 500 characters."),
+            _web_link,
+        ],
+    )
+
+
+def _web_link(form, field) -> None:
+    if not is_web_link(field.data):
+        raise ValidationError("Please give a full link, starting with https://.")
 
 
 def _text(

@@ -1,4 +1,5 @@
-"""Absolute links for email, built from BASE_URL so they work outside a request too."""
+"""Links: absolute ones for email, built from BASE_URL so they work outside a request too,
+and the check that a link someone gave us is a web link."""
 
 from __future__ import annotations
 
@@ -15,3 +16,15 @@ def external_url(endpoint: str, **values: Any) -> str:
         base.netloc, script_name=base.path or "/", url_scheme=base.scheme
     )
     return adapter.build(endpoint, values, force_external=True)
+
+
+WEB_SCHEMES = ("http", "https")
+
+
+def is_web_link(value: str | None) -> bool:
+    """Whether ``value`` is an absolute http(s) link with a host: never ``javascript:`` or
+    another scheme a browser would run or hand to a program."""
+    if not value:
+        return False
+    parts = urlsplit(value.strip())
+    return parts.scheme.lower() in WEB_SCHEMES and bool(parts.hostname)

@@ -10,6 +10,7 @@ from flask_login import current_user, login_required
 from core import pagecache
 from core.db import reads_from_replica
 from core.forms import INVALID_FORM_STATUS, ActionForm, form_page
+from core.headers import content_security_policy
 from core.hooks import city_sections, home_sections
 from core.topics import TOPICS, topic_label
 from members.signals import profile_sections
@@ -195,7 +196,7 @@ def embed(petition_id: int):
         status,
         headers,
     )
-    response.headers["Content-Security-Policy"] = "frame-ancestors *"
+    response.headers["Content-Security-Policy"] = content_security_policy(frame_ancestors="*")
     return response
 
 

@@ -936,10 +936,10 @@ def test_embed_may_be_framed_anywhere_and_signs_without_csrf(app, client, outbox
 
     shown = client.get(embed)
     assert shown.status_code == 200
-    assert shown.headers["Content-Security-Policy"] == "frame-ancestors *"
+    assert shown.headers["Content-Security-Policy"].endswith("frame-ancestors *")
     assert 'name="csrf_token"' not in shown.text
     page = client.get(f"/petitions/{petition_id}")
-    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'self'"
+    assert page.headers["Content-Security-Policy"].endswith("frame-ancestors 'self'")
     snippet = f'&lt;iframe src="http://localhost/petitions/{petition_id}/embed"'
     assert snippet in page.text
 
@@ -954,7 +954,7 @@ def test_embed_may_be_framed_anywhere_and_signs_without_csrf(app, client, outbox
     signed = other_site.post(embed, data=form)
     assert signed.status_code == 200
     assert "check your email" in signed.text
-    assert signed.headers["Content-Security-Policy"] == "frame-ancestors *"
+    assert signed.headers["Content-Security-Policy"].endswith("frame-ancestors *")
     with app.app_context():
         signature = db.session.scalar(select(Signature))
         assert signature.state == SignatureState.PENDING and signature.email == "rui@example.org"
@@ -965,7 +965,7 @@ def test_embed_may_be_framed_anywhere_and_signs_without_csrf(app, client, outbox
     assert refused.status_code == 422
     assert "Please enter a valid email address" in refused.text
     assert "Please fill in your name" in refused.text
-    assert refused.headers["Content-Security-Policy"] == "frame-ancestors *"
+    assert refused.headers["Content-Security-Policy"].endswith("frame-ancestors *")
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Signature)) == 1
 

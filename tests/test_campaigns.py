@@ -1036,7 +1036,7 @@ REFUSED = {
             "decision-makers/{maker}/stance",
             stance_data("maker", note="She backed the cap.", source_url=link),
             "maker-{maker}-source_url",
-            "Please enter a full link, starting with https://."
+            "Please give a full link, starting with https://."
             if len(link) < 500
             else "A link can be at most 500 characters.",
         )

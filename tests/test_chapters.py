@@ -1542,6 +1542,12 @@ def test_a_new_meetup_is_told_to_the_chapters_members(ctx, outbox, run_jobs):
         ({"online_link": "not a link"}, "online_link", "Please give a full link"),
         ({"online_link": "ftp://example.org/x"}, "online_link", "Please give a full link"),
         ({"online_link": "https://"}, "online_link", "Please give a full link"),
+        ({"online_link": "javascript:alert(1)"}, "online_link", "Please give a full link"),
+        (
+            {"online_link": "javascript://example.org/%0aalert(1)"},
+            "online_link",
+            "Please give a full link",
+        ),
         ({"capacity": "0"}, "capacity", "Please give a number from 1 to 100,000."),
         ({"capacity": "-3"}, "capacity", "Please give a number from 1 to 100,000."),
         ({"starts": "tomorrow evening"}, "starts", "Please give a date and time"),
@@ -1554,6 +1560,8 @@ def test_a_new_meetup_is_told_to_the_chapters_members(ctx, outbox, run_jobs):
         "bad url",
         "not a web link",
         "no host",
+        "a script",
+        "a script that looks like a link",
         "capacity 0",
         "negative capacity",
         "unreadable start",
@@ -1800,6 +1808,26 @@ def test_an_import_enrols_no_one_but_the_importer_whether_or_not_they_have_accou
         assert secret not in exported, secret
     page = text_of(ines.get(f"/chapters/{slug}").text)
     assert "1 member" in page and "Vera" not in page
+
+
+@pytest.mark.parametrize(
+    "link", ["javascript:alert(document.domain)", "javascript://x.org/%0aalert(1)", "data:,hi"]
+)
+def test_an_import_whose_meetup_link_is_not_a_web_link_is_refused(app, link):
+    """A meetup's online link could run a script on the meetup page: the whole file is
+    refused with a message, and nothing of it is kept."""
+    with app.app_context():
+        people("Ines")
+    data = export_file()
+    data["osdi:events"][0]["online_link"] = link
+    response = upload(log_in(app, "Ines"), data)
+    assert response.status_code == 422
+    assert "&#39;online_link&#39; must be a link starting with https:// or http://." in (
+        response.text
+    )
+    with app.app_context():
+        assert imported_chapter() is None
+        assert db.session.scalar(select(func.count()).select_from(Meetup)) == 0
 
 
 def test_the_importers_own_rsvps_and_votes_come_with_them(app):
