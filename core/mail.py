@@ -10,6 +10,7 @@ Only RQ jobs call :func:`send`; web requests queue jobs instead.
 from __future__ import annotations
 
 import contextlib
+import logging
 import re
 import secrets
 import smtplib
@@ -52,6 +53,9 @@ class PermanentMailError(MailError):
 
 class AddressRefused(PermanentMailError):
     """The server refused the recipient's address itself, for good."""
+
+
+logger = logging.getLogger(__name__)
 
 
 # The standard library's original MIME classes write a message in half the time the
@@ -226,10 +230,14 @@ class SMTPConnection:
     """One SMTP session, reused for every message sent through it."""
 
     def __init__(self, url: str) -> None:
-        parts = urlsplit(url)
+        self.url = url
+        self.in_data = False
+        self._open()
+
+    def _open(self) -> None:
+        parts = urlsplit(self.url)
         options = parse_qs(parts.query)
         host, port = parts.hostname or "localhost", parts.port
-        self.in_data = False
         try:
             if parts.scheme == "smtps":
                 self.smtp = smtplib.SMTP_SSL(
@@ -260,6 +268,8 @@ class SMTPConnection:
         sender = _envelope_address(message, "From")
         recipient = _envelope_address(message, "To")
         data = message.as_bytes(policy=MAIL_POLICY)
+        if self.smtp.sock is None:  # the last message's reply was lost with the session
+            self._open()
         try:
             self._expect(self.smtp.mail(sender, self._options(sender, recipient)))
             code, reply = self.smtp.rcpt(recipient)
@@ -272,12 +282,24 @@ class SMTPConnection:
             self.in_data = False
             if handed_over is not None:
                 handed_over()
-            self._expect(self.smtp.getreply())
+            self._read_final_reply()
         except MailError:
             self._reset()
             raise
         except (OSError, smtplib.SMTPException) as error:
             raise TemporaryMailError(str(error)) from error
+
+    def _read_final_reply(self) -> None:
+        """The server's answer to a message it has. A refusal corrects the record of
+        sending; silence does not. A reply lost to a timeout or a dropped connection says
+        nothing, and servers that scan mail can take minutes to answer: the server may have
+        the message, so sending it again would make a duplicate."""
+        try:
+            response = self.smtp.getreply()
+        except (OSError, smtplib.SMTPException) as error:  # smtplib has closed the session
+            logger.warning("No reply after a message's final dot; kept as sent: %s", error)
+            return
+        self._expect(response)
 
     def _options(self, *addresses: str) -> list[str]:
         if all(address.isascii() for address in addresses):

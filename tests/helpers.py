@@ -119,6 +119,7 @@ class SMTPSink:
     reply: str | None = None  # set to e.g. "451 try later" to refuse every message
     refuse: set[str] = field(default_factory=set)  # addresses answered with 550
     defer: set[str] = field(default_factory=set)  # addresses answered with 451
+    hang_up: set[str] = field(default_factory=set)  # taken, then the line drops unanswered
     smtputf8: bool = True  # offer international addresses (RFC 6531)
     connections: int = 0
 
@@ -142,6 +143,8 @@ class SMTPSink:
         self.envelopes.append(
             Envelope(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content)
         )
+        if self.hang_up.intersection(envelope.rcpt_tos):
+            server.transport.close()
         return "250 OK"
 
     def start(self) -> None:

@@ -245,6 +245,22 @@ def test_the_one_copy_a_crash_after_the_final_dot_can_cause_is_the_same_message_
     assert len({message_id for _, message_id in sent}) == 3
 
 
+def test_a_message_the_server_took_without_answering_is_kept_as_sent(app, smtp_sink, run_jobs):
+    """The server has s1's message but the line drops before its reply: s1's message stays
+    recorded as sent and is never sent again; the others are sent once, over a new session."""
+    petition_id = petition_with_signers(app, 3)
+    smtp_sink.hang_up.add("s1@example.org")
+    post_update(app, petition_id)
+    run_jobs()
+    assert sorted(m["To"] for m in smtp_sink.received) == [f"s{n}@example.org" for n in range(3)]
+    assert set(delivery_states(app).values()) == {DeliveryState.SENT}
+    assert smtp_sink.connections == 2
+    with app.app_context():
+        assert services.requeue_stalled(older_than=timedelta(0), lease=timedelta(0)) == 0
+    run_jobs()
+    assert len(smtp_sink.received) == 3
+
+
 def test_a_job_out_of_time_leaves_what_it_did_not_send_to_its_retry(
     app, outbox, run_jobs, monkeypatch
 ):
