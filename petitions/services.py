@@ -57,6 +57,7 @@ from petitions.models import (
 CONFIRM_PURPOSE = "confirm-signature"
 WITHDRAW_PURPOSE = "withdraw-signature"
 RESEND_AFTER = timedelta(minutes=10)
+REPOST_WINDOW = timedelta(minutes=10)
 TALLY_DEBOUNCE_SECONDS = 60
 PER_PAGE = 20
 
@@ -505,9 +506,13 @@ def _hour(moment: datetime) -> datetime:
 
 
 def _lock_petition(petition_id: int) -> Petition | None:
-    # Serialises tallies of one petition on PostgreSQL; SQLite serialises all writers anyway.
+    """Hold the petition's row until commit and read it afresh: state changes and tallies of
+    one petition then queue up on PostgreSQL (SQLite serialises all writers anyway)."""
     return db.session.scalar(
-        select(Petition).where(Petition.id == petition_id).with_for_update(of=Petition)
+        select(Petition)
+        .where(Petition.id == petition_id)
+        .with_for_update(of=Petition)
+        .execution_options(populate_existing=True)
     )
 
 
@@ -855,9 +860,18 @@ def visible_petition(petition_id: int, viewer: Member | None) -> Petition | None
 
 
 def post_update(petition: Petition, *, title: str, body: str) -> PetitionUpdate:
-    """Publish news on the petition and email it to signers who opted in."""
+    """Publish news on the petition and email it to signers who opted in.
+
+    The same title and body sent again within REPOST_WINDOW (a double click, a resent
+    form) return the update already posted, so signers get it once.
+    """
+    _lock_petition(petition.id)  # two posts of one update queue up here
     if not petition.is_public:
+        db.session.rollback()
         raise PetitionError("Publish the petition before posting updates.")
+    if (posted := _recent_update(petition, title, body)) is not None:
+        db.session.commit()
+        return posted
     news = PetitionUpdate(petition_id=petition.id, title=title, body=body)
     db.session.add(news)
     db.session.flush()  # the update and its notification are saved together by notify()
@@ -867,9 +881,24 @@ def post_update(petition: Petition, *, title: str, body: str) -> PetitionUpdate:
         link=external_url("petitions.show", petition_id=petition.id),
         payload={"update_id": news.id},
         audience="petition-update-signers",
+        key=f"petition-update:{news.id}",
     )
     _forget_page(petition.id)
     return news
+
+
+def _recent_update(petition: Petition, title: str, body: str) -> PetitionUpdate | None:
+    return db.session.scalar(
+        select(PetitionUpdate)
+        .where(
+            PetitionUpdate.petition_id == petition.id,
+            PetitionUpdate.title == title,
+            PetitionUpdate.body == body,
+            PetitionUpdate.created_at > utcnow() - REPOST_WINDOW,
+        )
+        .order_by(PetitionUpdate.id.desc())
+        .limit(1)
+    )
 
 
 def update_audience(update_id: int) -> Select:

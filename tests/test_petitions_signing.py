@@ -24,6 +24,7 @@ from petitions.models import (
     Petition,
     PetitionError,
     PetitionState,
+    PetitionUpdate,
     Signature,
     SignatureState,
 )
@@ -977,6 +978,40 @@ def test_updates_reach_opted_in_signers_once(app, client, auth, outbox, run_jobs
     run_jobs()
     assert len(outbox.messages()) == 2
     assert "We meet the council" in client.get(f"/petitions/{petition_id}").text
+
+
+def test_an_update_posted_twice_is_posted_and_emailed_once(app, client, auth, outbox, run_jobs):
+    auth.member()
+    petition_id = make_petition(app, organiser_email="ana@example.org")
+    with app.app_context():
+        add_signatures(db.session.get(Petition, petition_id), 2, wants_updates=True)
+    run_jobs()
+    outbox.clear()
+    url = f"/petitions/{petition_id}/updates/new"
+    form = {
+        "csrf_token": csrf_token(client.get(url).text),
+        "title": "We meet the council",
+        "body": "On Monday we hand the signatures to the council.",
+    }
+    # A double click, or the browser sending the form again: the token is the same.
+    first, second = client.post(url, data=form), client.post(url, data=form)
+    assert first.status_code == second.status_code == 302
+    assert second.headers["Location"] == f"/petitions/{petition_id}"
+    run_jobs()
+    assert sorted(m["To"] for m in outbox.messages()) == ["x0@example.org", "x1@example.org"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(PetitionUpdate)) == 1
+
+    # A different update, or the same one after the window, is news of its own.
+    with app.app_context():
+        db.session.execute(
+            update(PetitionUpdate).values(created_at=utcnow() - services.REPOST_WINDOW)
+        )
+        db.session.commit()
+    assert client.post(url, data=form).status_code == 302
+    assert client.post(url, data={**form, "title": "The council answered"}).status_code == 302
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(PetitionUpdate)) == 3
 
 
 def _title(page: str) -> str:
