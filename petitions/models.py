@@ -125,7 +125,7 @@ class Petition(Timestamped, db.Model):
     def declare_victory(self, note: str) -> None:
         """open or closed → won, with a note on what was achieved."""
         if self.state not in (PetitionState.OPEN, PetitionState.CLOSED):
-            raise PetitionError("Only an open or closed petition can be declared won.")
+            self._refuse("Only an open or closed petition can be declared won.")
         self.state, self.outcome_note = PetitionState.WON, note
         self.ended_at = self.ended_at or utcnow()
 
@@ -137,7 +137,13 @@ class Petition(Timestamped, db.Model):
 
     def _require(self, state: PetitionState, message: str) -> None:
         if self.state != state:
-            raise PetitionError(message)
+            self._refuse(message)
+
+    def _refuse(self, message: str) -> None:
+        # A moderator may hide a petition while its organiser is changing it.
+        if self.state == PetitionState.HIDDEN:
+            message = "A moderator has hidden this petition, so it stays as it is."
+        raise PetitionError(message)
 
     @staticmethod
     def default_closing_date() -> datetime:

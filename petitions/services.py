@@ -122,7 +122,15 @@ def edit_petition(petition: Petition, **fields: Any) -> None:
 
 
 def _transition(petition: Petition, action: str, *args: Any) -> None:
-    getattr(petition, action)(*args)
+    """Apply a state change to the petition as saved, not as loaded: a moderator's hide
+    committed meanwhile is seen, and refuses a change it no longer allows."""
+    if _lock_petition(petition.id) is None:
+        raise PetitionError("This petition no longer exists.")
+    try:
+        getattr(petition, action)(*args)
+    except PetitionError:
+        db.session.rollback()  # let the lock go
+        raise
     db.session.commit()
     _forget_page(petition.id)
 
@@ -148,16 +156,29 @@ def hide(petition: Petition, reason: str) -> None:
 
 
 def close_expired_petitions() -> int:
-    """Close every open petition whose closing date has passed; returns how many."""
+    """Close every open petition whose closing date has passed; returns how many.
+
+    Each is locked and checked again before it closes, so a petition hidden, won or
+    given a later date meanwhile stays as it is now.
+    """
     expired = db.session.scalars(
-        select(Petition).where(Petition.state == PetitionState.OPEN, Petition.closes_at <= utcnow())
+        select(Petition.id).where(
+            Petition.state == PetitionState.OPEN, Petition.closes_at <= utcnow()
+        )
     ).all()
-    for petition in expired:
-        petition.close()
-    db.session.commit()
-    for petition in expired:
-        _forget_page(petition.id)
-    return len(expired)
+    closed = 0
+    for petition_id in expired:
+        petition = _lock_petition(petition_id)
+        if petition is not None and _has_expired(petition):
+            petition.close()
+            closed += 1
+        db.session.commit()
+        _forget_page(petition_id)
+    return closed
+
+
+def _has_expired(petition: Petition) -> bool:
+    return petition.state == PetitionState.OPEN and petition.closes_at <= utcnow()
 
 
 def purge_stale_signatures() -> int:

@@ -158,6 +158,71 @@ def test_scheduled_job_closes_petitions_past_their_date(app, run_jobs):
         assert db.session.get(Petition, current).state == PetitionState.OPEN
 
 
+def _hide_from_elsewhere(app: Flask, petition_id: int) -> None:
+    """A moderator hides the petition in a request of their own."""
+    with app.app_context():
+        services.hide(db.session.get(Petition, petition_id), "Breaks the rules")
+
+
+def test_closing_expired_petitions_leaves_one_hidden_meanwhile_hidden(app):
+    petition_id = make_petition(app)
+    with app.app_context():
+        db.session.execute(update(Petition).values(closes_at=utcnow() - timedelta(minutes=1)))
+        db.session.commit()
+        hidden = []
+
+        def hide_once_selected(conn, cursor, statement, *args):
+            if not hidden and "petitions.closes_at <=" in statement:
+                hidden.append(True)
+                _hide_from_elsewhere(app, petition_id)
+
+        event.listen(db.engine, "after_cursor_execute", hide_once_selected)
+        try:
+            assert jobs.close_expired_petitions() == 0
+        finally:
+            event.remove(db.engine, "after_cursor_execute", hide_once_selected)
+        assert hidden
+        db.session.expire_all()
+        assert db.session.get(Petition, petition_id).state == PetitionState.HIDDEN
+
+
+@pytest.mark.parametrize("change", ["publish", "close", "declare_victory"])
+def test_an_organisers_change_after_a_moderator_hid_the_petition_is_refused(app, change):
+    petition_id = make_petition(app, publish=change != "publish")
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)  # as the organiser's request read it
+        _hide_from_elsewhere(app, petition_id)
+        with pytest.raises(PetitionError, match="A moderator has hidden this petition"):
+            if change == "declare_victory":
+                services.declare_victory(petition, "The council adopted the cap.")
+            else:
+                getattr(services, change)(petition)
+        db.session.expire_all()
+        assert db.session.get(Petition, petition_id).state == PetitionState.HIDDEN
+
+
+def test_closing_a_petition_hidden_while_the_request_ran_says_why(app, client, auth, monkeypatch):
+    auth.member()
+    petition_id = make_petition(app, organiser_email="ana@example.org")
+    page = client.get(f"/petitions/{petition_id}")
+    loaded = services.visible_petition
+
+    def hidden_just_after_loading(petition_id, viewer):
+        petition = loaded(petition_id, viewer)
+        _hide_from_elsewhere(app, petition_id)
+        return petition
+
+    monkeypatch.setattr(services, "visible_petition", hidden_just_after_loading)
+    refused = client.post(
+        f"/petitions/{petition_id}/close", data={"csrf_token": csrf_token(page.text)}
+    )
+    assert refused.status_code == 409
+    assert "A moderator has hidden this petition, so it stays as it is." in refused.text
+    assert "This petition is hidden by a moderator: Breaks the rules" in refused.text
+    with app.app_context():
+        assert db.session.get(Petition, petition_id).state == PetitionState.HIDDEN
+
+
 # --- launching and editing -------------------------------------------------------------
 
 
