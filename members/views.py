@@ -87,7 +87,7 @@ def login():
         )
         if result.retry_after is not None:
             form.form_errors.append(
-                "Too many failed attempts. Please wait a few minutes, or reset your password."
+                "Too many attempts to log in. Please wait a few minutes, or reset your password."
             )
             response = form_page("members/login.html", form, status=429)
             return response[0], 429, {"Retry-After": str(result.retry_after)}

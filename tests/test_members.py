@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from sqlalchemy import func, select
 
 from core.extensions import db
+from members import services
 from members.models import ApiToken, Member
 from tests.factories import make_member
 from tests.helpers import csrf_token, links_in, path_of, submit
@@ -148,9 +152,40 @@ def test_login_attempts_are_rate_limited_per_account(app, client, auth):
         blocked = auth.login()  # even the right password waits
         assert blocked.status_code == 429
         assert int(blocked.headers["Retry-After"]) > 0
-        assert "Too many failed attempts" in blocked.text
+        assert "Too many attempts to log in" in blocked.text
     finally:
         app.config["LOGIN_LIMIT_PER_ACCOUNT"] = "10 per 15 minutes"
+
+
+def test_guesses_sent_all_at_once_get_no_more_tries_than_the_limit(app, auth, monkeypatch):
+    """Six wrong guesses at one account arrive together and are all being checked at the
+    same moment: with a limit of three, three are checked and three refused."""
+    app.config["LOGIN_LIMIT_PER_ACCOUNT"] = "3 per 15 minutes"
+    auth.member()
+    auth.logout()
+    clients = [app.test_client() for _ in range(6)]
+    tokens = [csrf_token(c.get("/login").text) for c in clients]
+    checking = threading.Barrier(6, timeout=2)
+    checked = services.check_password_of_no_account  # any slow check of a wrong password
+
+    def check_together(member, password):
+        with contextlib.suppress(threading.BrokenBarrierError):
+            checking.wait()  # every guess let through is being checked now
+        return checked(password)
+
+    monkeypatch.setattr(services, "_password_matches", check_together)
+    guess = {"email": "ana@example.org", "password": "a wrong guess"}
+
+    def attempt(number: int) -> int:
+        form = {"csrf_token": tokens[number], **guess}
+        return clients[number].post("/login", data=form).status_code
+
+    try:
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            statuses = sorted(pool.map(attempt, range(6)))
+    finally:
+        app.config["LOGIN_LIMIT_PER_ACCOUNT"] = "10 per 15 minutes"
+    assert statuses == [422, 422, 422, 429, 429, 429]
 
 
 def test_login_attempts_are_rate_limited_per_address(app, client, auth):
@@ -559,7 +594,6 @@ def test_notices_about_a_taken_address_leave_the_confirmation_allowance(
 def test_registering_an_address_taken_in_a_race_answers_as_usual(
     app, client, auth, outbox, run_jobs, monkeypatch
 ):
-    from members import services
 
     auth.member()
     auth.logout()
@@ -584,7 +618,6 @@ def test_registering_an_address_taken_in_a_race_answers_as_usual(
 def test_confirming_an_address_another_account_took_in_a_race_answers_404(
     app, client, auth, outbox, run_jobs, monkeypatch
 ):
-    from members import services
 
     auth.member()
     change_email_to(client, "ana.new@example.org")
