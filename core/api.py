@@ -8,7 +8,6 @@ tokens (the ``OSDI-API-Token`` header), rate limits, and JSON errors.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import re
 from collections.abc import Callable
@@ -112,8 +111,8 @@ def require_member():
     return member
 
 
-def _token_key(token: str) -> str:
-    return "api:token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+def _member_key(member) -> str:
+    return f"api:member:{member.id}"
 
 
 def _address_key() -> str:
@@ -148,7 +147,8 @@ def guard_api_request() -> None:
     """Before any API request: the rate limit, then the token, so a bad token is refused
     everywhere with 401.
 
-    Without a token the limit is per address; with a valid one, per token. Wrong tokens
+    Without a token the limit is per address; with a valid one, per member, so that
+    making more tokens does not buy more requests. Wrong tokens
     count against their address, and once it has sent too many, no token from there is
     looked up until the window frees, so made-up tokens cannot buy unlimited lookups.
     """
@@ -162,11 +162,11 @@ def guard_api_request() -> None:
     if _wrong_tokens_exhausted():
         _refuse_for(current_app.config["API_RATE_LIMIT"], _wrong_token_key())
     try:
-        api_member()
+        member = api_member()
     except ApiProblem:
         _spend(_wrong_token_key())
         raise
-    _spend(_token_key(token))
+    _spend(_member_key(member))
 
 
 # --- reading the query string -------------------------------------------------------------
@@ -580,8 +580,9 @@ def openapi_document(app: Flask) -> dict[str, Any]:
             "version": "1.0",
             "description": (
                 "Read and write in the style of OSDI 1.x: HAL+JSON with _links and _embedded. "
-                f"Rate limit: {app.config['API_RATE_LIMIT']} per token, or per address without "
-                "one; requests with a wrong token count against their address."
+                f"Rate limit: {app.config['API_RATE_LIMIT']} per member, whichever of their tokens "
+                "they use, or per address without a token; requests with a wrong token count "
+                "against their address."
             ),
         },
         "servers": [{"url": app.config["BASE_URL"].rstrip("/") + PREFIX}],

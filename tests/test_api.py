@@ -820,6 +820,26 @@ def test_api_rate_limit_answers_429_with_retry_after(app, client):
         app.config["API_RATE_LIMIT"] = previous
 
 
+def test_a_members_tokens_share_one_allowance(app, client):
+    """Making another token buys no more requests: the limit is per member."""
+    with app.app_context():
+        make_member(ORGANISER, "Olga Organiser")
+        make_member("rui@example.org", "Rui Reader")
+    olga = log_in(app, ORGANISER)
+    first, second = token_from_account_page(olga, "One"), token_from_account_page(olga, "Two")
+    other = token_from_account_page(log_in(app, "rui@example.org"))
+    previous = app.config["API_RATE_LIMIT"]
+    app.config["API_RATE_LIMIT"] = "2 per minute"
+    try:
+        assert client.get("/api/v1/petitions", headers={TOKEN: first}).status_code == 200
+        assert client.get("/api/v1/petitions", headers={TOKEN: second}).status_code == 200
+        assert_json_error(client.get("/api/v1/petitions", headers={TOKEN: second}), 429)
+        assert_json_error(client.get("/api/v1/petitions", headers={TOKEN: first}), 429)
+        assert client.get("/api/v1/petitions", headers={TOKEN: other}).status_code == 200
+    finally:
+        app.config["API_RATE_LIMIT"] = previous
+
+
 def test_made_up_tokens_from_one_address_are_rate_limited(app, client):
     """Each wrong token counts against the address it came from, so a stream of made-up
     tokens is refused with 429 (and stops being looked up) like any other burst."""
