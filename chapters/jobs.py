@@ -154,10 +154,19 @@ def reminder_message(payload: dict, delivery: Delivery) -> dict | None:
 def promoted_message(payload: dict, delivery: Delivery) -> dict | None:
     """Told at once: a place opened and the first on the waitlist has it."""
     context = _meetup_context(payload)
-    rsvp = db.session.get(Rsvp, payload["rsvp_id"])
-    if context is None or rsvp is None or rsvp.status != RsvpStatus.GOING:
+    if context is None or not _still_going(payload, delivery):
         return None
     return context
+
+
+def _still_going(payload: dict, delivery: Delivery) -> bool:
+    """Whether the recipient still has the place they were promoted to."""
+    # Notifications recorded before one covered everyone promoted name a single RSVP.
+    rsvp_ids = payload.get("rsvp_ids") or [payload["rsvp_id"]]
+    rsvp = db.session.scalar(
+        select(Rsvp).where(Rsvp.id.in_(rsvp_ids), Rsvp.member_id == delivery.member_id)
+    )
+    return rsvp is not None and rsvp.status == RsvpStatus.GOING
 
 
 @message("proposal_new", category=Category.DECISIONS)

@@ -481,14 +481,13 @@ def edit_meetup(meetup: Meetup, details: MeetupDetails) -> bool:
     Returns True when people were told.
     """
     _refuse_closed_meetup_changes(meetup)
-    version = _lock_rsvps(meetup)
+    _lock_rsvps(meetup)
     _refuse_closed_meetup_changes(meetup)  # it may have been cancelled while we waited
     before = (meetup.starts_at, meetup.ends_at, meetup.place)
     _apply(meetup, details)
-    promoted = _promote_waitlist(meetup)
     moved = (meetup.starts_at, meetup.ends_at) != before[:2]
     changed = moved or meetup.place != before[2]
-    if changed:
+    if changed:  # the change and the news of it are committed together
         notify(
             "meetup_changed",
             title=f"Changed: {meetup.title}",
@@ -496,8 +495,9 @@ def edit_meetup(meetup: Meetup, details: MeetupDetails) -> bool:
             payload={"meetup_id": meetup.id},
             audience="meetup-attendees",
         )
-    db.session.commit()
-    _tell_promoted(meetup, promoted, version)
+    else:
+        db.session.commit()
+    _fill_free_places(meetup)
     if moved:
         schedule_reminders(meetup)
     return changed
@@ -613,17 +613,36 @@ def _promote_waitlist(meetup: Meetup) -> list[Rsvp]:
     return promoted
 
 
+def _fill_free_places(meetup: Meetup) -> None:
+    """Give the places a change freed (a larger capacity) to those waiting, in a commit of
+    their own with the news of them; a meetup cancelled meanwhile promotes no one."""
+    version = _lock_rsvps(meetup)
+    promoted = _promote_waitlist(meetup) if meetup.is_open_for_rsvp else []
+    _commit_with_promotions(meetup, promoted, version)
+
+
+def _commit_with_promotions(meetup: Meetup, promoted: list[Rsvp], version: int) -> None:
+    """Commit the caller's changes together with the news for those promoted, so that no
+    place is given without its email being on its way."""
+    if promoted:
+        _tell_promoted(meetup, promoted, version)  # notify() commits
+    else:
+        db.session.commit()
+
+
 def _tell_promoted(meetup: Meetup, promoted: list[Rsvp], version: int) -> None:
-    for rsvp in promoted:
-        member = rsvp.member
-        notify(
-            "meetup_promoted",
-            title=f"You have a place at {meetup.title}",
-            link=external_url("chapters.meetup", meetup_id=meetup.id),
-            payload={"meetup_id": meetup.id, "rsvp_id": rsvp.id},
-            recipients=[Recipient(member.email, member.id, member.display_name)],
-            key=f"meetup-promoted:{rsvp.id}:{version}",
-        )
+    """One notification for everyone promoted under one lock of the meetup's RSVPs."""
+    notify(
+        "meetup_promoted",
+        title=f"You have a place at {meetup.title}",
+        link=external_url("chapters.meetup", meetup_id=meetup.id),
+        payload={"meetup_id": meetup.id, "rsvp_ids": [rsvp.id for rsvp in promoted]},
+        recipients=[
+            Recipient(rsvp.member.email, rsvp.member.id, rsvp.member.display_name)
+            for rsvp in promoted
+        ],
+        key=f"meetup-places:{meetup.id}:{version}",
+    )
 
 
 def rsvp_of(meetup: Meetup, member: Member | None) -> Rsvp | None:
@@ -673,13 +692,12 @@ def respond(meetup: Meetup, member: Member, going: bool) -> RsvpStatus:
             promoted = _promote_waitlist(meetup)
     rsvp.responded_at = utcnow()
     status = RsvpStatus(rsvp.status)
-    db.session.commit()
-    _tell_promoted(meetup, promoted, version)
+    _commit_with_promotions(meetup, promoted, version)
     return status
 
 
-def _give_up_places(member: Member, chapter_id: int | None = None) -> None:
-    """Withdraw the member from upcoming meetups, promoting whoever waits."""
+def _meetups_with_places_of(member: Member, chapter_id: int | None = None) -> list[Meetup]:
+    """Upcoming meetups the member is going to or waiting for, in the order to lock them."""
     query = (
         select(Meetup)
         .join(Rsvp, Rsvp.meetup_id == Meetup.id)
@@ -689,24 +707,40 @@ def _give_up_places(member: Member, chapter_id: int | None = None) -> None:
             Meetup.state == MeetupState.SCHEDULED,
             Meetup.ends_at > utcnow(),
         )
+        .order_by(Meetup.id)
     )
     if chapter_id is not None:
         query = query.where(Meetup.chapter_id == chapter_id)
-    for meetup in db.session.scalars(query).all():
+    return list(db.session.scalars(query))
+
+
+def _give_up_places(member: Member, chapter_id: int | None = None) -> None:
+    """Withdraw the member from upcoming meetups, promoting whoever waits."""
+    for meetup in _meetups_with_places_of(member, chapter_id):
         respond_as_leaving(meetup, member)
 
 
-def respond_as_leaving(meetup: Meetup, member: Member) -> None:
+def _free_place(meetup: Meetup, member: Member) -> tuple[list[Rsvp], int]:
+    """Withdraw the member's RSVP under the meetup's lock, giving a place they held to the
+    first waiting. Flushed, not committed; returns who was promoted and under which
+    version of the lock."""
     version = _lock_rsvps(meetup)
     rsvp = rsvp_of(meetup, member)
     if rsvp is None:
-        return
+        return [], version
     was_going = rsvp.status == RsvpStatus.GOING
     rsvp.status, rsvp.waitlisted_at = RsvpStatus.NOT_GOING, None
     db.session.flush()
     promoted = _promote_waitlist(meetup) if was_going else []
-    db.session.commit()
-    _tell_promoted(meetup, promoted, version)
+    db.session.flush()  # before the next lock expires what this session holds
+    return promoted, version
+
+
+def respond_as_leaving(meetup: Meetup, member: Member) -> None:
+    """Give up the member's place or spot on the waitlist, whether or not the meetup still
+    takes RSVPs, and commit it with the news for whoever gets the place."""
+    promoted, version = _free_place(meetup, member)
+    _commit_with_promotions(meetup, promoted, version)
 
 
 def attendees(meetup: Meetup, status: RsvpStatus) -> list[Rsvp]:

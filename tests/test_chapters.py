@@ -971,6 +971,86 @@ def test_lowering_the_capacity_removes_no_one_but_waitlists_newcomers(ctx, outbo
     assert mail(outbox) == {email("Dan"): [PROMOTED_SUBJECT]}
 
 
+def failing_promotion_notices(monkeypatch) -> None:
+    """Recording the news of a promotion fails, as a database error would."""
+    real_notify = services.notify
+
+    def notify(kind: str, **fields):
+        if kind == "meetup_promoted":
+            raise RuntimeError("the database went away")
+        return real_notify(kind, **fields)
+
+    monkeypatch.setattr(services, "notify", notify)
+
+
+def test_a_place_is_never_given_without_its_email(ctx, outbox, run_jobs, monkeypatch):
+    """When the news of a promotion cannot be recorded, the cancellation that freed the
+    place is not saved either, so nobody has a place they were never told of."""
+    chapter, members = chapter_of("Ana", "Cara")
+    meetup = make_meetup(chapter, members["Olga"], capacity=1)
+    answer(meetup, members, True, "Ana", "Cara")
+    run_jobs()
+    outbox.clear()
+    failing_promotion_notices(monkeypatch)
+
+    with pytest.raises(RuntimeError):
+        services.respond(meetup, members["Ana"], False)
+    db.session.rollback()
+    assert names(meetup, RsvpStatus.GOING) == ["Ana"]
+    assert names(meetup, RsvpStatus.WAITLISTED) == ["Cara"]
+
+    monkeypatch.undo()
+    services.respond(meetup, members["Ana"], False)
+    run_jobs()
+    assert names(meetup, RsvpStatus.GOING) == ["Cara"]
+    assert mail(outbox) == {email("Cara"): [PROMOTED_SUBJECT]}
+
+
+def test_leaving_a_chapter_gives_no_place_without_its_email(ctx, outbox, run_jobs, monkeypatch):
+    """A member's place freed as they leave goes with the email to whoever gets it."""
+    chapter, members = chapter_of("Ana", "Cara")
+    meetup = make_meetup(chapter, members["Olga"], capacity=1)
+    answer(meetup, members, True, "Ana", "Cara")
+    run_jobs()
+    outbox.clear()
+    failing_promotion_notices(monkeypatch)
+
+    with pytest.raises(RuntimeError):
+        services.respond_as_leaving(meetup, members["Ana"])
+    db.session.rollback()
+    assert names(meetup, RsvpStatus.WAITLISTED) == ["Cara"]
+
+    monkeypatch.undo()
+    services.leave(chapter, members["Ana"])
+    run_jobs()
+    assert names(meetup, RsvpStatus.GOING) == ["Cara"]
+    assert mail(outbox) == {email("Cara"): [PROMOTED_SUBJECT]}
+
+
+def test_places_a_larger_capacity_frees_are_given_with_their_email(
+    ctx, outbox, run_jobs, monkeypatch
+):
+    """The edit is saved; the places it frees are given only with the news of them."""
+    chapter, members = chapter_of("Ana", "Wes", "Wil")
+    meetup = make_meetup(chapter, members["Olga"], capacity=1)
+    answer(meetup, members, True, "Ana", "Wes", "Wil")
+    run_jobs()
+    outbox.clear()
+    failing_promotion_notices(monkeypatch)
+
+    with pytest.raises(RuntimeError):
+        services.edit_meetup(meetup, details_of(meetup, capacity=3))
+    db.session.rollback()
+    assert meetup.capacity == 3
+    assert names(meetup, RsvpStatus.WAITLISTED) == ["Wes", "Wil"]
+
+    monkeypatch.undo()
+    services.edit_meetup(meetup, details_of(meetup))
+    run_jobs()
+    assert names(meetup, RsvpStatus.GOING) == ["Ana", "Wes", "Wil"]
+    assert mail(outbox) == each([email("Wes"), email("Wil")], [PROMOTED_SUBJECT])
+
+
 # --- 7. reminders -----------------------------------------------------------------------------
 
 
