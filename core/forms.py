@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import request
+from flask import g, has_request_context, request
 from flask_wtf import FlaskForm
 from werkzeug.datastructures import ImmutableMultiDict
 from wtforms import EmailField, StringField, TextAreaField, URLField
@@ -52,6 +52,8 @@ class Form(FlaskForm):
             if isinstance(field.data, str) and _unusual_characters(field).intersection(field.data):
                 field.errors = [*field.errors, "Please remove the unusual characters here."]
                 valid = False
+        if not valid and has_request_context():
+            g.form_refused = True  # the page's title says so, whichever form it was
         return valid
 
 
@@ -137,6 +139,15 @@ def form_page(template: str, form: FlaskForm, status: int | None = None, **conte
     if status is None:
         status = INVALID_FORM_STATUS if form.is_submitted() and form.errors else 200
     return render_template(template, form=form, **context), status
+
+
+def refused_page(template: str, **context: Any):
+    """Render a page holding several forms after one was refused: 422, and the title says
+    so even when the refusal came from a service rather than the form's own checks."""
+    from flask import render_template
+
+    g.form_refused = True
+    return render_template(template, **context), INVALID_FORM_STATUS
 
 
 def safe_next(target: str | None, fallback: str) -> str:

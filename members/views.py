@@ -8,7 +8,7 @@ from flask import Response, abort, flash, redirect, render_template, request, ur
 from flask_login import current_user, login_required, login_user, logout_user
 
 from core.extensions import db, login_manager
-from core.forms import INVALID_FORM_STATUS, ActionForm, form_page, safe_next
+from core.forms import INVALID_FORM_STATUS, ActionForm, form_page, refused_page, safe_next
 from members import bp, services
 from members.forms import (
     ApiTokenForm,
@@ -156,6 +156,8 @@ def _account_forms() -> dict[str, object]:
 
 def _account_page(status: int = 200, **forms: object):
     context = {**_account_forms(), **forms}
+    if status == INVALID_FORM_STATUS:
+        return refused_page("members/account.html", **context)
     return render_template("members/account.html", **context), status
 
 

@@ -47,3 +47,18 @@ def test_form_errors_are_announced_beside_their_fields(page):
     assert "email-error" in described_by
     assert "valid email address" in page.locator("#email-error").inner_text()
     expect(page.get_by_role("alert")).to_be_visible()
+
+
+def test_a_long_address_wraps_at_320_pixels_wide(page):
+    """At a phone's narrowest, a long email address breaks onto the next line instead of
+    widening the page, so nothing needs scrolling sideways (WCAG 1.4.10)."""
+    page.set_viewport_size({"width": 320, "height": 640})
+    page.goto("/register")
+    page.get_by_label("Display name").fill("Bea")
+    page.get_by_label("Email address").fill("bea.with.a.rather.long.address@example.org")
+    page.get_by_label("Password", exact=True).fill("a long passphrase")
+    page.get_by_label("Repeat the password").fill("a long passphrase")
+    page.get_by_label("Home city").fill("Berlin")
+    page.get_by_role("button", name="Create my account").click()
+    expect(page.get_by_role("heading", name="Check your email")).to_be_visible()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 320

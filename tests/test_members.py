@@ -211,6 +211,10 @@ def test_remember_me_sets_a_lasting_cookie(client, auth):
     assert "HttpOnly" in session and "SameSite=Lax" in session
 
 
+def page_title(html: str) -> str:
+    return re.search(r"<title>(.*?)</title>", html, re.S).group(1)
+
+
 def test_account_settings_change_name_city_and_password(app, client, auth):
     auth.member()
     page = client.get("/account")
@@ -232,6 +236,12 @@ def test_account_settings_change_name_city_and_password(app, client, auth):
         },
     )
     assert wrong.status_code == 422 and "not your current password" in wrong.text
+    assert page_title(wrong.text).startswith("Error: ")  # the password's own check passed
+    too_long = client.post(
+        "/account/profile", data={"csrf_token": token, "display_name": "A" * 101, "city": ""}
+    )
+    assert too_long.status_code == 422
+    assert page_title(too_long.text) == "Error: Your account · Groundswell"
 
     other_device = app.test_client()
     assert (
