@@ -19,8 +19,9 @@ from flask import current_app
 from icalendar import Calendar, Event, vText
 from redis.exceptions import RedisError
 from slugify import slugify
-from sqlalchemy import Select, delete, func, or_, select, update
+from sqlalchemy import Select, delete, event, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, SessionTransaction
 
 from chapters.models import (
     INVITATION_LIFETIME,
@@ -45,7 +46,7 @@ from core.db import Page, paginate, utcnow
 from core.extensions import db
 from core.hooks import WorkSummary, linked_work, work_organised_by
 from core.places import city_slug
-from core.queue import cancel_job, enqueue
+from core.queue import cancel_job, default_retry, enqueue
 from core.urls import external_url
 from members.models import Member, normalise_account_email
 from members.signals import account_deleting, data_export
@@ -63,6 +64,9 @@ SCHEDULER_SLACK = timedelta(minutes=1)
 SHORTEST_VOTE = timedelta(hours=1)
 LONGEST_VOTE = timedelta(days=90)
 CLOSING_SOON_BEFORE = timedelta(hours=24)
+
+# Where a session keeps promotions to tell once its transaction is committed.
+PROMOTIONS_ON_COMMIT = "chapters.promotions_on_commit"
 
 
 # --- times -------------------------------------------------------------------------------
@@ -643,6 +647,62 @@ def _tell_promoted(meetup: Meetup, promoted: list[Rsvp], version: int) -> None:
         ],
         key=f"meetup-places:{meetup.id}:{version}",
     )
+
+
+def _tell_promoted_on_commit(meetup: Meetup, promoted: list[Rsvp], version: int) -> None:
+    """For changes someone else commits: queue the news of these promotions once their
+    transaction is committed, and forget it if it is rolled back."""
+    if promoted:
+        pending = db.session.info.setdefault(PROMOTIONS_ON_COMMIT, [])
+        pending.append((meetup.id, [rsvp.id for rsvp in promoted], version))
+
+
+@event.listens_for(Session, "after_commit")
+def _queue_committed_promotions(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint: the promotions are not saved until the transaction is
+    from chapters import jobs
+
+    for meetup_id, rsvp_ids, version in session.info.pop(PROMOTIONS_ON_COMMIT, []):
+        try:
+            enqueue(
+                jobs.tell_promoted,
+                meetup_id,
+                rsvp_ids,
+                version,
+                queue="high",
+                retry=default_retry(),
+            )
+        except RedisError:
+            current_app.logger.error(
+                "the places given at meetup %s (RSVPs %s) were not told", meetup_id, rsvp_ids
+            )
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_uncommitted_promotions(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # committed ones were queued by now
+        session.info.pop(PROMOTIONS_ON_COMMIT, None)
+
+
+def tell_promoted(meetup_id: int, rsvp_ids: list[int], version: int) -> bool:
+    """Tell those promoted by a change committed elsewhere who still have their place.
+
+    The key is the one the change would have used itself, so they are told once.
+    """
+    meetup = db.session.get(Meetup, meetup_id)
+    promoted = list(
+        db.session.scalars(
+            select(Rsvp)
+            .where(Rsvp.id.in_(rsvp_ids), Rsvp.status == RsvpStatus.GOING)
+            .order_by(Rsvp.id)
+        )
+    )
+    if meetup is None or not promoted:
+        db.session.rollback()
+        return False
+    _tell_promoted(meetup, promoted, version)
+    return True
 
 
 def rsvp_of(meetup: Meetup, member: Member | None) -> Rsvp | None:
@@ -1308,8 +1368,14 @@ def export_member_chapters(sender, member: Member, **extra) -> dict[str, Any]:
 def hand_over_before_deletion(sender, member: Member, **extra) -> None:
     """Free the member's places, withdraw their votes on open proposals, leave no
     chapter without an organiser, and drop the invitations kept against their confirmed
-    address (they hold the address)."""
-    _give_up_places(member)
+    address (they hold the address).
+
+    Only flushed: the deletion commits everything at once. Whoever gets a place is told
+    after that commit, and not at all if the deletion is rolled back.
+    """
+    for meetup in _meetups_with_places_of(member):
+        promoted, version = _free_place(meetup, member)
+        _tell_promoted_on_commit(meetup, promoted, version)
     _withdraw_open_votes(member)
     if key := _invitation_key(member):
         db.session.execute(delete(ChapterInvitation).where(ChapterInvitation.email_key == key))

@@ -44,6 +44,7 @@ from core.extensions import db
 from core.queue import enqueue
 from members.models import Member
 from members.services import delete_account
+from members.signals import account_deleting
 from notifications import services as notification_services
 from notifications.models import Category, Delivery, DeliveryState, Frequency, Notification
 from notifications.services import set_preferences, subscriber_of
@@ -494,6 +495,53 @@ def test_the_longest_standing_member_takes_over_from_a_deleted_sole_organiser(ct
     assert {m.member.display_name: m.role for m in chapter.memberships} == {
         "Ana": Role.ORGANISER,
         "Ben": Role.MEMBER,
+    }
+
+
+def a_later_deletion_step_fails(sender, member: Member, **extra) -> None:
+    raise RuntimeError("the deletion failed after the chapters' part")
+
+
+def test_a_failed_account_deletion_gives_up_no_place(ctx, outbox, run_jobs):
+    """The chapters' part of a deletion commits nothing of its own: when a later step
+    fails, the member keeps their place and no one is told of one."""
+    chapter, members = chapter_of("Ana", "Cara")
+    meetup = make_meetup(chapter, members["Olga"], capacity=1)
+    answer(meetup, members, True, "Ana", "Cara")
+    run_jobs()
+    outbox.clear()
+    account_deleting.connect(a_later_deletion_step_fails)
+    try:
+        with pytest.raises(RuntimeError):
+            delete_account(members["Ana"])
+    finally:
+        account_deleting.disconnect(a_later_deletion_step_fails)
+    db.session.rollback()
+
+    assert names(meetup, RsvpStatus.GOING) == ["Ana"]
+    assert names(meetup, RsvpStatus.WAITLISTED) == ["Cara"]
+    run_jobs()
+    assert outbox.messages() == []
+
+
+def test_places_freed_by_a_deleted_account_are_told_once_after_it_is_saved(ctx, outbox, run_jobs):
+    """Each place a deleted member held goes to the first waiting, who is told once."""
+    chapter, members = chapter_of("Ana", "Cara", "Dan")
+    first = make_meetup(chapter, members["Olga"], capacity=1)
+    second = make_meetup(chapter, members["Olga"], capacity=1, title="Picnic day")
+    answer(first, members, True, "Ana", "Cara")
+    answer(second, members, True, "Ana", "Dan")
+    run_jobs()
+    outbox.clear()
+
+    delete_account(members["Ana"])
+    run_jobs()
+    run_jobs()
+    assert names(first, RsvpStatus.GOING) == ["Cara"]
+    assert names(second, RsvpStatus.GOING) == ["Dan"]
+    assert mail(outbox) == {
+        email("Cara"): [PROMOTED_SUBJECT],
+        email("Dan"): ["You have a place at Picnic day"],
     }
 
 
