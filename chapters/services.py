@@ -61,6 +61,10 @@ REMINDER_LEADS = {"24h": timedelta(hours=24), "1h": timedelta(hours=1)}
 REMINDER_WINDOWS = {"24h": timedelta(hours=2), "1h": timedelta(minutes=30)}
 SCHEDULER_SLACK = timedelta(minutes=1)
 
+# The same meetup, proposal or chapter sent again this soon by the same member is the form
+# sent twice (a double click, a resent form), not a second one.
+REPOST_WINDOW = timedelta(minutes=10)
+
 SHORTEST_VOTE = timedelta(hours=1)
 LONGEST_VOTE = timedelta(days=90)
 CLOSING_SOON_BEFORE = timedelta(hours=24)
@@ -449,11 +453,19 @@ class MeetupDetails:
 
 
 def schedule_meetup(chapter: Chapter, member: Member, details: MeetupDetails) -> Meetup:
-    """Add a meetup, tell the chapter, and schedule its reminders."""
+    """Add a meetup, tell the chapter, and schedule its reminders.
+
+    The same meetup sent again by the same member within REPOST_WINDOW returns the one
+    already scheduled, so the chapter hears of it once.
+    """
     if not chapter.may_schedule(member):
         raise ChapterError("Only this chapter's organisers can schedule meetups.")
     if details.starts_at <= utcnow():
         raise ChapterError("A new meetup must start in the future.")
+    _hold_chapter(chapter)
+    if (scheduled := _recent_meetup(chapter, member, details)) is not None:
+        db.session.commit()
+        return scheduled
     meetup = Meetup(chapter_id=chapter.id, created_by_id=member.id)
     _apply(meetup, details)
     db.session.add(meetup)
@@ -468,6 +480,51 @@ def schedule_meetup(chapter: Chapter, member: Member, details: MeetupDetails) ->
     )
     schedule_reminders(meetup)
     return meetup
+
+
+def _hold_chapter(chapter: Chapter) -> None:
+    """Serialise what is added to one chapter, on PostgreSQL and SQLite alike, so that a
+    form sent twice at once finds the first copy when the second looks.
+
+    The UPDATE changes nothing but takes the row lock (PostgreSQL) or the write lock
+    (SQLite) until commit.
+    """
+    db.session.execute(
+        update(Chapter)
+        .where(Chapter.id == chapter.id)
+        .values(updated_at=Chapter.updated_at)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _details_of(meetup: Meetup) -> MeetupDetails:
+    return MeetupDetails(
+        title=meetup.title,
+        description=meetup.description,
+        starts_at=meetup.starts_at,
+        ends_at=meetup.ends_at,
+        venue=meetup.venue,
+        address=meetup.address,
+        online_link=meetup.online_link,
+        capacity=meetup.capacity,
+    )
+
+
+def _recent_meetup(chapter: Chapter, member: Member, details: MeetupDetails) -> Meetup | None:
+    """The same meetup, scheduled by the same member within REPOST_WINDOW."""
+    candidates = db.session.scalars(
+        select(Meetup)
+        .where(
+            Meetup.chapter_id == chapter.id,
+            Meetup.created_by_id == member.id,
+            Meetup.state == MeetupState.SCHEDULED,
+            Meetup.created_at > utcnow() - REPOST_WINDOW,
+            Meetup.title == details.title,
+            Meetup.starts_at == details.starts_at,
+        )
+        .order_by(Meetup.id.desc())
+    )
+    return next((m for m in candidates if _details_of(m) == details), None)
 
 
 def _apply(meetup: Meetup, details: MeetupDetails) -> None:
@@ -1041,7 +1098,11 @@ def closing_soon_at(opened: datetime, closes_at: datetime) -> datetime:
 def open_proposal(
     chapter: Chapter, member: Member, *, title: str, details: str, closes_at: datetime
 ) -> Proposal:
-    """Put a proposal to the chapter's members and schedule its closing."""
+    """Put a proposal to the chapter's members and schedule its closing.
+
+    The same proposal sent again by the same member within REPOST_WINDOW returns the one
+    already open, so members hear of it once.
+    """
     if chapter.membership_of(member) is None:
         raise ChapterError("Only members of this chapter can open proposals.")
     if not chapter.is_active:
@@ -1051,6 +1112,10 @@ def open_proposal(
         raise ChapterError("Give members at least an hour to vote.")
     if closes_at > now + LONGEST_VOTE:
         raise ChapterError("A vote can last at most 90 days.")
+    _hold_chapter(chapter)
+    if (opened := _recent_proposal(chapter, member, title, details, closes_at)) is not None:
+        db.session.commit()
+        return opened
     proposal = Proposal(
         chapter_id=chapter.id,
         author_id=member.id,
@@ -1070,6 +1135,26 @@ def open_proposal(
     )
     schedule_closing(proposal, now)
     return proposal
+
+
+def _recent_proposal(
+    chapter: Chapter, member: Member, title: str, details: str, closes_at: datetime
+) -> Proposal | None:
+    """The same proposal, opened by the same member within REPOST_WINDOW."""
+    return db.session.scalar(
+        select(Proposal)
+        .where(
+            Proposal.chapter_id == chapter.id,
+            Proposal.author_id == member.id,
+            Proposal.state == ProposalState.OPEN,
+            Proposal.created_at > utcnow() - REPOST_WINDOW,
+            Proposal.title == title,
+            Proposal.details == details,
+            Proposal.closes_at == closes_at,
+        )
+        .order_by(Proposal.id.desc())
+        .limit(1)
+    )
 
 
 def schedule_closing(proposal: Proposal, opened: datetime) -> None:

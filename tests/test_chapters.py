@@ -1646,6 +1646,24 @@ def test_a_new_meetup_is_told_to_the_chapters_members(ctx, outbox, run_jobs):
     assert "Lisbon Hosts and Riders has a new meetup" in text_body(outbox.last_to(email("Ana")))
 
 
+def test_a_meetup_form_sent_twice_schedules_one_meetup_told_once(app, outbox, run_jobs):
+    """A double submit of the new-meetup form gives the same meetup; a different one
+    moments later is a meetup of its own."""
+    with app.app_context():
+        chapter_of("Ana")
+    olga = log_in(app, "Olga")
+    url = f"/chapters/{SLUG}/meetups/new"
+    form = {"csrf_token": csrf_token(olga.get(url).text), **meetup_form()}
+    first, second = meetup_id_of(olga.post(url, data=form)), meetup_id_of(olga.post(url, data=form))
+    assert first == second
+    other = meetup_id_of(olga.post(url, data={**form, "title": "Picnic day"}))
+    assert other != first
+    run_jobs()
+    assert mail(outbox)[email("Ana")] == ["New meetup: Planning night", "New meetup: Picnic day"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Meetup)) == 2
+
+
 # --- 12. bad input on the meetup form ------------------------------------------------------------
 
 

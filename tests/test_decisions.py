@@ -655,6 +655,20 @@ def test_a_member_opens_a_proposal_through_the_form(app, outbox, run_jobs):
     assert TITLE in text_of(client.get(f"/chapters/{SLUG}"))
 
 
+def test_a_proposal_form_sent_twice_opens_one_proposal_told_once(app, outbox, run_jobs):
+    """A double submit of the new-proposal form gives the same proposal, announced once."""
+    _, members = chapter_with(app, 3)
+    client = log_in(app, ORGANISER)
+    url = f"/chapters/{SLUG}/proposals/new"
+    form = {"csrf_token": csrf_token(client.get(url).text), **proposal_form()}
+    first, second = client.post(url, data=form), client.post(url, data=form)
+    assert first.status_code == second.status_code == 302
+    assert first.headers["Location"] == second.headers["Location"]
+    assert count(app, Proposal) == 1
+    run_jobs()
+    assert sent(outbox, NEW_PROPOSAL) == sorted(members)  # each once
+
+
 # --- bad input ---------------------------------------------------------------------------
 
 
