@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypedDict
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint, update
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm.attributes import set_committed_value
 
 from core.db import Timestamped, utcnow
 from core.extensions import db
@@ -200,33 +201,62 @@ class Signature(db.Model):
         return self.name if self.show_name else "Anonymous"
 
     def confirm(self) -> bool:
-        """pending → confirmed; False if it was not pending."""
-        if self.state != SignatureState.PENDING:
-            return False
-        self.state, self.confirmed_at = SignatureState.CONFIRMED, utcnow()
-        return True
+        """pending → confirmed; False if it was not pending when saved."""
+        return self._change_state(
+            (SignatureState.PENDING,), state=SignatureState.CONFIRMED, confirmed_at=utcnow()
+        )
 
     def withdraw(self) -> bool:
-        """pending or confirmed → withdrawn; the name and comment are dropped."""
-        if self.state == SignatureState.WITHDRAWN:
-            return False
-        self.state, self.withdrawn_at = SignatureState.WITHDRAWN, utcnow()
-        self.comment, self.show_name, self.wants_updates = None, False, False
-        return True
+        """pending or confirmed → withdrawn; the name and comment are dropped. False if it
+        was withdrawn already, or is gone."""
+        return self._change_state(
+            (SignatureState.PENDING, SignatureState.CONFIRMED),
+            state=SignatureState.WITHDRAWN,
+            withdrawn_at=utcnow(),
+            comment=None,
+            show_name=False,
+            wants_updates=False,
+        )
 
-    def renew(self, details: SignerChoices) -> None:
-        """withdrawn → pending, when the same person signs again.
+    def renew(self, details: SignerChoices) -> bool:
+        """withdrawn → pending, when the same person signs again; False if it was no
+        longer withdrawn when saved (renewed by a request at the same time, say).
 
         The tallies subtract a signature by its city and confirmation hour, so one still
         counted must be tallied before it is renewed.
         """
-        if self.state != SignatureState.WITHDRAWN:
-            raise PetitionError("Only a withdrawn signature can be renewed.")
         if self.counted:
             raise PetitionError("Tally the withdrawal before renewing the signature.")
-        self._set_details(details)
-        self.state, self.confirmed_at, self.withdrawn_at = SignatureState.PENDING, None, None
-        self.created_at = utcnow()
+        return self._change_state(
+            (SignatureState.WITHDRAWN,),
+            **details,
+            state=SignatureState.PENDING,
+            confirmed_at=None,
+            withdrawn_at=None,
+            created_at=utcnow(),
+        )
+
+    def _change_state(self, allowed: tuple[SignatureState, ...], **values: object) -> bool:
+        """Save a change only if the row is still in one of the ``allowed`` states, in one
+        conditional UPDATE: of two changes at once, the second finds the first's result
+        instead of overwriting it. Whether this call changed the row; if it did not, the
+        object is expired, to be read again as it is saved.
+        """
+        if self.state not in allowed:
+            return False
+        db.session.flush()  # a new row needs its id; a changed one is saved first
+        changed = db.session.execute(
+            update(Signature)
+            .where(Signature.id == self.id, Signature.state.in_(allowed))
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not changed:
+            db.session.expire(self)
+            return False
+        for field, value in values.items():
+            set_committed_value(self, field, value)
+        return True
 
     def replace_details(self, details: SignerChoices) -> None:
         """Take the signer's details afresh while the signature is still pending."""

@@ -18,7 +18,6 @@ from redis.exceptions import RedisError
 from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
-from sqlalchemy.orm.exc import StaleDataError
 
 from core import pagecache, ratelimit
 from core.db import (
@@ -264,6 +263,10 @@ def sign(petition: Petition, details: SignerDetails, address: str) -> SignOutcom
     _require_open(petition)
     email_key = normalise_signer_email(details.email)
     _check_limits(email_key, address)
+    return _sign_as_guest(petition, details, email_key)
+
+
+def _sign_as_guest(petition: Petition, details: SignerDetails, email_key: str) -> SignOutcome:
     # Most signers are new, so the row is inserted first and read only if it was there.
     signature_id = _add_pending_signature(petition.id, details, email_key)
     if signature_id is not None:
@@ -272,18 +275,21 @@ def sign(petition: Petition, details: SignerDetails, address: str) -> SignOutcom
         return SignOutcome.CHECK_EMAIL
     existing = _signature_by_key(petition.id, email_key)
     if existing is None:  # purged between the two statements: sign afresh
-        return sign(petition, details, address)
-    if existing.state == SignatureState.CONFIRMED:
-        return SignOutcome.ALREADY_SIGNED
-    if existing.state == SignatureState.WITHDRAWN and _settle_withdrawal(existing):
-        existing.renew(_editable(details))
+        return _sign_as_guest(petition, details, email_key)
+    if (
+        existing.state == SignatureState.WITHDRAWN
+        and _settle_withdrawal(existing)
+        and existing.renew(_editable(details))
+    ):
         existing.confirmation_sent_at = utcnow()
         _queue_confirmation(petition, existing.id, _signer(existing))
         return SignOutcome.CHECK_EMAIL
-    if existing.state == SignatureState.CONFIRMED:  # signed again meanwhile
+    # Signed before, or renewed by a request at the same time: as the row is saved now.
+    if existing.state == SignatureState.CONFIRMED:
         return SignOutcome.ALREADY_SIGNED
-    resent = _resend_confirmation(petition, existing)
-    return SignOutcome.RESENT if resent else SignOutcome.RECENTLY_SENT
+    if _resend_confirmation(petition, existing):
+        return SignOutcome.RESENT
+    return SignOutcome.RECENTLY_SENT
 
 
 def _add_pending_signature(petition_id: int, details: SignerDetails, email_key: str) -> int | None:
@@ -323,6 +329,13 @@ def _editable(details: SignerDetails) -> SignerChoices:
     }
 
 
+SIGNING_ATTEMPTS = 3
+
+
+class _ChangedMeanwhile(Exception):
+    """Another request changed the signature between this one reading and saving it."""
+
+
 def sign_as_member(
     petition: Petition,
     member: Member,
@@ -332,46 +345,69 @@ def sign_as_member(
     wants_updates: bool,
     address: str,
 ) -> SignOutcome:
-    """One-click signing for a member whose email is confirmed: it counts at once."""
+    """One-click signing for a member whose email is confirmed: it counts at once.
+
+    If the member's signature row changes meanwhile (signed at the same time, confirmed,
+    or deleted by the purge of stale signatures), signing starts again from the row as
+    it is saved now. The receipt goes only when this request confirmed the signature.
+    """
     _require_open(petition)
     if not member.is_confirmed:
         raise SigningRefused("Please confirm your email address first; then one click signs.")
     email_key = normalise_signer_email(member.email)
     _check_limits(email_key, address)
-    existing = _signature_by_key(petition.id, email_key)
-    if existing is not None and existing.state == SignatureState.CONFIRMED:
-        return SignOutcome.ALREADY_SIGNED
     details = SignerDetails(
         member.display_name, member.email, member.city, comment, show_name, wants_updates
     )
-    if existing is None:
-        existing = Signature(
+    for _attempt in range(SIGNING_ATTEMPTS):
+        try:
+            signature = _confirm_for_member(petition, member, email_key, details)
+        except (IntegrityError, _ChangedMeanwhile):
+            db.session.rollback()
+            continue
+        if signature is None:
+            return SignOutcome.ALREADY_SIGNED
+        request_tally(petition.id)
+        receipt_title = f"You signed: {petition.title}"
+        _tell_signer(
+            "signature_receipt", receipt_title, petition.id, signature.id, _signer(signature)
+        )
+        return SignOutcome.COUNTED
+    raise SigningRefused("Your signature changed while it was being saved. Please sign again.")
+
+
+def _confirm_for_member(
+    petition: Petition, member: Member, email_key: str, details: SignerDetails
+) -> Signature | None:
+    """Save the member's signature as confirmed; None if it already was.
+
+    Raises _ChangedMeanwhile, IntegrityError or StaleDataError if another request changed
+    or deleted the row between reading and saving it.
+    """
+    signature = _signature_by_key(petition.id, email_key)
+    if signature is not None and signature.state == SignatureState.CONFIRMED:
+        return None
+    if signature is None:
+        signature = Signature(
             petition_id=petition.id,
             email=member.email,
             email_key=email_key,
             state=SignatureState.PENDING,
             **_editable(details),
         )
-        db.session.add(existing)
-    elif existing.state == SignatureState.WITHDRAWN and _settle_withdrawal(existing):
-        existing.renew(_editable(details))
-    elif existing.state == SignatureState.PENDING:
+        db.session.add(signature)
+    elif signature.state == SignatureState.WITHDRAWN:
+        if not (_settle_withdrawal(signature) and signature.renew(_editable(details))):
+            raise _ChangedMeanwhile
+    else:
         # Perhaps signed as a guest with this address, perhaps by someone else: what the
         # member signs is what they chose now.
-        existing.replace_details(_editable(details))
-    if existing.state == SignatureState.CONFIRMED:  # signed again meanwhile
-        return SignOutcome.ALREADY_SIGNED
-    existing.email, existing.member_id = member.email, member.id
-    existing.confirm()
-    try:
-        db.session.commit()
-    except IntegrityError:
-        db.session.rollback()
-        return SignOutcome.ALREADY_SIGNED
-    request_tally(petition.id)
-    receipt_title = f"You signed: {petition.title}"
-    _tell_signer("signature_receipt", receipt_title, petition.id, existing.id, _signer(existing))
-    return SignOutcome.COUNTED
+        signature.replace_details(_editable(details))
+    signature.email, signature.member_id = member.email, member.id
+    if not signature.confirm():
+        raise _ChangedMeanwhile
+    db.session.commit()
+    return signature
 
 
 def _settle_withdrawal(signature: Signature) -> bool:
@@ -457,30 +493,38 @@ def signature_for_withdrawal(token: str) -> Signature | None:
 
 
 def confirm_signature(signature: Signature) -> bool:
-    """Confirm a pending signature; it then counts. False if it was not pending.
+    """Confirm a pending signature; it then counts. False if it was not pending, as saved:
+    a withdrawal that landed first stays a withdrawal.
 
     Raises SignatureGone if the stale-signature purge deleted it meanwhile.
     """
-    if not signature.petition.takes_signatures or not signature.confirm():
+    if not signature.petition.takes_signatures:
         return False
-    petition_id = signature.petition_id
-    try:
-        db.session.flush()
-    except StaleDataError:
-        db.session.rollback()
-        raise SignatureGone from None
+    signature_id, petition_id = signature.id, signature.petition_id
+    if not signature.confirm():
+        if not _signature_exists(signature_id):
+            db.session.rollback()
+            raise SignatureGone
+        return False
     address_confirmed(signature.email)  # commits the confirmation with it
     request_tally(petition_id)
     return True
 
 
 def withdraw_signature(signature: Signature) -> bool:
-    """Withdraw a signature; the count goes down at the next tally."""
+    """Withdraw a signature; the count goes down at the next tally. False if it was
+    withdrawn already (or deleted), as saved."""
+    petition_id = signature.petition_id
     if not signature.withdraw():
+        db.session.rollback()
         return False
     db.session.commit()
-    request_tally(signature.petition_id)
+    request_tally(petition_id)
     return True
+
+
+def _signature_exists(signature_id: int) -> bool:
+    return db.session.scalar(select(Signature.id).where(Signature.id == signature_id)) is not None
 
 
 # --- tallies ----------------------------------------------------------------------------

@@ -9,7 +9,6 @@ import pytest
 from flask import Flask
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import event, func, select, update
-from sqlalchemy.orm import Session
 
 from core.db import utcnow
 from core.extensions import db
@@ -569,16 +568,23 @@ def test_confirming_a_signature_purged_meanwhile_says_it_is_gone(app, client):
     page = client.get(url)
     assert "Confirm my signature" in page.text
 
-    def purge_now(session, flush_context, instances):
-        # The hourly purge, in a connection of its own, as the confirmation is being saved.
-        with app.app_context():
-            assert jobs.purge_stale_signatures() == 1
+    purged = []
 
-    event.listen(Session, "before_flush", purge_now, once=True)
+    def purge_now(conn, cursor, statement, *args):
+        # The hourly purge, in a connection of its own, as the confirmation is being saved.
+        if not purged and statement.startswith("UPDATE signatures SET state"):
+            purged.append(True)
+            with app.app_context():
+                assert jobs.purge_stale_signatures() == 1
+
+    with app.app_context():
+        engine = db.engine
+    event.listen(engine, "before_cursor_execute", purge_now)
     try:
         gone = client.post(url, data={"csrf_token": csrf_token(page.text)})
     finally:
-        event.remove(Session, "before_flush", purge_now)
+        event.remove(engine, "before_cursor_execute", purge_now)
+    assert purged
     assert gone.status_code == 410
     assert "no longer waiting to be confirmed" in gone.text
     assert f'href="/petitions/{petition_id}"' in gone.text

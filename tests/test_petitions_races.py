@@ -1,0 +1,185 @@
+"""Petitions: two requests changing one signature at once, and rows deleted midway.
+
+Each test forces one interleaving: the other request (or the hourly purge) runs in an
+app context of its own, so in a session and connection of its own, at the moment that
+would have lost its change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import timedelta
+
+import pytest
+from flask import Flask
+from sqlalchemy import func, select, update
+
+from core.db import utcnow
+from core.extensions import db
+from petitions import services
+from petitions.models import Petition, Signature, SignatureState
+from tests.factories import add_signature, make_member, make_petition, member_by_email
+from tests.helpers import MailBox
+
+
+def open_petition(app: Flask) -> int:
+    with app.app_context():
+        return make_petition(make_member("org@example.org", "Olga")).id
+
+
+def elsewhere(app: Flask, change: Callable[[], object]) -> None:
+    """Run ``change`` as another request would: its own session, committed."""
+    with app.app_context():
+        change()
+
+
+def db_dialect(app: Flask) -> str:
+    with app.app_context():
+        return db.engine.dialect.name
+
+
+def signature_of(petition_id: int, email: str = "rui@example.org") -> Signature:
+    return db.session.scalar(
+        select(Signature).where(Signature.petition_id == petition_id, Signature.email == email)
+    )
+
+
+def saved_state(app: Flask, signature_id: int) -> str | None:
+    with app.app_context():
+        return db.session.scalar(select(Signature.state).where(Signature.id == signature_id))
+
+
+def rui(**changes) -> services.SignerDetails:
+    values = {
+        "name": "Rui Costa",
+        "email": "rui@example.org",
+        "city": "Porto",
+        "comment": None,
+        "show_name": True,
+        "wants_updates": False,
+        **changes,
+    }
+    return services.SignerDetails(**values)
+
+
+def stale(petition_id: int, email: str) -> None:
+    """Make a pending signature old enough for the hourly purge."""
+    long_ago = utcnow() - timedelta(days=8)
+    db.session.execute(
+        update(Signature)
+        .where(Signature.petition_id == petition_id, Signature.email == email)
+        .values(created_at=long_ago, confirmation_sent_at=long_ago)
+    )
+    db.session.commit()
+
+
+# --- confirming and withdrawing at once ---------------------------------------------------
+
+
+def test_a_withdrawal_saved_while_the_confirmation_was_read_stays_a_withdrawal(app, run_jobs):
+    petition_id = open_petition(app)
+    with app.app_context():
+        signature = add_signature(
+            db.session.get(Petition, petition_id), email="rui@example.org", confirm=False
+        )
+        signature_id = signature.id
+        token = services.withdrawal_token(signature)
+
+    with app.app_context():
+        confirming = db.session.get(Signature, signature_id)  # read as pending
+        assert confirming.state == SignatureState.PENDING
+        # The signer presses "withdraw" in another tab, and is told it is withdrawn.
+        elsewhere(
+            app, lambda: services.withdraw_signature(services.signature_for_withdrawal(token))
+        )
+        assert not services.confirm_signature(confirming)
+        assert confirming.state == SignatureState.WITHDRAWN  # what the page then says
+
+    assert saved_state(app, signature_id) == SignatureState.WITHDRAWN
+    run_jobs()
+    with app.app_context():
+        assert db.session.get(Petition, petition_id).signature_count == 0
+
+
+def test_a_confirmation_saved_while_the_withdrawal_was_read_is_withdrawn(app, run_jobs):
+    petition_id = open_petition(app)
+    with app.app_context():
+        signature = add_signature(
+            db.session.get(Petition, petition_id), email="rui@example.org", confirm=False
+        )
+        signature_id = signature.id
+        token = services.confirmation_token(signature)
+
+    with app.app_context():
+        withdrawing = db.session.get(Signature, signature_id)
+        elsewhere(
+            app, lambda: services.confirm_signature(services.signature_for_confirmation(token))
+        )
+        assert services.withdraw_signature(withdrawing)
+
+    assert saved_state(app, signature_id) == SignatureState.WITHDRAWN
+    run_jobs()
+    with app.app_context():
+        assert db.session.get(Petition, petition_id).signature_count == 0
+
+
+# --- signing again after a withdrawal, twice at once ----------------------------------------
+
+
+@pytest.fixture
+def withdrawn(app) -> tuple[int, int]:
+    """A petition and Rui's signature on it, withdrawn and tallied; their ids."""
+    petition_id = open_petition(app)
+    with app.app_context():
+        make_member("rui@example.org", "Rui Costa", city="Porto")
+        signature = add_signature(db.session.get(Petition, petition_id), email="rui@example.org")
+        services.withdraw_signature(signature)
+        services.tally(petition_id)
+        return petition_id, signature.id
+
+
+def sign_again(petition_id: int, as_member: bool) -> services.SignOutcome:
+    petition = db.session.get(Petition, petition_id)
+    if as_member:
+        member = member_by_email("rui@example.org")
+        return services.sign_as_member(
+            petition, member, comment=None, show_name=True, wants_updates=False, address="10.0.0.9"
+        )
+    return services.sign(petition, rui(), "10.0.0.9")
+
+
+@pytest.mark.parametrize("as_member", [False, True], ids=["guest", "member"])
+def test_signing_again_twice_at_once_renews_once_and_sends_one_email(
+    app, monkeypatch, outbox: MailBox, run_jobs, withdrawn, as_member
+):
+    petition_id, signature_id = withdrawn
+    if not as_member and db_dialect(app) == "sqlite":
+        pytest.skip("on SQLite a guest's first statement, an INSERT, takes the write lock")
+    run_jobs()
+    outbox.clear()
+    settle = services._settle_withdrawal
+    other: list[services.SignOutcome] = []
+
+    def the_other_request_first(signature: Signature) -> bool:
+        # Both requests have read the signature as withdrawn; the other one renews it now.
+        if not other:
+            other.append(services.SignOutcome.CHECK_EMAIL)  # not again, from inside
+            elsewhere(app, lambda: other.__setitem__(0, sign_again(petition_id, as_member)))
+        return settle(signature)
+
+    monkeypatch.setattr(services, "_settle_withdrawal", the_other_request_first)
+    with app.app_context():
+        outcome = sign_again(petition_id, as_member)
+
+    if as_member:
+        assert other == [services.SignOutcome.COUNTED]
+        assert outcome == services.SignOutcome.ALREADY_SIGNED
+        assert saved_state(app, signature_id) == SignatureState.CONFIRMED
+    else:
+        assert other == [services.SignOutcome.CHECK_EMAIL]
+        assert outcome == services.SignOutcome.RECENTLY_SENT
+        assert saved_state(app, signature_id) == SignatureState.PENDING
+    run_jobs()
+    assert len(outbox.to("rui@example.org")) == 1
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Signature)) == 1
