@@ -122,12 +122,36 @@ def unique_slug(name: str, city: str) -> str:
     return slug
 
 
+FOUNDING_ATTEMPTS = 3
+
+
 def create_chapter(
     founder: Member, *, name: str, city: str, time_zone: str, description: str
 ) -> Chapter:
-    """Found a chapter; the founder is its first organiser. It forms until enough join."""
+    """Found a chapter; the founder is its first organiser. It forms until enough join.
+
+    The same chapter sent again by its founder within REPOST_WINDOW (a double submit)
+    returns the one already founded. When another founder takes the same address at the
+    same moment, this chapter gets the next free one.
+    """
     if time_zone not in TIME_ZONES:
         raise ChapterError("Please choose a time zone from the list.")
+    for _ in range(FOUNDING_ATTEMPTS):
+        if (founded := chapter_just_founded(founder, name, city)) is not None:
+            return founded
+        try:
+            chapter = _found(founder, name, city, time_zone, description)
+        except IntegrityError:  # its address was taken meanwhile, maybe by this very form
+            db.session.rollback()
+            continue
+        _activate_if_ready(chapter)
+        db.session.commit()
+        return chapter
+    raise ChapterError("Another chapter took this name at the same moment. Please try again.")
+
+
+def _found(founder: Member, name: str, city: str, time_zone: str, description: str) -> Chapter:
+    """Add the chapter with its founder as organiser; flushed, not committed."""
     chapter = Chapter(
         slug=unique_slug(name, city),
         name=name,
@@ -139,9 +163,24 @@ def create_chapter(
     chapter.memberships.append(Membership(member_id=founder.id, role=Role.ORGANISER))
     db.session.add(chapter)
     db.session.flush()
-    _activate_if_ready(chapter)
-    db.session.commit()
     return chapter
+
+
+def chapter_just_founded(founder: Member, name: str, city: str) -> Chapter | None:
+    """The chapter of this name and city that ``founder`` founded within REPOST_WINDOW."""
+    return db.session.scalar(
+        select(Chapter)
+        .join(Membership, Membership.chapter_id == Chapter.id)
+        .where(
+            Membership.member_id == founder.id,
+            Membership.role == Role.ORGANISER,
+            Chapter.name == name,
+            Chapter.city == city,
+            Chapter.created_at > utcnow() - REPOST_WINDOW,
+        )
+        .order_by(Chapter.id.desc())
+        .limit(1)
+    )
 
 
 def chapter_by_slug(slug: str) -> Chapter | None:

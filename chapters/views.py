@@ -118,7 +118,8 @@ def new():
     existing = services.chapters_in_city(form.city.data) if form.city.data else []
     second = request.form.get("second_chapter") == "yes"
     if form.validate_on_submit():
-        if existing and not second:
+        resent = services.chapter_just_founded(current_user, form.name.data, form.city.data)
+        if existing and not second and resent is None:
             # Point the founder to the chapters already there before making another.
             return form_page("chapters/new.html", form, 409, existing=existing)
         try:

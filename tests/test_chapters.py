@@ -354,6 +354,58 @@ def test_a_second_chapter_in_a_city_points_to_the_first_until_confirmed(app):
         ]
 
 
+def test_a_chapter_form_sent_twice_founds_one_chapter(app):
+    """The founder's second submit of the same form lands on the chapter just founded."""
+    with app.app_context():
+        people("Olga")
+    olga = log_in(app, "Olga")
+    form = {"csrf_token": csrf_token(olga.get("/chapters/new").text), **chapter_form()}
+    first, second = olga.post("/chapters/new", data=form), olga.post("/chapters/new", data=form)
+    assert first.status_code == second.status_code == 302
+    assert first.headers["Location"] == second.headers["Location"] == f"/chapters/{SLUG}"
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Chapter)) == 1
+
+
+def found_meanwhile(app: Flask, monkeypatch, founder_email: str) -> None:
+    """Once the next founding has picked its address, ``founder_email`` founds the same
+    chapter and commits first, as the other of two requests at once would."""
+    pick_slug = services.unique_slug
+
+    def slug_then_the_other_request(name: str, city: str) -> str:
+        slug = pick_slug(name, city)
+        monkeypatch.setattr(services, "unique_slug", pick_slug)
+        with app.app_context():
+            founder = member_by_email(founder_email)
+            services.create_chapter(founder, **chapter_form())
+        return slug
+
+    monkeypatch.setattr(services, "unique_slug", slug_then_the_other_request)
+
+
+def test_a_chapter_founded_twice_at_once_by_its_founder_is_founded_once(app, ctx, monkeypatch):
+    """Both requests of a double submit pick the same address: the second gets the first's
+    chapter instead of an error."""
+    (olga,) = people("Olga")
+    found_meanwhile(app, monkeypatch, email("Olga"))
+
+    chapter = services.create_chapter(olga, **chapter_form())
+    assert chapter.slug == SLUG
+    assert db.session.scalar(select(func.count()).select_from(Chapter)) == 1
+
+
+def test_a_name_another_founder_takes_at_the_same_moment_gets_the_next_address(
+    app, ctx, monkeypatch
+):
+    olga, ana = people("Olga", "Ana")
+    found_meanwhile(app, monkeypatch, email("Ana"))
+
+    chapter = services.create_chapter(olga, **chapter_form())
+    assert chapter.slug == f"{SLUG}-2"
+    assert chapter.is_organised_by(olga)
+    assert services.chapter_by_slug(SLUG).is_organised_by(ana)
+
+
 # --- 3. membership, roles and permissions ------------------------------------------------------
 
 
