@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
+from sqlalchemy.orm.exc import StaleDataError
 
 from core import pagecache, ratelimit
 from core.db import (
@@ -289,6 +290,8 @@ def _sign_as_guest(petition: Petition, details: SignerDetails, email_key: str) -
         return SignOutcome.ALREADY_SIGNED
     if _resend_confirmation(petition, existing):
         return SignOutcome.RESENT
+    if _signature_by_key(petition.id, email_key) is None:  # purged before the resend
+        return _sign_as_guest(petition, details, email_key)
     return SignOutcome.RECENTLY_SENT
 
 
@@ -362,7 +365,7 @@ def sign_as_member(
     for _attempt in range(SIGNING_ATTEMPTS):
         try:
             signature = _confirm_for_member(petition, member, email_key, details)
-        except (IntegrityError, _ChangedMeanwhile):
+        except (IntegrityError, StaleDataError, _ChangedMeanwhile):
             db.session.rollback()
             continue
         if signature is None:

@@ -12,11 +12,11 @@ from datetime import timedelta
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
 from core.db import utcnow
 from core.extensions import db
-from petitions import services
+from petitions import jobs, services
 from petitions.models import Petition, Signature, SignatureState
 from tests.factories import add_signature, make_member, make_petition, member_by_email
 from tests.helpers import MailBox
@@ -183,3 +183,71 @@ def test_signing_again_twice_at_once_renews_once_and_sends_one_email(
     assert len(outbox.to("rui@example.org")) == 1
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Signature)) == 1
+
+
+# --- the hourly purge deleting a stale signature midway ------------------------------------
+
+
+def test_one_click_over_a_stale_guest_signature_purged_midway_counts(app, outbox, run_jobs):
+    petition_id = open_petition(app)
+    with app.app_context():
+        ana = make_member("ana@example.org", "Ana Lima")
+        services.sign(
+            db.session.get(Petition, petition_id), rui(email="ana@example.org"), "10.0.0.1"
+        )
+        stale(petition_id, "ana@example.org")
+    run_jobs()
+    outbox.clear()
+
+    def purge_now(session, flush_context, instances):
+        # The hourly purge, as the member's choices are being saved over the stale row.
+        elsewhere(app, lambda: jobs.purge_stale_signatures())
+
+    with app.app_context():
+        ana = member_by_email("ana@example.org")
+        event.listen(db.session(), "before_flush", purge_now, once=True)
+        outcome = services.sign_as_member(
+            db.session.get(Petition, petition_id),
+            ana,
+            comment=None,
+            show_name=False,
+            wants_updates=False,
+            address="10.0.0.2",
+        )
+        assert outcome == services.SignOutcome.COUNTED
+        signature = signature_of(petition_id, "ana@example.org")
+        assert signature.state == SignatureState.CONFIRMED and signature.member_id == ana.id
+    run_jobs()
+    assert outbox.last_to("ana@example.org")["Subject"].startswith("You signed")
+    with app.app_context():
+        assert db.session.get(Petition, petition_id).signature_count == 1
+
+
+def test_signing_over_a_stale_signature_purged_midway_signs_afresh(app, outbox, run_jobs):
+    if db_dialect(app) == "sqlite":
+        pytest.skip("on SQLite a guest's first statement, an INSERT, takes the write lock")
+    petition_id = open_petition(app)
+    with app.app_context():
+        services.sign(db.session.get(Petition, petition_id), rui(), "10.0.0.1")
+        stale(petition_id, "rui@example.org")
+    run_jobs()
+    outbox.clear()
+    purged: list[int] = []
+
+    def purge_once_read(conn, cursor, statement, *args):
+        # The purge runs just after this request read the old pending signature.
+        if not purged and statement.startswith("SELECT signatures.id"):
+            purged.append(1)
+            elsewhere(app, lambda: jobs.purge_stale_signatures())
+
+    with app.app_context():
+        event.listen(db.engine, "after_cursor_execute", purge_once_read)
+        try:
+            outcome = services.sign(db.session.get(Petition, petition_id), rui(), "10.0.0.2")
+        finally:
+            event.remove(db.engine, "after_cursor_execute", purge_once_read)
+        assert purged
+        assert outcome == services.SignOutcome.CHECK_EMAIL
+        assert signature_of(petition_id).state == SignatureState.PENDING
+    run_jobs()
+    assert len(outbox.to("rui@example.org")) == 1
