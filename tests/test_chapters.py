@@ -1002,6 +1002,30 @@ def test_the_meetup_page_shows_a_waiting_members_place_in_the_queue(app):
     assert "You are on the waitlist, number 2." in text_of(page.text)
 
 
+def going_section(page_html: str) -> str:
+    return page_html.split('id="going-heading"', 1)[1].split("</section>", 1)[0]
+
+
+def test_only_the_chapters_members_see_who_is_going(app):
+    """Members and organisers see the names going and waiting; a guest or an outsider
+    sees how many."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana", "Ben", "Cara")
+        people("Rui")
+        meetup = make_meetup(chapter, members["Olga"], capacity=2)
+        answer(meetup, members, True, "Ana", "Ben", "Cara")
+        meetup_id = meetup.id
+    url = f"/meetups/{meetup_id}"
+
+    for name in ("Olga", "Cara"):
+        shown = going_section(log_in(app, name).get(url).text)
+        assert re.findall(r"<li>(\w+)</li>", shown) == ["Ana", "Ben", "Cara"]
+    for viewer in (app.test_client(), log_in(app, "Rui")):
+        shown = going_section(viewer.get(url).text)
+        assert "<li>" not in shown
+        assert text_of(shown) == ">Going 2 going, 1 on the waitlist."
+
+
 def test_the_meetup_page_survives_a_promotion_between_its_reads(app, monkeypatch):
     """Promoted after the page read the RSVP but before it read the waitlist, the member
     still gets the page, not an error."""
