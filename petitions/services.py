@@ -663,7 +663,8 @@ def petitions_needing_tally() -> list[int]:
 
 
 def reconcile(petition_id: int) -> int:
-    """Recount a petition from its signature rows and repair any drift; returns the drift.
+    """Recount a petition from its signature rows and repair any drift, and tell any
+    milestone not yet told; returns the drift.
 
     The counts are rebuilt from the rows flagged ``counted`` once the flags have caught up
     with the states. Only code holding the petition's lock changes that flag, so every
@@ -701,9 +702,22 @@ def reconcile(petition_id: int) -> int:
     db.session.add_all(
         HourlyCount(petition_id=petition_id, hour=h, count=n) for h, n in hours.items()
     )
-    tell_milestones(petition_id, _record_milestones(petition, 0, real))
+    _record_milestones(petition, 0, real)
+    # Every milestone recorded, not only those recorded now: a tally that crashed between
+    # two notices saved both milestones but told one. Keys make the others no-ops.
+    tell_milestones(petition_id, _recorded_milestones(petition_id))
     db.session.commit()
     return drift
+
+
+def _recorded_milestones(petition_id: int) -> list[int]:
+    return list(
+        db.session.scalars(
+            select(Milestone.threshold)
+            .where(Milestone.petition_id == petition_id)
+            .order_by(Milestone.threshold)
+        )
+    )
 
 
 def tell_milestones(petition_id: int, thresholds: list[int]) -> None:

@@ -1016,6 +1016,42 @@ def test_milestones_are_recorded_and_notified_once(app, outbox, run_jobs):
         ]
 
 
+def test_a_milestone_whose_notice_was_lost_is_told_by_the_reconcile_once(
+    app, monkeypatch, outbox, run_jobs
+):
+    petition_id = make_petition(app, goal=12)
+    notify = services.notify
+
+    def crash_before_the_goal(kind, **options):
+        if options.get("payload", {}).get("threshold") == 12:
+            raise RuntimeError("worker killed")
+        return notify(kind, **options)
+
+    with app.app_context():
+        add_signatures(db.session.get(Petition, petition_id), 12)
+        monkeypatch.setattr(services, "notify", crash_before_the_goal)
+        with pytest.raises(RuntimeError):
+            services.tally(petition_id)  # both crossed in one tally
+        db.session.rollback()
+        monkeypatch.setattr(services, "notify", notify)
+        # The first notice committed the counts and both milestones with it.
+        assert db.session.get(Petition, petition_id).signature_count == 12
+        assert sorted(db.session.scalars(select(Milestone.threshold))) == [10, 12]
+        assert services.tally(petition_id) == []
+
+        services.reconcile(petition_id)
+        services.reconcile(petition_id)
+    run_jobs()
+    subjects = sorted(m["Subject"] for m in outbox.to("org@example.org"))
+    assert subjects == [
+        "Your petition reached 10 signatures",
+        "Your petition reached its goal of 12 signatures",
+    ]
+    with app.app_context():
+        told = select(func.count()).where(Notification.kind == "petition_milestone")
+        assert db.session.scalar(told) == 2
+
+
 # --- updates to signers ---------------------------------------------------------------
 
 
