@@ -36,7 +36,8 @@ def seed_campaigns() -> list[str]:
             "body": "Lisbon City Council",
         },
     )
-    services.add_organiser(lisbon, ana.email)
+    services.invite_organiser(lisbon, demo, ana.email)
+    services.accept_invitation(services.invitation_to(lisbon, ana), ana)
     services.set_funding(lisbon, Funding.VOLUNTEER)
     for organiser in lisbon.organisers:
         services.declare_affiliation(organiser, company=None, topic=None, details=None)

@@ -98,8 +98,17 @@ class AffiliationForm(Form):
         return valid
 
 
+def _someone_elses_email(label: str):
+    """An email field for another person's address: the browser must not offer one's own."""
+    field = email_field(label)
+    field.kwargs["render_kw"] = {"autocomplete": "off"}
+    _, *checks = field.kwargs["validators"]
+    field.kwargs["validators"] = [InputRequired("Please enter their email address."), *checks]
+    return field
+
+
 class OrganiserForm(Form):
-    email = email_field("Member's email address")
+    email = _someone_elses_email("Their email address")
 
 
 class StanceForm(Form):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from campaigns import services
-from campaigns.models import Campaign, CampaignUpdate, Follower
+from campaigns.models import Campaign, CampaignInvitation, CampaignUpdate, Follower
 from core.extensions import db
+from core.queue import periodic
 from core.urls import external_url
+from members.models import normalise_account_email
 from notifications.services import Category, Delivery, audience, message
 
 
@@ -40,3 +42,29 @@ def confirm_follow_message(payload: dict, delivery: Delivery) -> dict | None:
             "campaigns.confirm_follow", token=services.follow_token(follower)
         ),
     }
+
+
+@message("campaign_invitation", category=Category.CAMPAIGNS)
+def invitation_message(payload: dict, delivery: Delivery) -> dict | None:
+    """An invitation to co-organise, to the member whose address it was made to; nothing
+    once it is answered, withdrawn, lapsed or reopened, or once the address is no longer
+    theirs."""
+    invitation = db.session.get(CampaignInvitation, payload["invitation_id"])
+    if invitation is None or not invitation.is_open:
+        return None
+    if invitation.created_at.isoformat() != payload.get("sent_at"):
+        return None  # reopened since: the newer notification tells of it
+    if normalise_account_email(delivery.email) != invitation.email_key:
+        return None
+    return {
+        "campaign": invitation.campaign,
+        "inviter": invitation.invited_by.display_name if invitation.invited_by else None,
+        "invitation": invitation,
+        "invitation_link": external_url("campaigns.invitation", invitation_id=invitation.id),
+    }
+
+
+@periodic(interval=3600)
+def forget_lapsed_invitations() -> int:
+    """Delete invitations to co-organise that lapsed unanswered or were answered long ago."""
+    return services.forget_lapsed_invitations()

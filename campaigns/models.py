@@ -7,7 +7,7 @@ declarations, so no one can switch it off.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
@@ -216,6 +216,68 @@ class CampaignOrganiser(db.Model):
         self.affiliation_topic = topic if company else None
         self.affiliation_details = details if company else None
         self.affiliation_declared_at = utcnow()
+
+
+class InvitationState(StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+
+
+# An invitation not answered by then lapses: it is no longer shown, nor can it be accepted.
+INVITATION_LIFETIME = timedelta(days=30)
+
+
+class CampaignInvitation(db.Model):
+    """An offer to co-organise a campaign, made by its owner to an email address.
+
+    The owner's word names an address, not a person's consent, so nobody organises a
+    campaign, nor is shown as organising it, until they accept. The invitation belongs to
+    whoever has a confirmed account with that address (as ``email_key``); it is recorded
+    for any address typed, so that what the owner sees never tells whether one has an
+    account.
+    """
+
+    __tablename__ = "campaign_invitations"
+    __table_args__ = (UniqueConstraint("campaign_id", "email_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(String(254))  # as the owner typed it
+    email_key: Mapped[str] = mapped_column(String(254), index=True)  # as accounts match it
+    invited_by_id: Mapped[int | None] = mapped_column(
+        ForeignKey("members.id", ondelete="SET NULL"), index=True
+    )
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(10), default=InvitationState.PENDING)
+    answered_at: Mapped[datetime | None]
+
+    campaign: Mapped[Campaign] = relationship()
+    invited_by: Mapped[Member | None] = relationship()
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.created_at + INVITATION_LIFETIME
+
+    @property
+    def is_open(self) -> bool:
+        """Still waiting for an answer, and not lapsed."""
+        return self.state == InvitationState.PENDING and utcnow() < self.expires_at
+
+    def accept(self) -> None:
+        self._answer(InvitationState.ACCEPTED)
+
+    def decline(self) -> None:
+        self._answer(InvitationState.DECLINED)
+
+    def _answer(self, state: InvitationState) -> None:
+        if self.state != InvitationState.PENDING:
+            raise CampaignError("You have already answered this invitation.")
+        if not self.is_open:
+            raise CampaignError(
+                "This invitation has lapsed. Ask the campaign's owner to invite you again."
+            )
+        self.state, self.answered_at = state, utcnow()
 
 
 class Funder(db.Model):

@@ -6,18 +6,21 @@ Views and jobs call these functions; they take models or ids and return results.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import Select, delete, func, or_, select
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from campaigns.models import (
     AMOUNT_BANDS,
     FUNDER_KIND_LABELS,
+    INVITATION_LIFETIME,
     Campaign,
     CampaignError,
+    CampaignInvitation,
     CampaignOrganiser,
     CampaignUpdate,
     DecisionMaker,
@@ -25,6 +28,7 @@ from campaigns.models import (
     Follower,
     Funder,
     Funding,
+    InvitationState,
     LinkedWork,
     Stance,
     Status,
@@ -39,7 +43,7 @@ from core.places import city_slug
 from core.tokens import make_token, read_token
 from core.topics import topic_label
 from core.urls import external_url
-from members.models import Member
+from members.models import Member, normalise_account_email
 from members.signals import account_deleting, data_export
 from notifications.services import Recipient, address_confirmed, notify
 
@@ -51,10 +55,20 @@ RESEND_AFTER = timedelta(minutes=10)
 REPOST_WINDOW = timedelta(minutes=10)
 PER_PAGE = 20
 WORK_KINDS = ("petition", "meetup")
+# How many co-organiser invitations one member may send, to any addresses and campaigns.
+INVITE_LIMITS = ("10 per hour", "30 per day")
 
 
 class FollowRefused(CampaignError):
     """Too many follow requests from one place or for one address; try again later."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.message, self.retry_after = message, retry_after
+
+
+class InvitationRefused(CampaignError):
+    """Too many invitations from one member; try again later."""
 
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message)
@@ -93,26 +107,247 @@ def visible_campaign(campaign_id: int, viewer: Member | None) -> Campaign | None
     return None
 
 
-def add_organiser(campaign: Campaign, email: str) -> CampaignOrganiser:
-    """Make the member with this confirmed account email a co-organiser.
+def invite_organiser(campaign: Campaign, inviter: Member, email: str) -> None:
+    """Invite whoever has a confirmed account with ``email`` to co-organise the campaign.
 
-    An unconfirmed account is refused: anyone can register with an address that is not
-    theirs, so only the address's proven owner may be added by it.
+    The invitation is recorded for any address, and its owner is told by email and in the
+    notification centre only if they are a confirmed member who does not organise the
+    campaign yet. What the inviter sees is the same in every case, so inviting never
+    reveals who has an account. Inviting an address again while its invitation waits (or
+    after it was declined, until it lapses) changes nothing and sends nothing.
+    Over ``INVITE_LIMITS`` it raises InvitationRefused, whatever the address.
     """
-    member = db.session.scalar(select(Member).where(Member.email == email.strip().lower()))
-    if member is None:
-        raise CampaignError("No member has that email address. Ask them to join first.")
-    if not member.is_confirmed:
-        raise CampaignError(
-            "That member has not confirmed their email address yet. Ask them to follow "
-            "the link we emailed them, then add them again."
+    _check_invite_limits(inviter)
+    key = normalise_account_email(email)
+    _forget_lapsed_invitations(campaign)
+    invitation = db.session.scalar(
+        select(CampaignInvitation).where(
+            CampaignInvitation.campaign_id == campaign.id, CampaignInvitation.email_key == key
         )
-    if campaign.is_organised_by(member):
-        raise CampaignError(f"{member.display_name} already organises this campaign.")
+    )
+    if invitation is None:
+        invitation = CampaignInvitation(
+            campaign_id=campaign.id, email=email.strip(), email_key=key, invited_by_id=inviter.id
+        )
+        db.session.add(invitation)
+        try:
+            db.session.commit()
+        except IntegrityError:  # the same invitation, sent twice at once: the other one stands
+            db.session.rollback()
+            return
+    elif not _reopen(invitation, inviter, email):
+        db.session.commit()
+        return
+    invitee = db.session.scalar(select(Member).where(Member.email == key))
+    if invitee is None or not invitee.is_confirmed or campaign.is_organised_by(invitee):
+        return
+    inviter_name = inviter.display_name
+    notify(
+        "campaign_invitation",
+        title=f"{inviter_name} invites you to co-organise {campaign.title}",
+        link=external_url("campaigns.invitation", invitation_id=invitation.id),
+        # An invitation reopened later is news of its own: this one is then stale.
+        payload={"invitation_id": invitation.id, "sent_at": invitation.created_at.isoformat()},
+        recipients=[Recipient(invitee.email, invitee.id, invitee.display_name)],
+        key=f"campaign-invitation:{invitation.id}:{invitation.created_at.isoformat()}",
+        expires_at=invitation.expires_at,
+    )
+
+
+def invitation_answer(email: str) -> str:
+    """What the inviter is told, whoever the address belongs to."""
+    return (
+        f"If {email.strip()} belongs to a confirmed member, we have invited them; "
+        "they become a co-organiser when they accept."
+    )
+
+
+def _check_invite_limits(inviter: Member) -> None:
+    """Count every invitation sent, to any address, so the limit tells nothing either."""
+    retry_after = ratelimit.hit_all(
+        [(limit, f"campaign-invite:{inviter.id}") for limit in INVITE_LIMITS],
+        allow_when_down=True,
+    )
+    if retry_after is not None:
+        raise InvitationRefused(
+            "You have sent many invitations in a short time. Please try again later.",
+            retry_after=retry_after,
+        )
+
+
+def _reopen(invitation: CampaignInvitation, inviter: Member, email: str) -> bool:
+    """Make an accepted invitation of someone who no longer organises the campaign
+    (removed, or who detached) wait for an answer again; True if this call did.
+
+    One statement claims it, so an invitation sent twice at once is reopened once.
+    """
+    if invitation.state != InvitationState.ACCEPTED:
+        return False
+    invitee = db.session.scalar(select(Member).where(Member.email == invitation.email_key))
+    if invitee is not None and invitation.campaign.is_organised_by(invitee):
+        return False
+    claimed = db.session.execute(
+        update(CampaignInvitation)
+        .where(
+            CampaignInvitation.id == invitation.id,
+            CampaignInvitation.state == InvitationState.ACCEPTED,
+        )
+        .values(
+            state=InvitationState.PENDING,
+            email=email.strip(),
+            invited_by_id=inviter.id,
+            created_at=utcnow(),
+            answered_at=None,
+        )
+    ).rowcount
+    db.session.commit()
+    db.session.refresh(invitation)
+    return claimed == 1
+
+
+def _forget_lapsed_invitations(campaign: Campaign | None = None) -> int:
+    """Delete invitations past their lifetime (of one campaign, or all); they hold
+    addresses typed by someone else. Returns how many went."""
+    query = delete(CampaignInvitation).where(
+        CampaignInvitation.created_at <= utcnow() - INVITATION_LIFETIME
+    )
+    if campaign is not None:
+        query = query.where(CampaignInvitation.campaign_id == campaign.id)
+    return db.session.execute(query).rowcount
+
+
+def forget_lapsed_invitations() -> int:
+    """Delete every invitation past its lifetime; returns how many."""
+    count = _forget_lapsed_invitations()
+    db.session.commit()
+    return count
+
+
+def pending_invitations(campaign: Campaign) -> list[CampaignInvitation]:
+    """The campaign's invitations still waiting for an answer, oldest first, for its owner."""
+    return list(
+        db.session.scalars(
+            select(CampaignInvitation)
+            .where(
+                CampaignInvitation.campaign_id == campaign.id,
+                CampaignInvitation.state == InvitationState.PENDING,
+                CampaignInvitation.created_at > utcnow() - INVITATION_LIFETIME,
+            )
+            .order_by(CampaignInvitation.id)
+        )
+    )
+
+
+def withdraw_invitation(campaign: Campaign, invitation_id: int) -> CampaignInvitation:
+    """Take back an invitation still waiting for an answer; it is deleted."""
+    invitation = db.session.scalar(
+        select(CampaignInvitation).where(
+            CampaignInvitation.id == invitation_id,
+            CampaignInvitation.campaign_id == campaign.id,
+            CampaignInvitation.state == InvitationState.PENDING,
+        )
+    )
+    if invitation is None:
+        raise CampaignError("That invitation is no longer waiting for an answer.")
+    db.session.delete(invitation)
+    db.session.commit()
+    return invitation
+
+
+def _invitation_key(member: Member | None) -> str | None:
+    """The key of the member's invitations, once their address is confirmed.
+
+    Anyone can register with any address, so an unconfirmed one is offered nothing.
+    """
+    if member is None or not getattr(member, "is_authenticated", False):
+        return None
+    return normalise_account_email(member.email) if member.is_confirmed else None
+
+
+def invitation_of(member: Member | None, invitation_id: int) -> CampaignInvitation | None:
+    """The invitation with this id if it is made to the member's confirmed address."""
+    key = _invitation_key(member)
+    if key is None:
+        return None
+    return db.session.scalar(
+        select(CampaignInvitation).where(
+            CampaignInvitation.id == invitation_id, CampaignInvitation.email_key == key
+        )
+    )
+
+
+def _open_invitations(key: str) -> Select:
+    return select(CampaignInvitation).where(
+        CampaignInvitation.email_key == key,
+        CampaignInvitation.state == InvitationState.PENDING,
+        CampaignInvitation.created_at > utcnow() - INVITATION_LIFETIME,
+    )
+
+
+def invitation_to(campaign: Campaign, member: Member | None) -> CampaignInvitation | None:
+    """The member's open invitation to ``campaign``, unless they organise it already."""
+    key = _invitation_key(member)
+    if key is None or campaign.is_organised_by(member):
+        return None
+    return db.session.scalar(
+        _open_invitations(key).where(CampaignInvitation.campaign_id == campaign.id)
+    )
+
+
+def invitations_for(member: Member | None, *, limit: int = 20) -> list[CampaignInvitation]:
+    """Open invitations to campaigns the member does not organise yet, newest first."""
+    key = _invitation_key(member)
+    if key is None:
+        return []
+    organising = select(CampaignOrganiser.campaign_id).where(
+        CampaignOrganiser.member_id == member.id
+    )
+    return list(
+        db.session.scalars(
+            _open_invitations(key)
+            .where(CampaignInvitation.campaign_id.not_in(organising))
+            .order_by(CampaignInvitation.created_at.desc(), CampaignInvitation.id.desc())
+            .limit(limit)
+        )
+    )
+
+
+def _answer_invitation(invitation: CampaignInvitation, answer: Callable[[], None]) -> None:
+    """Record an answer under the invitation's row lock, so it is answered only once."""
+    db.session.refresh(invitation, with_for_update=True)
+    try:
+        answer()
+    except CampaignError:
+        db.session.rollback()
+        raise
+
+
+def accept_invitation(invitation: CampaignInvitation, member: Member) -> CampaignOrganiser:
+    """Become a co-organiser. Like any organiser added, they are shown as "not yet
+    declared" in the disclosure until they declare their ties, and until then take no part
+    in running a published campaign."""
+    _answer_invitation(invitation, invitation.accept)
+    campaign = invitation.campaign
+    if (organiser := campaign.organiser_for(member)) is not None:
+        db.session.commit()
+        return organiser
     organiser = CampaignOrganiser(member_id=member.id, is_owner=False)
     campaign.organisers.append(organiser)
-    _record_disclosure(campaign)  # a new organiser has not declared yet
+    try:
+        _record_disclosure(campaign)  # a new organiser has not declared yet
+    except IntegrityError:
+        db.session.rollback()
+        raise CampaignError(
+            "You became an organiser of this campaign at the same moment; please look again."
+        ) from None
     return organiser
+
+
+def decline_invitation(invitation: CampaignInvitation) -> None:
+    """Turn the invitation down. It is not shown again, and inviting the same address
+    again sends nothing until the invitation would have lapsed."""
+    _answer_invitation(invitation, invitation.decline)
+    db.session.commit()
 
 
 def remove_organiser(campaign: Campaign, organiser_id: int) -> None:
@@ -651,12 +886,34 @@ def _member_follows(member: Member) -> Select:
 
 @data_export.connect
 def export_member_campaigns(sender, member: Member, **extra) -> dict[str, Any]:
-    """The campaigns the member organises and follows, for their data download."""
+    """The campaigns the member organises and follows, and the invitations to co-organise
+    made to their confirmed address, for their data download."""
     organising = db.session.scalars(
         select(CampaignOrganiser).where(CampaignOrganiser.member_id == member.id)
     ).all()
     following = db.session.scalars(_member_follows(member).order_by(Follower.id)).all()
+    key = _invitation_key(member)
+    invitations = (
+        db.session.scalars(
+            select(CampaignInvitation)
+            .where(CampaignInvitation.email_key == key)
+            .order_by(CampaignInvitation.id)
+        ).all()
+        if key
+        else []
+    )
     return {
+        "campaign_invitations": [
+            {
+                "campaign_id": i.campaign_id,
+                "email": i.email,
+                "invited_by": i.invited_by.display_name if i.invited_by else None,
+                "state": i.state,
+                "created_at": i.created_at.isoformat(),
+                "answered_at": i.answered_at.isoformat() if i.answered_at else None,
+            }
+            for i in invitations
+        ],
         "campaigns_organised": [
             {
                 "campaign_id": o.campaign_id,
@@ -687,3 +944,11 @@ def remove_member_follows(sender, member: Member, **extra) -> None:
     ids = db.session.scalars(_member_follows(member).with_only_columns(Follower.id)).all()
     if ids:
         db.session.execute(delete(Follower).where(Follower.id.in_(ids)))
+
+
+@account_deleting.connect
+def remove_member_invitations(sender, member: Member, **extra) -> None:
+    """Drop the invitations to co-organise made to the deleted member's confirmed address
+    (they hold the address)."""
+    if key := _invitation_key(member):
+        db.session.execute(delete(CampaignInvitation).where(CampaignInvitation.email_key == key))

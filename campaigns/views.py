@@ -71,7 +71,12 @@ def index():
         page=int(page) if page.isascii() and page.isdigit() and len(page) < 7 else 1,
     )
     return render_template(
-        "campaigns/index.html", result=result, topics=TOPICS, statuses=list(Status), args=args
+        "campaigns/index.html",
+        result=result,
+        topics=TOPICS,
+        statuses=list(Status),
+        args=args,
+        invitations=services.invitations_for(_viewer()),
     )
 
 
@@ -107,6 +112,7 @@ def _page_context(campaign: Campaign, **forms) -> dict:
         "funder_kinds": FUNDER_KIND_LABELS,
         "amount_bands": AMOUNT_BANDS,
         "action_form": ActionForm(formdata=None),
+        "invitation": services.invitation_to(campaign, _viewer()),
     }
 
 
@@ -169,7 +175,11 @@ def _manage_page(campaign: Campaign, status: int = 200, **posted):
     # The forms of this page, posted ones included, win over the page's defaults.
     context = {**_page_context(campaign), **forms}
     return render_template(
-        "campaigns/manage.html", me=me, attached=services.attached_work(campaign), **context
+        "campaigns/manage.html",
+        me=me,
+        attached=services.attached_work(campaign),
+        invitations=services.pending_invitations(campaign) if me.is_owner else [],
+        **context,
     ), status
 
 
@@ -204,6 +214,10 @@ def _organiser_action(
                 me.require_declared()
             flash(act(campaign, form), "success")
             return redirect(url_for("campaigns.manage", campaign_id=campaign.id))
+        except services.InvitationRefused as refusal:
+            form.form_errors.append(refusal.message)
+            page = _manage_page(campaign, 429, **{form_name: form})
+            return (*page, {"Retry-After": str(refusal.retry_after)})
         except CampaignError as error:
             form.form_errors.append(str(error))
     if form_name == "stance_form":
@@ -271,12 +285,23 @@ def declare_affiliation(campaign_id: int):
 
 @bp.post("/campaigns/<id:campaign_id>/organisers")
 @login_required
-def add_organiser(campaign_id: int):
+def invite_organiser(campaign_id: int):
     def act(campaign, form):
-        organiser = services.add_organiser(campaign, form.email.data)
-        return f"{organiser.member.display_name} is now a co-organiser."
+        services.invite_organiser(campaign, current_user, form.email.data)
+        # The same answer whoever the address belongs to: no page tells who has an account.
+        return services.invitation_answer(form.email.data)
 
     return _organiser_action(campaign_id, "organiser_form", act, owner_only=True)
+
+
+@bp.post("/campaigns/<id:campaign_id>/invitations/<id:invitation_id>/withdraw")
+@login_required
+def withdraw_invitation(campaign_id: int, invitation_id: int):
+    def act(campaign, form):
+        invitation = services.withdraw_invitation(campaign, invitation_id)
+        return f"The invitation to {invitation.email} is withdrawn."
+
+    return _organiser_action(campaign_id, "action_form", act, owner_only=True)
 
 
 @bp.post("/campaigns/<id:campaign_id>/organisers/<id:organiser_id>/remove")
@@ -361,6 +386,51 @@ def detach(campaign_id: int, link_id: int):
 
 
 MANAGE_FORMS["action_form"] = ActionForm
+
+
+# --- invitations to co-organise -------------------------------------------------------------
+
+
+def _invitation_or_404(invitation_id: int):
+    """The invitation, only for the member it was made to; anyone else finds nothing."""
+    return services.invitation_of(current_user, invitation_id) or abort(404)
+
+
+@bp.get("/campaigns/invitations/<id:invitation_id>")
+@login_required
+def invitation(invitation_id: int):
+    found = _invitation_or_404(invitation_id)
+    campaign = found.campaign
+    return render_template(
+        "campaigns/invitation.html",
+        invitation=found,
+        campaign=campaign,
+        organising=campaign.is_organised_by(current_user),
+    )
+
+
+@bp.post("/campaigns/invitations/<id:invitation_id>/<any(accept, decline):answer>")
+@login_required
+def answer_invitation(invitation_id: int, answer: str):
+    found = _invitation_or_404(invitation_id)
+    if not ActionForm().validate():
+        abort(400)
+    campaign = found.campaign
+    try:
+        if answer == "decline":
+            services.decline_invitation(found)
+            flash(f"You have declined the invitation to co-organise {campaign.title}.", "info")
+            return redirect(url_for("campaigns.invitation", invitation_id=invitation_id))
+        services.accept_invitation(found, current_user)
+    except CampaignError as error:
+        flash(str(error), "error")
+        return redirect(url_for("campaigns.invitation", invitation_id=invitation_id))
+    flash(
+        f"You are now a co-organiser of {campaign.title}. Please declare your ties to "
+        "sharing-economy companies: until you do, the campaign shows yours as pending.",
+        "success",
+    )
+    return redirect(url_for("campaigns.manage", campaign_id=campaign.id) + "#affiliation-heading")
 
 
 # --- supporters and linked work ---------------------------------------------------------------

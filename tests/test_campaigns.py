@@ -1,6 +1,6 @@
 """Campaigns: permissions, the disclosure and its history, the industry-backed label, the
-decision-maker tracker, status, followers and their updates, linked petitions, the listing
-and the city page."""
+decision-maker tracker, status, followers and their updates, linked petitions, invitations
+to co-organise, the listing and the city page."""
 
 from __future__ import annotations
 
@@ -10,16 +10,20 @@ import re
 from collections import Counter
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
+from unittest.mock import ANY
 
 import pytest
 from flask import Flask
 from playwright.sync_api import expect
 from sqlalchemy import func, select
+from sqlalchemy import inspect as sa_inspect
 
 from campaigns import services as campaign_services
 from campaigns.forms import NewCampaignForm
 from campaigns.models import (
+    INVITATION_LIFETIME,
     Campaign,
+    CampaignInvitation,
     CampaignOrganiser,
     CampaignUpdate,
     DisclosureRecord,
@@ -42,13 +46,12 @@ from petitions import services as petition_services
 from tests import factories
 from tests.factories import (
     PASSWORD,
-    add_co_organiser,
     add_signatures,
     make_campaign,
     make_member,
     member_by_email,
 )
-from tests.helpers import csrf_token, links_in, path_of, submit
+from tests.helpers import csrf_token, links_in, path_of, submit, text_body
 
 OWNER = "olga@example.org"
 CO = "pia@example.org"
@@ -82,12 +85,35 @@ def launch(app: Flask, owner_email: str = OWNER, *, publish: bool = True, **fiel
         return make_campaign(member_by_email(owner_email), publish=publish, **fields).id
 
 
+def add_co_organiser(campaign: Campaign, member: Member, *, declare: bool = True):
+    """``member`` accepts the owner's invitation; by default they then declare "no paid
+    relationship"."""
+    campaign_services.invite_organiser(campaign, campaign.owner.member, member.email)
+    invitation = campaign_services.invitation_to(campaign, member)
+    organiser = campaign_services.accept_invitation(invitation, member)
+    if declare:
+        campaign_services.declare_affiliation(organiser, company=None, topic=None, details=None)
+    return organiser
+
+
 def with_co_organiser(app: Flask, campaign_id: int, email: str = CO, **options) -> int:
     """Pia (by default) becomes a co-organiser; returns the organiser row's id."""
     member(app, email, "Pia Petitioner")
     with app.app_context():
         campaign = db.session.get(Campaign, campaign_id)
         return add_co_organiser(campaign, member_by_email(email), **options).id
+
+
+def invitation_path(outbox, email: str) -> str:
+    """The invitation page linked from the last email to ``email``."""
+    links = links_in(outbox.last_to(email))
+    return path_of(next(link for link in links if "/campaigns/invitations/" in link))
+
+
+def answer(client, path: str, which: str):
+    """Accept or decline with the invitation page's own token; ``path`` is the page."""
+    token = csrf_token(client.get("/account").text)
+    return client.post(f"{path}/{which}", data={"csrf_token": token})
 
 
 def log_in(app: Flask, email: str):
@@ -349,33 +375,36 @@ def test_the_manage_page_opens_for_organisers_with_owner_tools_for_the_owner_onl
 
     owner_page = log_in(app, OWNER).get(f"/campaigns/{campaign_id}/manage")
     assert owner_page.status_code == 200
-    assert "Add a co-organiser" in owner_page.text
+    assert "Invite a co-organiser" in owner_page.text
     assert f"/organisers/{third_id}/remove" in owner_page.text
     assert f'name="maker-{maker_id}-stance"' in owner_page.text
     assert f'name="maker-{maker_id}-source_url"' in owner_page.text
 
     co_page = log_in(app, CO).get(f"/campaigns/{campaign_id}/manage")
     assert co_page.status_code == 200
-    assert "Add a co-organiser" not in co_page.text
+    assert "Invite a co-organiser" not in co_page.text
     assert f"/organisers/{third_id}/remove" not in co_page.text
     assert f"/decision-makers/{maker_id}/stance" in co_page.text
     names = re.findall(r'name="([^"]+)"', co_page.text)
     assert not [n for n in names if "industry" in n or "label" in n]
 
 
-def test_the_owner_adds_and_removes_co_organisers(app):
+def test_the_owner_invites_a_co_organiser_who_accepts_and_can_be_removed(app, outbox, run_jobs):
     campaign_id = launch(app)
     member(app, CO, "Pia Petitioner")
     olga = log_in(app, OWNER)
-    assert (
-        organise(olga, campaign_id, "organisers", {"email": " PIA@example.org "}).status_code == 302
-    )
+    response = organise(olga, campaign_id, "organisers", {"email": " PIA@example.org "})
+    assert response.status_code == 302
+    assert snapshot(app, campaign_id)["organisers"] == [(member(app, OWNER), True, None, ANY)]
+    run_jobs()
+    pia = log_in(app, CO)
+    answer(pia, invitation_path(outbox, CO), "accept")
     with app.app_context():
-        pia = db.session.scalar(
+        row = db.session.scalar(
             select(CampaignOrganiser).where(CampaignOrganiser.member_id == member_by_email(CO).id)
         )
-        assert pia is not None and not pia.is_owner
-        pia_id = pia.id
+        assert row is not None and not row.is_owner
+        pia_id = row.id
     assert organise(olga, campaign_id, f"organisers/{pia_id}/remove", {}).status_code == 302
     assert [o[0] for o in snapshot(app, campaign_id)["organisers"]] == [member(app, OWNER)]
 
@@ -670,8 +699,15 @@ def test_every_disclosure_change_is_a_dated_entry_shown_newest_first(app):
         {},
         "Funded by: Tenants Fund (Foundation, €1,000 to €10,000). Olga",
     )
-    step("organisers", {"email": CO}, "Pia Petitioner: not yet declared.")
+    # An invitation changes nothing in the disclosure; accepting it does.
+    assert organise(olga, campaign_id, "organisers", {"email": CO}).status_code == 302
+    assert len(history()) == len(steps)
     pia = log_in(app, CO)
+    with app.app_context():
+        invitation_id = db.session.scalar(select(CampaignInvitation.id))
+    assert answer(pia, f"/campaigns/invitations/{invitation_id}", "accept").status_code == 302
+    steps.append(("accept", "Pia Petitioner: not yet declared."))
+    assert "Pia Petitioner: not yet declared." in text_of(history()[0])
     step(
         "affiliation",
         {"company": "HostAway", "topic": "home-sharing", "details": "Paid consultant."},
@@ -1113,26 +1149,12 @@ REFUSED = {
         "name",
         "Please fill in decision-maker.",
     ),
-    "a co-organiser who is not a member": (
-        "published",
-        "organisers",
-        {"email": "nobody@example.org"},
-        None,
-        "No member has that email address. Ask them to join first.",
-    ),
     "a co-organiser with a bad address": (
         "published",
         "organisers",
         {"email": "pia at example"},
         "email",
         "Please enter a valid email address",
-    ),
-    "the owner as co-organiser again": (
-        "published",
-        "organisers",
-        {"email": OWNER},
-        None,
-        "Olga Organiser already organises this campaign.",
     ),
     "removing the owner": (
         "published",
@@ -1508,18 +1530,33 @@ def test_a_confirmed_member_owns_the_guest_follow_of_their_address(app, outbox, 
     assert follower_rows(app) == []
 
 
-def test_an_unconfirmed_account_is_not_made_co_organiser_by_its_address(app):
+def test_an_unconfirmed_account_is_offered_an_invitation_only_once_it_confirms(
+    app, outbox, run_jobs
+):
+    """Anyone can register any address, so an invitation made out to it is neither sent
+    to nor shown to an account that has not proved it owns the address."""
     campaign_id = launch(app)
     unconfirmed_member(app, CO, "Pia Petitioner")
     before = snapshot(app, campaign_id)
-    refused = organise(log_in(app, OWNER), campaign_id, "organisers", {"email": CO})
-    assert refused.status_code == 422
-    assert "That member has not confirmed their email address yet." in error_summary(refused.text)
+    assert organise(log_in(app, OWNER), campaign_id, "organisers", {"email": CO}).status_code == 302
+    run_jobs()
+    assert outbox.messages() == []
+    with app.app_context():
+        invitation_id = db.session.scalar(select(CampaignInvitation.id))
+    path = f"/campaigns/invitations/{invitation_id}"
+    impostor = log_in(app, CO)
+    assert "An invitation for you" not in impostor.get(f"/campaigns/{campaign_id}").text
+    assert impostor.get(path).status_code == 404
+    assert answer(impostor, path, "accept").status_code == 404
     assert snapshot(app, campaign_id) == before
+
     with app.app_context():
         member_by_email(CO).email_confirmed_at = utcnow()
         db.session.commit()
-    assert organise(log_in(app, OWNER), campaign_id, "organisers", {"email": CO}).status_code == 302
+    pia = log_in(app, CO)
+    assert "An invitation for you" in pia.get(f"/campaigns/{campaign_id}").text
+    assert answer(pia, path, "accept").status_code == 302
+    assert member(app, CO) in [o[0] for o in snapshot(app, campaign_id)["organisers"]]
 
 
 # --- 13. limits on guest follows -------------------------------------------------------------
@@ -1736,16 +1773,20 @@ def test_a_published_volunteer_campaign_is_not_declared_funded_without_a_funder(
     assert "Volunteer-run, with no funding." in public_page(app, campaign_id).text
 
 
-def test_a_co_organiser_added_to_a_published_campaign_declares_before_running_it(app, run_jobs):
+def test_a_co_organiser_added_to_a_published_campaign_declares_before_running_it(
+    app, outbox, run_jobs
+):
     campaign_id = launch(app)
     maker_id = first_maker(app, campaign_id)
     member(app, CO, "Pia Petitioner")
     olga = log_in(app, OWNER)
     assert organise(olga, campaign_id, "organisers", {"email": CO}).status_code == 302
+    run_jobs()
+    pia = log_in(app, CO)
+    assert answer(pia, invitation_path(outbox, CO), "accept").status_code == 302
     card = text_of(disclosure_card(public_page(app, campaign_id).text))
     assert "Pia Petitioner: declaration pending: they take no part in running" in card
 
-    pia = log_in(app, CO)
     assert "Please declare your ties to sharing-economy companies first" in text_of(
         pia.get(f"/campaigns/{campaign_id}/manage").text
     )
@@ -1954,6 +1995,352 @@ def test_deleting_an_account_removes_the_guest_follows_of_its_confirmed_address(
         assert organise(olga, campaign, "updates", update).status_code == 302
     run_jobs()
     assert [m["To"] for m in outbox.messages()] == ["rui@example.org"]
+
+
+# --- 20. invitations to co-organise ---------------------------------------------------------
+
+
+def invite(client, campaign_id: int, email: str):
+    return organise(client, campaign_id, "organisers", {"email": email})
+
+
+def flashed(page_html: str) -> str:
+    flashes = page_html.split('class="flashes"', 1)[1].split(">", 1)[1]
+    return text_of(flashes.split("</div>", 1)[0])
+
+
+def pending_listed(page_html: str) -> str:
+    """The manage page's list of invitations waiting for an answer, or ""."""
+    if "Invitations waiting for an answer" not in page_html:
+        return ""
+    return page_html.split("Invitations waiting for an answer", 1)[1].split("</ul>")[0]
+
+
+def invitation_rows(app: Flask) -> list[tuple]:
+    with app.app_context():
+        return [
+            (i.campaign_id, i.email, i.email_key, i.state)
+            for i in db.session.scalars(select(CampaignInvitation).order_by(CampaignInvitation.id))
+        ]
+
+
+def organiser_ids(app: Flask, campaign_id: int) -> list[int]:
+    return [o[0] for o in snapshot(app, campaign_id)["organisers"]]
+
+
+def test_inviting_answers_the_same_whoever_the_address_belongs_to(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    with_co_organiser(app, campaign_id, "quim@example.org")
+    member(app, CO, "Pia Petitioner")
+    unconfirmed_member(app, "una@example.org", "Una Unconfirmed")
+    olga = log_in(app, OWNER)
+    before = snapshot(app, campaign_id)
+
+    answers = {}
+    for case, address in [
+        ("unknown", "nobody@example.org"),
+        ("unconfirmed", "una@example.org"),
+        ("organiser", "Quim@example.org"),
+        ("owner", OWNER),
+        ("member", "Pia@Example.org"),
+    ]:
+        response = invite(olga, campaign_id, address)
+        page = olga.get(response.headers["Location"])
+        answers[case] = (
+            response.status_code,
+            response.headers["Location"],
+            page.status_code,
+            flashed(page.text).replace(address, "ADDRESS"),
+        )
+        # The owner sees what they typed, pending, whoever it belongs to (but for the
+        # address of a co-organiser who accepted the owner's invitation to it before).
+        assert (address in pending_listed(page.text)) == (case != "organiser"), case
+    assert len(set(answers.values())) == 1, answers
+    status, _, _, message = answers["member"]
+    assert status == 302
+    assert message == (
+        "If ADDRESS belongs to a confirmed member, we have invited them; "
+        "they become a co-organiser when they accept."
+    )
+    # Nobody organises the campaign who did not before; only the member is told.
+    assert snapshot(app, campaign_id) == before
+    run_jobs()
+    assert [m["To"] for m in outbox.messages()] == [CO]
+
+
+def test_an_invited_member_is_told_and_becomes_a_co_organiser_by_accepting(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    pia_id = member(app, CO, "Pia Petitioner")
+    olga = log_in(app, OWNER)
+    assert invite(olga, campaign_id, CO).status_code == 302
+    run_jobs()
+    message = outbox.last_to(CO)
+    assert message["Subject"] == "You are invited to co-organise Keep Alfama lived in"
+    assert "Olga Organiser invites you" in text_body(message)
+    path = invitation_path(outbox, CO)
+
+    pia = log_in(app, CO)
+    assert "invites you to co-organise Keep Alfama lived in" in pia.get("/notifications").text
+    page = pia.get(path)
+    assert page.status_code == 200
+    assert "Accept: co-organise" in page.text and "Decline the invitation" in page.text
+    # The campaign's page and the list of campaigns lead to it too.
+    assert path in pia.get(f"/campaigns/{campaign_id}").text
+    assert path in pia.get("/campaigns").text
+
+    response = answer(pia, path, "accept")
+    assert response.status_code == 302
+    assert response.headers["Location"].endswith(
+        f"/campaigns/{campaign_id}/manage#affiliation-heading"
+    )
+    assert pia_id in organiser_ids(app, campaign_id)
+    # Like any new organiser, Pia declares her ties before running the published campaign.
+    assert "Pia Petitioner: not yet declared." in disclosure_card(
+        public_page(app, campaign_id).text
+    )
+    refused = organise(pia, campaign_id, "status", {"status": "paused", "note": "A summer break."})
+    assert refused.status_code == 422
+    assert organise(pia, campaign_id, "affiliation", {"company": ""}).status_code == 302
+    assert "Pia Petitioner: no paid relationship" in disclosure_card(
+        public_page(app, campaign_id).text
+    )
+    # Answering again changes nothing and says why.
+    again = answer(pia, path, "accept")
+    assert again.status_code == 302 and again.headers["Location"].endswith(path)
+    assert "You have already answered this invitation." in flashed(pia.get(path).text)
+    assert organiser_ids(app, campaign_id).count(pia_id) == 1
+    assert (
+        "Invitations waiting for an answer" not in olga.get(f"/campaigns/{campaign_id}/manage").text
+    )
+
+
+def test_an_invitee_is_never_shown_publicly_until_they_accept(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    member(app, CO, "Pia Petitioner")
+    member(app, OTHER, "Rui Outsider")
+    before = snapshot(app, campaign_id)
+    olga = log_in(app, OWNER)
+    invite(olga, campaign_id, CO)
+    run_jobs()
+    for page in [
+        public_page(app, campaign_id).text,
+        app.test_client().get("/campaigns").text,
+        log_in(app, OTHER).get(f"/campaigns/{campaign_id}").text,
+        olga.get(f"/campaigns/{campaign_id}").text,
+        olga.get(f"/campaigns/{campaign_id}/manage").text,
+    ]:
+        assert "Pia" not in page
+    assert snapshot(app, campaign_id) == before  # no organiser row, no disclosure entry
+
+    pia = log_in(app, CO)
+    answer(pia, invitation_path(outbox, CO), "decline")
+    assert "Pia" not in public_page(app, campaign_id).text
+    assert snapshot(app, campaign_id) == before
+
+
+def test_an_invited_member_may_decline_and_is_not_invited_again(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    member(app, CO, "Pia Petitioner")
+    olga = log_in(app, OWNER)
+    invite(olga, campaign_id, CO)
+    run_jobs()
+    path = invitation_path(outbox, CO)
+    pia = log_in(app, CO)
+
+    response = answer(pia, path, "decline")
+    assert response.status_code == 302 and response.headers["Location"].endswith(path)
+    page = pia.get(path).text
+    assert "You have declined the invitation" in flashed(page)
+    assert "You declined this invitation." in page and "Accept: co-organise" not in page
+    assert f"/campaigns/{campaign_id}" not in pia.get("/campaigns").text.split("<form")[0]
+    assert "An invitation for you" not in pia.get(f"/campaigns/{campaign_id}").text
+
+    # Accepting after declining is refused cleanly, and the owner cannot insist.
+    assert answer(pia, path, "accept").status_code == 302
+    assert "You have already answered this invitation." in flashed(pia.get(path).text)
+    assert member(app, CO) not in organiser_ids(app, campaign_id)
+    assert CO not in pending_listed(olga.get(f"/campaigns/{campaign_id}/manage").text)
+    outbox.clear()
+    assert invite(olga, campaign_id, CO).status_code == 302
+    run_jobs()
+    assert outbox.messages() == []
+    assert invitation_rows(app) == [(campaign_id, CO, CO, "declined")]
+
+
+def test_only_the_invited_member_can_see_or_answer_an_invitation(app, client, outbox, run_jobs):
+    campaign_id = launch(app)
+    member(app, CO, "Pia Petitioner")
+    member(app, OTHER, "Rui Outsider")
+    olga = log_in(app, OWNER)
+    invite(olga, campaign_id, CO)
+    run_jobs()
+    path = invitation_path(outbox, CO)
+
+    for other in [log_in(app, OTHER), olga]:
+        assert other.get(path).status_code == 404
+        for which in ["accept", "decline"]:
+            assert answer(other, path, which).status_code == 404
+    guest = client.get(path)
+    assert guest.status_code == 302 and "/login" in guest.headers["Location"]
+    assert organiser_ids(app, campaign_id) == [member(app, OWNER)]
+    assert invitation_rows(app) == [(campaign_id, CO, CO, "pending")]
+    # Without its token, the invitee's own answer is refused.
+    pia = log_in(app, CO)
+    assert pia.post(f"{path}/accept").status_code == 400
+    assert invitation_rows(app) == [(campaign_id, CO, CO, "pending")]
+
+
+def test_a_double_submitted_invitation_is_recorded_and_sent_once(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    member(app, CO, "Pia Petitioner")
+    olga = log_in(app, OWNER)
+    first = invite(olga, campaign_id, CO)
+    second = invite(olga, campaign_id, " pia@EXAMPLE.org")
+    assert first.status_code == second.status_code == 302
+    run_jobs()
+    assert invitation_rows(app) == [(campaign_id, CO, CO, "pending")]
+    assert len(outbox.to(CO)) == 1
+
+
+def test_the_owner_withdraws_a_pending_invitation(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    member(app, CO, "Pia Petitioner")
+    with_co_organiser(app, campaign_id, "quim@example.org")
+    olga = log_in(app, OWNER)
+    invite(olga, campaign_id, CO)
+    with app.app_context():
+        invitation_id = db.session.scalar(
+            select(CampaignInvitation.id).where(CampaignInvitation.email_key == CO)
+        )
+    manage_page = olga.get(f"/campaigns/{campaign_id}/manage").text
+    withdraw = f"invitations/{invitation_id}/withdraw"
+    assert f"/campaigns/{campaign_id}/{withdraw}" in manage_page
+    # A co-organiser neither sees who was invited nor withdraws it.
+    quim = log_in(app, "quim@example.org")
+    assert CO not in quim.get(f"/campaigns/{campaign_id}/manage").text
+    assert organise(quim, campaign_id, withdraw, {}).status_code == 403
+
+    response = organise(olga, campaign_id, withdraw, {})
+    assert response.status_code == 302
+    assert f"The invitation to {CO} is withdrawn." in flashed(
+        olga.get(response.headers["Location"]).text
+    )
+    assert [r for r in invitation_rows(app) if r[2] == CO] == []
+    run_jobs()
+    assert outbox.to(CO) == []  # withdrawn before its email went: none goes
+    pia = log_in(app, CO)
+    assert pia.get(f"/campaigns/invitations/{invitation_id}").status_code == 404
+    again = organise(olga, campaign_id, withdraw, {})
+    assert again.status_code == 422
+    assert "That invitation is no longer waiting for an answer." in error_summary(again.text)
+
+
+def test_a_removed_co_organiser_can_be_invited_again(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    pia_row = with_co_organiser(app, campaign_id)
+    olga = log_in(app, OWNER)
+    assert organise(olga, campaign_id, f"organisers/{pia_row}/remove", {}).status_code == 302
+    outbox.clear()
+    invite(olga, campaign_id, CO)
+    invite(olga, campaign_id, CO)
+    run_jobs()
+    assert len(outbox.to(CO)) == 1
+    pia = log_in(app, CO)
+    assert answer(pia, invitation_path(outbox, CO), "accept").status_code == 302
+    assert member(app, CO) in organiser_ids(app, campaign_id)
+
+
+def test_answering_after_the_campaign_is_deleted_finds_nothing(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    member(app, CO, "Pia Petitioner")
+    invite(log_in(app, OWNER), campaign_id, CO)
+    run_jobs()
+    path = invitation_path(outbox, CO)
+    with app.app_context():
+        db.session.delete(db.session.get(Campaign, campaign_id))
+        db.session.commit()
+    pia = log_in(app, CO)
+    assert pia.get(path).status_code == 404
+    assert answer(pia, path, "accept").status_code == 404
+    assert invitation_rows(app) == []
+
+
+def test_an_invitation_lapses_and_is_forgotten(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    member(app, CO, "Pia Petitioner")
+    olga = log_in(app, OWNER)
+    invite(olga, campaign_id, CO)
+    run_jobs()
+    path = invitation_path(outbox, CO)
+    with app.app_context():
+        invitation = db.session.scalar(select(CampaignInvitation))
+        invitation.created_at = utcnow() - INVITATION_LIFETIME - timedelta(minutes=1)
+        db.session.commit()
+    pia = log_in(app, CO)
+    assert "This invitation has lapsed." in pia.get(path).text
+    answer(pia, path, "accept")
+    assert "This invitation has lapsed." in flashed(pia.get(path).text)
+    assert member(app, CO) not in organiser_ids(app, campaign_id)
+    assert CO not in pending_listed(olga.get(f"/campaigns/{campaign_id}/manage").text)
+    with app.app_context():
+        assert campaign_services.forget_lapsed_invitations() == 1
+    assert invitation_rows(app) == []
+
+
+def test_invitations_are_limited_per_owner_whatever_the_address(app, monkeypatch):
+    monkeypatch.setattr(campaign_services, "INVITE_LIMITS", ("2 per hour",))
+    campaign_id = launch(app)
+    member(app, CO, "Pia Petitioner")
+    olga = log_in(app, OWNER)
+    assert invite(olga, campaign_id, "a@example.org").status_code == 302
+    assert invite(olga, campaign_id, "b@example.org").status_code == 302
+    for address in [CO, "c@example.org"]:
+        refused = invite(olga, campaign_id, address)
+        assert refused.status_code == 429
+        assert int(refused.headers["Retry-After"]) > 0
+        assert "You have sent many invitations" in error_summary(refused.text)
+        assert f'value="{address}"' in refused.text
+    assert [r[1] for r in invitation_rows(app)] == ["a@example.org", "b@example.org"]
+
+
+def test_the_invitation_form_offers_no_saved_address(app):
+    campaign_id = launch(app)
+    page = log_in(app, OWNER).get(f"/campaigns/{campaign_id}/manage").text
+    field = re.search(r'<input[^>]*id="organiser-email"[^>]*>', page).group(0)
+    assert 'autocomplete="off"' in field and 'autocomplete="email"' not in field
+    assert '<label for="organiser-email">' in page
+
+
+def test_a_members_invitations_are_in_their_data_and_go_with_their_account(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    other_id = launch(app, title="Keep the tram lines running")
+    member(app, CO, "Pia Petitioner")
+    olga = log_in(app, OWNER)
+    invite(olga, campaign_id, CO)
+    invite(olga, other_id, CO)
+    invite(olga, other_id, "nobody@example.org")
+    pia = log_in(app, CO)
+    data = download(pia)["campaign_invitations"]
+    assert [(i["campaign_id"], i["email"], i["invited_by"], i["state"]) for i in data] == [
+        (campaign_id, CO, "Olga Organiser", "pending"),
+        (other_id, CO, "Olga Organiser", "pending"),
+    ]
+    assert download(olga)["campaign_invitations"] == []
+    delete_own_account(pia)
+    assert invitation_rows(app) == [
+        (other_id, "nobody@example.org", "nobody@example.org", "pending")
+    ]
+
+
+def test_the_invitations_table_comes_from_the_migrations(app):
+    with app.app_context():
+        inspector = sa_inspect(db.engine)
+        unique = inspector.get_unique_constraints("campaign_invitations")
+        indexes = {i["name"] for i in inspector.get_indexes("campaign_invitations")}
+    assert [(u["name"], u["column_names"]) for u in unique] == [
+        ("uq_campaign_invitations_campaign_id_email_key", ["campaign_id", "email_key"])
+    ]
+    assert "ix_campaign_invitations_email_key" in indexes
 
 
 # --- 19. in a browser --------------------------------------------------------------------------
