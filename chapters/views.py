@@ -43,7 +43,7 @@ from chapters.models import (
 )
 from core.db import reads_from_replica
 from core.extensions import db
-from core.forms import INVALID_FORM_STATUS, ActionForm, form_page
+from core.forms import INVALID_FORM_STATUS, ActionForm, form_page, refused_page
 from core.hooks import city_sections, collect, home_sections
 from members.signals import profile_sections
 
@@ -237,13 +237,14 @@ def leave(slug: str):
     return _act(action, url_for("chapters.show", slug=slug))
 
 
-def _manage_page(chapter: Chapter, settings_form: SettingsForm | None = None, status: int = 200):
-    settings_form = settings_form or SettingsForm(formdata=None, obj=chapter)
-    return (
-        render_template(
-            "chapters/manage.html", settings_form=settings_form, **_chapter_context(chapter)
-        ),
-        status,
+def _manage_page(chapter: Chapter, refused: SettingsForm | None = None):
+    """The organisers' page; with ``refused`` settings, a 422 whose title says so."""
+    if refused is not None:
+        context = _chapter_context(chapter)
+        return refused_page("chapters/manage.html", settings_form=refused, **context)
+    settings_form = SettingsForm(formdata=None, obj=chapter)
+    return render_template(
+        "chapters/manage.html", settings_form=settings_form, **_chapter_context(chapter)
     )
 
 
@@ -273,7 +274,7 @@ def settings(slug: str):
         else:
             flash("The chapter's settings are saved.", "success")
             return redirect(url_for("chapters.manage", slug=slug))
-    return _manage_page(chapter, form, INVALID_FORM_STATUS)
+    return _manage_page(chapter, refused=form)
 
 
 @bp.post("/chapters/<slug>/members/<id:member_id>/<any(organiser, member):role>")
@@ -487,27 +488,22 @@ def attendance(meetup_id: int):
     if not meetup.chapter.is_organised_by(current_user):
         abort(403)
     form = ActionForm()
-    error = None
     if form.validate_on_submit():
         attended = {i for i in map(_member_id, request.form.getlist("attended")) if i is not None}
         try:
             count = services.mark_attendance(meetup, attended)
         except ChapterError as problem:
-            error = str(problem)
+            form.form_errors.append(str(problem))
         else:
             flash(f"Attendance saved: {count} came.", "success")
             return redirect(url_for("chapters.meetup", meetup_id=meetup_id))
     elif form.is_submitted():
-        error = "This form expired. Please send it again."
-    return (
-        render_template(
-            "chapters/attendance.html",
-            meetup=meetup,
-            going=services.attendees(meetup, RsvpStatus.GOING),
-            form=form,
-            error=error,
-        ),
-        INVALID_FORM_STATUS if error else 200,
+        form.form_errors.append("This form expired. Please send it again.")
+    return form_page(
+        "chapters/attendance.html",
+        form,
+        meetup=meetup,
+        going=services.attendees(meetup, RsvpStatus.GOING),
     )
 
 

@@ -708,6 +708,33 @@ def settings_form(**changes) -> dict:
     }
 
 
+def page_title(page_html: str) -> str:
+    return text_of(page_html.split("<title>", 1)[1].split("</title>", 1)[0])
+
+
+def test_refused_settings_say_so_in_the_title(app, monkeypatch):
+    """Settings refused by the form or by the service answer 422 with an "Error: " title."""
+    with app.app_context():
+        chapter_of("Ana")
+    olga = log_in(app, "Olga")
+    url = f"/chapters/{SLUG}/settings"
+
+    invalid = post_with_token(olga, url, settings_form(quorum_percent="500"))
+    assert invalid.status_code == 422
+    assert page_title(invalid.text).startswith("Error: ")
+    assert "Please give a percentage from 0 to 100." in invalid.text
+
+    def refuse(chapter, **settings):
+        raise ChapterError("Please choose a time zone from the list.")
+
+    monkeypatch.setattr(services, "update_settings", refuse)
+    refused = post_with_token(olga, url, settings_form())
+    assert refused.status_code == 422
+    assert page_title(refused.text).startswith("Error: ")
+    assert "Please choose a time zone from the list." in refused.text
+    assert not page_title(olga.get(f"/chapters/{SLUG}/manage").text).startswith("Error")
+
+
 def test_a_member_who_does_not_organise_gets_403_on_every_organiser_route(app, outbox, run_jobs):
     """Managing, settings, roles, scheduling, editing, cancelling and attendance are refused."""
     with app.app_context():
@@ -1599,7 +1626,8 @@ def test_organisers_mark_attendance_of_those_going_once_it_started(app):
 
     early = submit(olga, url, came)
     assert early.status_code == 422
-    assert "Attendance can be marked once the meetup has started." in early.text
+    assert page_title(early.text).startswith("Error: ")
+    assert "Attendance can be marked once the meetup has started." in error_summary(early.text)
     with app.app_context():
         assert db.session.scalars(select(Rsvp.attended)).all() == [False] * 4
 
