@@ -78,6 +78,12 @@ def signature_receipt_message(payload: dict, delivery: Delivery) -> dict | None:
     return _signature_context(payload, state=SignatureState.CONFIRMED)
 
 
+@message("already_signed_petition", transactional=True)
+def already_signed_message(payload: dict, delivery: Delivery) -> dict | None:
+    """To a signer who signed again: their signature already counts."""
+    return _signature_context(payload, state=SignatureState.CONFIRMED)
+
+
 @message("petition_milestone", category=Category.PETITIONS)
 def milestone_message(payload: dict, delivery: Delivery) -> dict | None:
     """To the organiser: the petition reached a milestone."""

@@ -58,6 +58,7 @@ CONFIRM_PURPOSE = "confirm-signature"
 WITHDRAW_PURPOSE = "withdraw-signature"
 RESEND_AFTER = timedelta(minutes=10)
 REPOST_WINDOW = timedelta(minutes=10)
+ALREADY_SIGNED_LIMIT = "1 per 10 minutes"  # as often as RESEND_AFTER
 TALLY_DEBOUNCE_SECONDS = 60
 PER_PAGE = 20
 
@@ -259,7 +260,9 @@ def sign(petition: Petition, details: SignerDetails, address: str) -> SignOutcom
     """Record a guest's signature as pending and email them the confirmation link.
 
     Signing again with the same address changes nothing; a pending signature gets its
-    confirmation re-sent, at most once per ten minutes.
+    confirmation re-sent, and a confirmed one a note that it already counts, each at most
+    once per ten minutes. The outcome is for the caller's records: what a guest is shown
+    must be the same whatever it is, so that it tells nobody whether an address signed.
     """
     _require_open(petition)
     email_key = normalise_signer_email(details.email)
@@ -287,6 +290,7 @@ def _sign_as_guest(petition: Petition, details: SignerDetails, email_key: str) -
         return SignOutcome.CHECK_EMAIL
     # Signed before, or renewed by a request at the same time: as the row is saved now.
     if existing.state == SignatureState.CONFIRMED:
+        _tell_already_signed(petition, existing)
         return SignOutcome.ALREADY_SIGNED
     if _resend_confirmation(petition, existing):
         return SignOutcome.RESENT
@@ -453,6 +457,33 @@ def _tell_signer(
 def _queue_confirmation(petition: Petition, signature_id: int, signer: Recipient) -> None:
     title = f"Confirm your signature: {petition.title}"
     _tell_signer("confirm_signature", title, petition.id, signature_id, signer)
+
+
+def _tell_already_signed(petition: Petition, signature: Signature) -> None:
+    """Email a confirmed signer who signs again that their signature already counts.
+
+    The page a guest sees is the same whether or not the address had signed; this email
+    tells the rest to the address's owner only, at most once per RESEND_AFTER for each
+    address and petition, so a burst of attempts sends one. The rate limit keeps to that
+    window; the key, of the window the moment falls in, still holds if Redis is down.
+    """
+    if not ratelimit.hit(
+        ALREADY_SIGNED_LIMIT, _already_signed_key(signature), allow_when_down=True
+    ):
+        return
+    window = int(utcnow().timestamp() // RESEND_AFTER.total_seconds())
+    notify(
+        "already_signed_petition",
+        title=f"You have already signed: {petition.title}",
+        link=external_url("petitions.show", petition_id=petition.id),
+        payload={"signature_id": signature.id},
+        recipients=[_signer(signature)],
+        key=f"{_already_signed_key(signature)}:{window}",
+    )
+
+
+def _already_signed_key(signature: Signature) -> str:
+    return f"petition-already-signed:{signature.id}"
 
 
 def _resend_confirmation(petition: Petition, signature: Signature) -> bool:

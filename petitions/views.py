@@ -162,7 +162,10 @@ def sign(petition_id: int):
             )
         else:
             details = services.SignerDetails(**{name: form[name].data for name in SIGN_FIELDS})
-            outcome = services.sign(petition, details, request.remote_addr or "")
+            services.sign(petition, details, request.remote_addr or "")
+            # Whatever happened, a guest is told the same: the page must not tell anyone
+            # whether this address signed. The email to the address tells the rest.
+            outcome = services.SignOutcome.CHECK_EMAIL
     except services.SigningRefused as refusal:
         form.form_errors.append(refusal.message)
         if refusal.retry_after is None:

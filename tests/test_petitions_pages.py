@@ -1019,3 +1019,28 @@ def test_the_sign_forms_let_browsers_fill_in_the_signers_own_details(app, client
         for name, token in (("name", "name"), ("email", "email"), ("city", "address-level2")):
             [tag] = [tag for tag in inputs if f' name="{name}"' in tag]
             assert f'autocomplete="{token}"' in tag, (url, tag)
+
+
+# --- the embed ---------------------------------------------------------------------------
+
+
+def _embed_sign(app, petition_id: int, email: str, **changes):
+    form = {"name": "Rui Costa", "email": email, "city": "Porto", "show_name": "y", **changes}
+    return app.test_client().post(f"/petitions/{petition_id}/embed", data=form)
+
+
+def test_the_embed_answers_the_same_whether_or_not_the_address_signed(app, outbox, run_jobs):
+    with app.app_context():
+        petition = make_petition(make_member("olga@example.org", "Olga"))
+        add_signature(petition, email="signed@example.org")
+        petition_id = petition.id
+    run_jobs()
+    outbox.clear()
+    new = _embed_sign(app, petition_id, "new@example.org")
+    signed = _embed_sign(app, petition_id, "signed@example.org")
+    assert new.status_code == signed.status_code == 200
+    assert new.text.replace("new@example.org", "signed@example.org") == signed.text
+    assert "If signed@example.org has not signed yet, we have sent it a link" in signed.text
+    run_jobs()
+    assert outbox.last_to("new@example.org")["Subject"].startswith("Confirm your signature")
+    assert outbox.last_to("signed@example.org")["Subject"].startswith("You have already signed")
