@@ -127,10 +127,13 @@ def disclose(campaign, funding: str = "volunteer") -> None:
 
 
 def add_co_organiser(campaign, member: Member, *, declare: bool = True):
-    """Make ``member`` a co-organiser, by default with "no paid relationship" declared."""
+    """``member`` accepts the owner's invitation; by default they then declare "no paid
+    relationship"."""
     from campaigns import services as campaigns
 
-    organiser = campaigns.add_organiser(campaign, member.email)
+    campaigns.invite_organiser(campaign, campaign.owner.member, member.email)
+    invitation = campaigns.invitation_to(campaign, member)
+    organiser = campaigns.accept_invitation(invitation, member)
     if declare:
         campaigns.declare_affiliation(organiser, company=None, topic=None, details=None)
     return organiser

@@ -46,6 +46,7 @@ from petitions import services as petition_services
 from tests import factories
 from tests.factories import (
     PASSWORD,
+    add_co_organiser,
     add_signatures,
     make_campaign,
     make_member,
@@ -83,17 +84,6 @@ def launch(app: Flask, owner_email: str = OWNER, *, publish: bool = True, **fiel
     member(app, owner_email, "Olga Organiser")
     with app.app_context():
         return make_campaign(member_by_email(owner_email), publish=publish, **fields).id
-
-
-def add_co_organiser(campaign: Campaign, member: Member, *, declare: bool = True):
-    """``member`` accepts the owner's invitation; by default they then declare "no paid
-    relationship"."""
-    campaign_services.invite_organiser(campaign, campaign.owner.member, member.email)
-    invitation = campaign_services.invitation_to(campaign, member)
-    organiser = campaign_services.accept_invitation(invitation, member)
-    if declare:
-        campaign_services.declare_affiliation(organiser, company=None, topic=None, details=None)
-    return organiser
 
 
 def with_co_organiser(app: Flask, campaign_id: int, email: str = CO, **options) -> int:
