@@ -1044,3 +1044,19 @@ def test_the_embed_answers_the_same_whether_or_not_the_address_signed(app, outbo
     run_jobs()
     assert outbox.last_to("new@example.org")["Subject"].startswith("Confirm your signature")
     assert outbox.last_to("signed@example.org")["Subject"].startswith("You have already signed")
+
+
+def _title(page: str) -> str:
+    return page.split("<title>", 1)[1].split("</title>", 1)[0]
+
+
+def test_a_refused_embed_signature_says_error_first_in_the_title(app):
+    with app.app_context():
+        petition_id = make_petition(make_member("olga@example.org", "Olga")).id
+    shown = app.test_client().get(f"/petitions/{petition_id}/embed")
+    assert _title(shown.text) == "Sign: Fair pay for couriers · Groundswell"
+    refused = _embed_sign(app, petition_id, "not an address")
+    assert refused.status_code == 422
+    assert _title(refused.text) == "Error: Sign: Fair pay for couriers · Groundswell"
+    signed = _embed_sign(app, petition_id, "rui@example.org")
+    assert signed.status_code == 200 and not _title(signed.text).startswith("Error")
