@@ -31,7 +31,7 @@ from campaigns.models import (
     Stance,
     Status,
 )
-from core.forms import INVALID_FORM_STATUS, ActionForm, form_page
+from core.forms import INVALID_FORM_STATUS, ActionForm, form_page, refused_page
 from core.hooks import city_sections, home_sections
 from core.topics import TOPICS, topic_label
 from members.signals import profile_sections
@@ -173,14 +173,16 @@ def _manage_page(campaign: Campaign, status: int = 200, **posted):
     forms["stance_forms"].update(posted.pop("stance_forms", {}))
     forms.update(posted)
     # The forms of this page, posted ones included, win over the page's defaults.
-    context = {**_page_context(campaign), **forms}
-    return render_template(
-        "campaigns/manage.html",
-        me=me,
-        attached=services.attached_work(campaign),
-        invitations=services.pending_invitations(campaign) if me.is_owner else [],
-        **context,
-    ), status
+    context = {
+        **_page_context(campaign),
+        **forms,
+        "me": me,
+        "attached": services.attached_work(campaign),
+        "invitations": services.pending_invitations(campaign) if me.is_owner else [],
+    }
+    if status != 200:
+        return refused_page("campaigns/manage.html", status, **context)
+    return render_template("campaigns/manage.html", **context)
 
 
 @bp.get("/campaigns/<id:campaign_id>/manage")
@@ -454,8 +456,7 @@ def follow(campaign_id: int):
     else:
         form = FollowForm()
         if not form.validate():
-            context = _page_context(campaign, follow_form=form)
-            return render_template("campaigns/show.html", **context), INVALID_FORM_STATUS
+            return refused_page("campaigns/show.html", **_page_context(campaign, follow_form=form))
         name, email = form.name.data, form.email.data
     try:
         services.follow_as_guest(
@@ -465,7 +466,7 @@ def follow(campaign_id: int):
         form.form_errors.append(refusal.message)
         context = _page_context(campaign, follow_form=form)
         headers = {"Retry-After": str(refusal.retry_after)}
-        return render_template("campaigns/show.html", **context), 429, headers
+        return *refused_page("campaigns/show.html", 429, **context), headers
     flash("Check your email: follow the link we sent to confirm.", "info")
     return _back(campaign)
 
@@ -506,8 +507,7 @@ def attach(campaign_id: int):
         else:
             flash(f"The {form.kind.data} is attached to the campaign.", "success")
             return _back(campaign, "#linked-heading")
-    context = _page_context(campaign, attach_form=form)
-    return render_template("campaigns/show.html", **context), INVALID_FORM_STATUS
+    return refused_page("campaigns/show.html", **_page_context(campaign, attach_form=form))
 
 
 # --- campaigns on shared pages -------------------------------------------------------------

@@ -141,13 +141,13 @@ def form_page(template: str, form: FlaskForm, status: int | None = None, **conte
     return render_template(template, form=form, **context), status
 
 
-def refused_page(template: str, **context: Any):
-    """Render a page holding several forms after one was refused: 422, and the title says
-    so even when the refusal came from a service rather than the form's own checks."""
+def refused_page(template: str, status: int = INVALID_FORM_STATUS, **context: Any):
+    """Render a page holding several forms after one was refused (422 unless told), with
+    the title saying so even when the refusal came from a service, not the form's checks."""
     from flask import render_template
 
     g.form_refused = True
-    return render_template(template, **context), INVALID_FORM_STATUS
+    return render_template(template, **context), status
 
 
 def safe_next(target: str | None, fallback: str) -> str:

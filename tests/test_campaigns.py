@@ -987,6 +987,7 @@ def test_the_follow_form_refuses_bad_input(app, client, outbox, run_jobs, change
     response = submit(client, url, data, action=f"{url}/follow")
     assert response.status_code == 422
     assert message in field_error(response.text, field)
+    assert "<title>Error: Keep Alfama lived in · Groundswell</title>" in response.text
     run_jobs()
     assert outbox.messages() == []
     with app.app_context():
@@ -1216,7 +1217,7 @@ def test_bad_input_on_organiser_forms_stores_nothing(app, outbox, run_jobs, case
 def test_bad_input_on_organiser_forms_is_refused_beside_the_field(app, case):
     response, field, message, _, _ = send_refused(app, case)
     assert response.status_code == 422
-    assert "Organise: Keep Alfama lived in" in response.text
+    assert "<title>Error: Organise: Keep Alfama lived in · Groundswell</title>" in response.text
     if field:
         assert message in field_error(response.text, field)
     elif message:
@@ -1244,6 +1245,7 @@ def test_refused_button_actions_say_why(app, path, message):
     response = organise(olga, campaign_id, path.format(owner=owner), {})
     assert response.status_code == 422
     assert message in error_summary(response.text)
+    assert "<title>Error: " in response.text  # the refusal came from the service
 
 
 # --- 8. the decision-maker tracker ---------------------------------------------------------------
