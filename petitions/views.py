@@ -248,9 +248,10 @@ def withdraw(token: str):
     signature = services.signature_for_withdrawal(token) or abort(404)
     form = ActionForm()
     if form.validate_on_submit():
+        petition_id = signature.petition_id  # read now: the purge may delete a pending row
         services.withdraw_signature(signature)
         flash("Your signature is withdrawn and no longer counts.", "info")
-        return redirect(url_for("petitions.show", petition_id=signature.petition_id))
+        return redirect(url_for("petitions.show", petition_id=petition_id))
     return form_page(
         "petitions/withdraw.html", form, signature=signature, petition=signature.petition
     )

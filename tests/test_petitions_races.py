@@ -19,7 +19,7 @@ from core.extensions import db
 from petitions import jobs, services
 from petitions.models import Petition, Signature, SignatureState
 from tests.factories import add_signature, make_member, make_petition, member_by_email
-from tests.helpers import MailBox
+from tests.helpers import MailBox, csrf_token
 
 
 def open_petition(app: Flask) -> int:
@@ -251,3 +251,31 @@ def test_signing_over_a_stale_signature_purged_midway_signs_afresh(app, outbox, 
         assert signature_of(petition_id).state == SignatureState.PENDING
     run_jobs()
     assert len(outbox.to("rui@example.org")) == 1
+
+
+def test_withdrawing_a_stale_signature_purged_midway_says_it_no_longer_counts(app, client):
+    petition_id = open_petition(app)
+    with app.app_context():
+        services.sign(db.session.get(Petition, petition_id), rui(), "10.0.0.1")
+        stale(petition_id, "rui@example.org")
+        token = services.withdrawal_token(signature_of(petition_id))
+        engine = db.engine
+    url = f"/petitions/signatures/{token}/withdraw"
+    page = client.get(url)
+    purged: list[int] = []
+
+    def purge_now(conn, cursor, statement, *args):
+        if not purged and statement.startswith("UPDATE signatures SET"):
+            purged.append(1)
+            elsewhere(app, lambda: jobs.purge_stale_signatures())
+
+    event.listen(engine, "before_cursor_execute", purge_now)
+    try:
+        withdrawn = client.post(url, data={"csrf_token": csrf_token(page.text)})
+    finally:
+        event.remove(engine, "before_cursor_execute", purge_now)
+    assert purged
+    assert withdrawn.status_code == 302
+    assert withdrawn.headers["Location"] == f"/petitions/{petition_id}"
+    with app.app_context():
+        assert signature_of(petition_id) is None
