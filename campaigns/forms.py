@@ -15,12 +15,13 @@ def _choices(pairs) -> list[SelectChoice]:
     return [SelectChoice(value, label) for value, label in pairs]
 
 
-def _topic_field(label: str = "Topic", required: bool = True) -> SelectField:
+def _topic_field(label: str = "Topic", required: bool = True, help: str = "") -> SelectField:
     choices = _choices(TOPICS)
     if not required:
         choices = [SelectChoice("", "Choose one"), *choices]
     return SelectField(
         label,
+        description=help,
         choices=choices,
         validators=[InputRequired("Please choose a topic.")] if required else [Optional()],
     )
@@ -82,9 +83,14 @@ class AffiliationForm(Form):
         required=False,
         help="Leave empty if you have no paid relationship with a sharing-economy company.",
     )
-    topic = _topic_field("The company's field", required=False)
+    topic = _topic_field(
+        "The company's field", required=False, help="Needed if you name a company."
+    )
     details = text_field(
-        "How are you paid?", 300, required=False, help="e.g. “I drive for it”, “paid consultant”."
+        "How are you paid?",
+        300,
+        required=False,
+        help="Needed if you name a company, e.g. “I drive for it”, “paid consultant”.",
     )
 
     def validate(self, extra_validators=None) -> bool:
@@ -118,7 +124,7 @@ class StanceForm(Form):
         validators=[InputRequired("Please choose a stance.")],
     )
     note = text_area("Note", 1000, minimum=5, help="What did they say or do?")
-    source_url = link_field("Source link (optional)")
+    source_url = link_field("Source link")
 
 
 class StatusForm(Form):

@@ -123,7 +123,7 @@ class VoteForm(Form):
         choices=[SelectChoice(value, label) for value, label in CHOICE_LABELS.items()],
         validators=[InputRequired("Please choose agree, abstain, disagree or block.")],
     )
-    reason = text_area("Reason (optional)", 1000, required=False)
+    reason = text_area("Reason", 1000, required=False)
 
 
 class ImportForm(Form):

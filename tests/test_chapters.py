@@ -1838,6 +1838,22 @@ def test_the_meetup_form_refuses_bad_input_and_saves_nothing(
     assert outbox.messages() == [] and scheduled_jobs(app) == {}
 
 
+def test_the_meetup_form_says_which_fields_may_be_left_empty(app):
+    """Fields one may leave empty say "(optional)" in their label; the rest must be filled."""
+    with app.app_context():
+        chapter_of("Ana")
+    page = log_in(app, "Olga").get(f"/chapters/{SLUG}/meetups/new").text
+    labels = {
+        name: text_of(label)
+        for name, label in re.findall(r'<label for="([a-z_]+)">(.*?)</label>', page, re.S)
+    }
+    assert labels["title"] == "Title"
+    assert labels["starts"] == "Start"
+    for optional in ("venue", "address", "online_link", "capacity"):
+        assert labels[optional].endswith(" (optional)"), optional
+    assert "Give a venue, an address or an online link" in page
+
+
 def test_a_meetup_in_the_past_is_refused(app):
     """A start already gone answers 422 and saves nothing."""
     with app.app_context():

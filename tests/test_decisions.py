@@ -809,7 +809,7 @@ def test_a_reason_over_a_thousand_characters_is_refused(app):
     client = log_in(app, members[1])
     response = vote_on_page(client, proposal_id, "agree", "x" * 1001)
     assert response.status_code == 422
-    assert field_error(response, "reason") == "Reason (optional) can be at most 1000 characters."
+    assert field_error(response, "reason") == "Reason can be at most 1000 characters."
     assert count(app, Vote) == 0
 
 
