@@ -154,6 +154,7 @@ def guard_api_request() -> None:
     """
     if not is_api_request():
         return
+    g.pop("api_member", None)  # known per request, even where requests share a context
     token = request.headers.get(TOKEN_HEADER, "").strip()
     if not token:
         _spend(_address_key())

@@ -2372,7 +2372,7 @@ def test_a_member_launches_declares_and_publishes_a_campaign_in_a_browser(app, p
     page.get_by_label("It is volunteer-run, with no funding").check()
     page.get_by_role("button", name="Save funding").click()
     expect(page.get_by_text("The funding declaration is saved.")).to_be_visible()
-    page.get_by_label("Company", exact=True).fill("")
+    page.get_by_label("Company (optional)", exact=True).fill("")
     page.get_by_role("button", name="Save my declaration").click()
     expect(page.get_by_text("Your declaration is saved.")).to_be_visible()
     expect(page.get_by_text("The disclosure is complete.")).to_be_visible()
