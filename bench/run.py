@@ -292,6 +292,8 @@ def bare_flow(settings: Settings, base: str) -> dict:
 
 def seed_petition(title: str) -> int:
     """An open petition by a demo organiser, made through the petition services."""
+    from flask import current_app
+
     from core.db import utcnow
     from core.extensions import db
     from members.models import Member
@@ -320,6 +322,10 @@ def seed_petition(title: str) -> int:
         closes_at=utcnow() + timedelta(days=30),
     )
     services.publish(petition)
+    # Publishing keeps the page out of the shared cache for PAGE_CACHE_SECONDS, so that a
+    # page rendered before the change is not stored after it. Measure once that has passed,
+    # as it will have for any petition people have heard of.
+    time.sleep(current_app.config["PAGE_CACHE_SECONDS"])
     return petition.id
 
 
