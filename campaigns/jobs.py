@@ -44,7 +44,7 @@ def confirm_follow_message(payload: dict, delivery: Delivery) -> dict | None:
     }
 
 
-@message("campaign_invitation", category=Category.CAMPAIGNS)
+@message("campaign_invitation")  # a personal request, not news of a followed campaign
 def invitation_message(payload: dict, delivery: Delivery) -> dict | None:
     """An invitation to co-organise, to the member whose address it was made to; nothing
     once it is answered, withdrawn, lapsed or reopened, or once the address is no longer

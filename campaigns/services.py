@@ -55,6 +55,8 @@ RESEND_AFTER = timedelta(minutes=10)
 REPOST_WINDOW = timedelta(minutes=10)
 PER_PAGE = 20
 WORK_KINDS = ("petition", "meetup")
+# How a deleted member's part in a campaign's disclosure reads.
+FORMER_MEMBER = "A former member"
 # How many co-organiser invitations one member may send, to any addresses and campaigns.
 INVITE_LIMITS = ("10 per hour", "30 per day")
 
@@ -141,10 +143,10 @@ def invite_organiser(campaign: Campaign, inviter: Member, email: str) -> None:
     invitee = db.session.scalar(select(Member).where(Member.email == key))
     if invitee is None or not invitee.is_confirmed or campaign.is_organised_by(invitee):
         return
-    inviter_name = inviter.display_name
     notify(
         "campaign_invitation",
-        title=f"{inviter_name} invites you to co-organise {campaign.title}",
+        # No inviter's name: the title outlives an account; the email names them when sent.
+        title=f"You are invited to co-organise {campaign.title}",
         link=external_url("campaigns.invitation", invitation_id=invitation.id),
         # An invitation reopened later is news of its own: this one is then stale.
         payload={"invitation_id": invitation.id, "sent_at": invitation.created_at.isoformat()},
@@ -413,7 +415,7 @@ def disclosure_summary(campaign: Campaign) -> str:
         funding = f"Funded by: {funders or 'no funders listed yet'}."
     ties = []
     for o in campaign.organisers:
-        name = o.member.display_name if o.member else "A former member"
+        name = o.member.display_name if o.member else FORMER_MEMBER
         if o.affiliation_declared_at is None:
             ties.append(f"{name}: not yet declared.")
         elif o.affiliation_company:
@@ -947,8 +949,33 @@ def remove_member_follows(sender, member: Member, **extra) -> None:
 
 
 @account_deleting.connect
-def remove_member_invitations(sender, member: Member, **extra) -> None:
-    """Drop the invitations to co-organise made to the deleted member's confirmed address
-    (they hold the address)."""
+def forget_member_in_campaigns(sender, member: Member, **extra) -> None:
+    """Keep every disclosure history whole, paid ties included, but without the deleted
+    member's name: what they declared now reads as a former member's. Then drop the
+    invitations to co-organise made to their confirmed address (they hold the address)."""
+    _anonymise_disclosures(member)
     if key := _invitation_key(member):
         db.session.execute(delete(CampaignInvitation).where(CampaignInvitation.email_key == key))
+
+
+def _anonymise_disclosures(member: Member) -> None:
+    """Rewrite the member's name in the disclosure histories of the campaigns they
+    organise or once accepted to co-organise."""
+    organised = select(CampaignOrganiser.campaign_id).where(
+        CampaignOrganiser.member_id == member.id
+    )
+    accepted = select(CampaignInvitation.campaign_id).where(
+        CampaignInvitation.email_key == (_invitation_key(member) or ""),
+        CampaignInvitation.state == InvitationState.ACCEPTED,
+    )
+    records = db.session.scalars(
+        select(DisclosureRecord).where(
+            or_(
+                DisclosureRecord.campaign_id.in_(organised),
+                DisclosureRecord.campaign_id.in_(accepted),
+            )
+        )
+    )
+    named = f"{member.display_name}: "
+    for record in records:
+        record.summary = record.summary.replace(named, f"{FORMER_MEMBER}: ")

@@ -85,6 +85,7 @@ class MessageKind:
     transactional: bool
     build: ContextBuilder
     notice: bool  # also shown in members' notification centre
+    bulk: bool  # carries one-click unsubscribe headers and the preferences footer
 
 
 KINDS: dict[str, MessageKind] = {}
@@ -99,13 +100,25 @@ def message(
     category: Category | None = None,
     transactional: bool = False,
     notice: bool = True,
+    bulk: bool | None = None,
 ) -> Callable[[ContextBuilder], ContextBuilder]:
     """Declare a message. The builder runs in a worker, once per recipient, and returns the
-    template context, or None when the message no longer applies (e.g. already confirmed)."""
+    template context, or None when the message no longer applies (e.g. already confirmed).
+
+    A message with a ``category`` is bulk mail: preferences apply and it can be
+    unsubscribed from. One without a category or ``transactional`` is a personal notice
+    (an invitation, say): emailed whatever the preferences and shown in the notification
+    centre, with nothing to unsubscribe from, unless declared ``bulk`` (the digest).
+    """
 
     def register(build: ContextBuilder) -> ContextBuilder:
         KINDS[name] = MessageKind(
-            name, category, transactional, build, notice and not transactional
+            name,
+            category,
+            transactional,
+            build,
+            notice and not transactional,
+            bulk=category is not None if bulk is None else bulk,
         )
         return build
 
@@ -560,7 +573,7 @@ def render(delivery: Delivery, spec: MessageKind, context: dict[str, Any]):
     notification = delivery.notification
     context = {"recipient_name": delivery.name, "notification": notification, **context}
     headers: dict[str, str] = {}
-    if not spec.transactional:
+    if spec.bulk:
         subscriber = subscriber_of(delivery.member_id, delivery.email)
         unsubscribe = unsubscribe_url(subscriber, spec.category or ALL_CATEGORIES)
         headers = {
@@ -996,7 +1009,7 @@ def _turned_off(delivery: Delivery) -> bool:
     return strictest_for(subscribers, delivery.notification.category) == Frequency.OFF
 
 
-@message("daily_digest", notice=False)
+@message("daily_digest", notice=False, bulk=True)
 def _digest_context(payload: dict[str, Any], delivery: Delivery) -> dict[str, Any] | None:
     """The digest's items; news that expired or stopped applying while the digest waited
     to go is left out."""

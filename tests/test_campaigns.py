@@ -41,7 +41,8 @@ from core.db import utcnow
 from core.extensions import db
 from members.models import Member
 from notifications import jobs as notification_jobs
-from notifications.models import Notification
+from notifications.models import Category, Frequency, Notification
+from notifications.services import set_preferences, subscriber_of
 from petitions import services as petition_services
 from tests import factories
 from tests.factories import (
@@ -2072,7 +2073,9 @@ def test_an_invited_member_is_told_and_becomes_a_co_organiser_by_accepting(app, 
     path = invitation_path(outbox, CO)
 
     pia = log_in(app, CO)
-    assert "invites you to co-organise Keep Alfama lived in" in pia.get("/notifications").text
+    notices = pia.get("/notifications").text
+    assert "You are invited to co-organise Keep Alfama lived in" in notices
+    assert "Olga" not in notices  # the title outlives the inviter's account
     page = pia.get(path)
     assert page.status_code == 200
     assert "Accept: co-organise" in page.text and "Decline the invitation" in page.text
@@ -2322,6 +2325,41 @@ def test_a_members_invitations_are_in_their_data_and_go_with_their_account(app, 
     assert invitation_rows(app) == [
         (other_id, "nobody@example.org", "nobody@example.org", "pending")
     ]
+
+
+def test_an_invitation_reaches_a_member_who_turned_campaign_mail_off(app, outbox, run_jobs):
+    """An invitation is a personal request, not news of a followed campaign: "Campaigns I
+    follow" set to off does not hold it back, and it offers nothing to unsubscribe from."""
+    campaign_id = launch(app)
+    pia_id = member(app, CO, "Pia Petitioner")
+    with app.app_context():
+        set_preferences(subscriber_of(pia_id, CO), {Category.CAMPAIGNS: Frequency.OFF})
+    invite(log_in(app, OWNER), campaign_id, CO)
+    run_jobs()
+    message = outbox.last_to(CO)
+    assert message["Subject"] == "You are invited to co-organise Keep Alfama lived in"
+    assert message["List-Unsubscribe"] is None
+    assert "unsubscribe" not in text_body(message).lower()
+
+
+def test_a_deleted_organisers_name_leaves_the_disclosure_history_and_their_ties_stay(app):
+    """Pia declared a paid tie as a co-organiser, then deleted her account: the history
+    still shows the tie, as a former member's, and nowhere her name."""
+    campaign_id = launch(app, publish=True)
+    with_co_organiser(app, campaign_id, declare=False)
+    pia = log_in(app, CO)
+    tie = {"company": "HostAway", "topic": "home-sharing", "details": "Paid consultant."}
+    assert organise(pia, campaign_id, "affiliation", tie).status_code == 302
+    assert "Pia Petitioner" in disclosure_card(public_page(app, campaign_id).text)
+
+    delete_own_account(pia)
+    card = text_of(disclosure_card(public_page(app, campaign_id).text))
+    assert "Pia Petitioner" not in card
+    assert "A former member: paid relationship with HostAway" in card
+    with app.app_context():
+        summaries = db.session.scalars(select(DisclosureRecord.summary)).all()
+    assert summaries and not any("Pia Petitioner" in s for s in summaries)
+    assert any("Olga Organiser" in s for s in summaries)  # the others keep their names
 
 
 def test_the_invitations_table_comes_from_the_migrations(app):
