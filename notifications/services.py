@@ -817,6 +817,18 @@ def _moment(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def _owned_addresses(member: Member) -> list[str]:
+    """The member's address once they proved it is theirs; until then it may be another's."""
+    return [member.email.lower()] if member.is_confirmed else []
+
+
+def _deliveries_to(member: Member) -> Select:
+    """Mail to the member: sent to their account, or to their confirmed address before they
+    had one (as a guest signer or follower)."""
+    owned = _owned_addresses(member)
+    return select(Delivery).where(or_(Delivery.member_id == member.id, Delivery.email.in_(owned)))
+
+
 @data_export.connect
 def export_member_notifications(sender, member: Member, **extra) -> dict[str, Any]:
     """The member's mail choices, notices and the mail sent to them, for their data download."""
@@ -824,10 +836,7 @@ def export_member_notifications(sender, member: Member, **extra) -> dict[str, An
         select(Notice).where(Notice.member_id == member.id).order_by(Notice.id)
     )
     deliveries = db.session.scalars(
-        select(Delivery)
-        .options(selectinload(Delivery.notification))
-        .where(Delivery.member_id == member.id)
-        .order_by(Delivery.id)
+        _deliveries_to(member).options(selectinload(Delivery.notification)).order_by(Delivery.id)
     )
     return {
         "notification_preferences": {
@@ -866,12 +875,8 @@ def _forget_member(sender, member: Member, **extra) -> None:
     choices and failures kept for the account's address go too, once the member proved
     the address is theirs; until then they may be someone else's.
     """
-    owned = [member.email.lower()] if member.is_confirmed else []
-    mine = list(
-        db.session.scalars(
-            select(Delivery).where(or_(Delivery.member_id == member.id, Delivery.email.in_(owned)))
-        )
-    )
+    owned = _owned_addresses(member)
+    mine = list(db.session.scalars(_deliveries_to(member)))
     addresses = {*owned, *(delivery.email for delivery in mine)}
     _forget_addresses_in_payloads({delivery.notification_id for delivery in mine}, addresses)
     for delivery in mine:
@@ -1106,6 +1111,30 @@ def _subscribers_of_member(member: Member) -> tuple[str, ...]:
     if member.is_confirmed:
         return subscribers_of(member.id, member.email)
     return (subscriber_of(member.id, member.email),)
+
+
+def _member_behind(subscriber: str) -> Member | None:
+    """The member a ``member:<id>`` key stands for; None for an address's key."""
+    kind, _, member_id = subscriber.partition(":")
+    if kind != "member" or not member_id.isdigit():
+        return None
+    return db.session.get(Member, int(member_id))
+
+
+def linked_preferences(subscriber: str) -> dict[str, Frequency]:
+    """What the preferences link in an email shows: for a member, what reaches them, as
+    on their own preferences page."""
+    member = _member_behind(subscriber)
+    return member_preferences(member) if member else preferences_of(subscriber)
+
+
+def save_linked_preferences(subscriber: str, choices: dict[str, Frequency]) -> None:
+    """Save what was chosen through an emailed link, as the member's own page would."""
+    member = _member_behind(subscriber)
+    if member:
+        set_member_preferences(member, choices)
+    else:
+        set_preferences(subscriber, choices)
 
 
 def unsubscribe(subscriber: str, category: str) -> None:

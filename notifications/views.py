@@ -78,8 +78,8 @@ def preferences():
 def guest_preferences(token: str):
     subscriber = services.read_preferences_token(token) or abort(404)
     return _preferences_page(
-        services.preferences_of(subscriber),
-        partial(services.set_preferences, subscriber),
+        services.linked_preferences(subscriber),
+        partial(services.save_linked_preferences, subscriber),
         url_for("notifications.guest_preferences", token=token),
     )
 

@@ -818,6 +818,48 @@ def test_a_member_choosing_on_their_preferences_page_overrides_their_addresss_op
     assert sent_to(outbox) == ["ana@example.org"]
 
 
+def test_the_preferences_link_in_a_members_email_shows_and_saves_what_reaches_them(
+    app, client, auth, outbox, run_jobs
+):
+    """As a guest, Ana took petition news daily; as a member, the link in her email shows
+    that choice, and choosing "immediately" there is what then reaches her."""
+    petition_id = petition_with_signers(app, 0)
+    guest_signs_for_updates(app, client, outbox, run_jobs, petition_id)
+    with app.app_context():
+        services.set_preferences("email:ana@example.org", {Category.PETITIONS: Frequency.DAILY})
+    auth.member()
+    post_update(app, petition_id, title="First update")
+    run_jobs()
+    with app.app_context():  # the update waited for her daily digest
+        assert services.send_daily_digests() == 1
+    run_jobs()
+    link = next(u for u in links_in(outbox.last_to("ana@example.org")) if "/preferences/" in u)
+    by_link = app.test_client()  # from the email, not logged in
+    assert CheckedChoices(by_link.get(path_of(link)).text).choices["petitions"] == "daily"
+
+    chosen = {"petitions": "immediately", "campaigns": "off", "meetups": "off", "decisions": "off"}
+    assert submit(by_link, path_of(link), chosen).status_code == 302
+    assert shown_preferences(client) == chosen
+    outbox.clear()
+    post_update(app, petition_id, title="Third update")
+    run_jobs()
+    assert sent_to(outbox) == ["ana@example.org"]
+
+
+def test_a_members_data_download_holds_the_mail_sent_to_their_address_as_a_guest(
+    app, client, auth, outbox, run_jobs
+):
+    petition_id = petition_with_signers(app, 0)
+    guest_signs_for_updates(app, client, outbox, run_jobs, petition_id)
+    post_update(app, petition_id, title="Before joining")
+    run_jobs()
+    auth.member()  # registers and confirms the same address
+    emails = client.get("/account/data.json").get_json()["emails"]
+    titles = {e["title"] for e in emails if e["to"] == "ana@example.org"}
+    assert "Fair pay for couriers: Before joining" in titles
+    assert any(title.startswith("Confirm your signature") for title in titles)
+
+
 def test_registering_an_address_without_confirming_it_cannot_undo_its_opt_out(
     app, client, auth, outbox, run_jobs
 ):
