@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
 
 from core.extensions import db, login_manager
@@ -203,6 +203,11 @@ def _email_change_message(outcome: services.EmailChange, email: str) -> str:
     )
 
 
+def _remembered_here() -> bool:
+    """Whether this browser holds a "keep me logged in" cookie."""
+    return current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token") in request.cookies
+
+
 @bp.post("/account/password")
 @login_required
 def change_password():
@@ -212,7 +217,9 @@ def change_password():
     if form.errors:
         return _account_page(INVALID_FORM_STATUS, password_form=form)
     services.change_password(current_user, form.password.data)
-    login_user(current_user)  # the session id changed with the password
+    # The session id changed with the password; a browser asked to keep the member logged
+    # in gets a remember cookie with the new id, or it would forget them on restart.
+    login_user(current_user, remember=_remembered_here())
     flash(
         "Your password is changed. Other devices have been logged out and your API tokens revoked.",
         "success",

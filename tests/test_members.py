@@ -215,6 +215,22 @@ def page_title(html: str) -> str:
     return re.search(r"<title>(.*?)</title>", html, re.S).group(1)
 
 
+def test_a_remembered_browser_stays_logged_in_after_changing_the_password(app, client, auth):
+    """Ana ticked "Keep me logged in", then changed her password on this browser: after a
+    restart (only the lasting cookie left), she is still logged in."""
+    auth.member()
+    auth.logout()
+    form = {"email": "ana@example.org", "password": PASSWORD, "remember": "y"}
+    assert submit(client, "/login", form).status_code == 302
+    new = "a new passphrase"
+    change = {"current_password": PASSWORD, "password": new, "confirm": new}
+    assert submit(client, "/account", change, "/account/password").status_code == 302
+
+    restarted = app.test_client()
+    restarted.set_cookie("remember_token", client.get_cookie("remember_token").value)
+    assert restarted.get("/account").status_code == 200
+
+
 def test_account_settings_change_name_city_and_password(app, client, auth):
     auth.member()
     page = client.get("/account")
