@@ -14,7 +14,7 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, NumberRange, Optional, ValidationError
 
 from chapters.models import CHOICE_LABELS
-from chapters.services import TIME_ZONES
+from chapters.services import FIRST_YEAR, LAST_YEAR, TIME_ZONES
 from core.forms import Form, link_field, text_area, text_field
 
 # The browser's datetime-local format first, so edit forms render values it understands.
@@ -36,9 +36,14 @@ def _local_time(label: str, missing: str, help: str = "") -> DateTimeLocalField:
         label,
         description=help,
         format=LOCAL_TIME_FORMATS,
-        validators=[InputRequired(missing)],
+        validators=[InputRequired(missing), _within_the_years],
         invalid_value_message="Please give a date and time, like 2026-05-14 18:30.",
     )
+
+
+def _within_the_years(form, field) -> None:
+    if field.data and not FIRST_YEAR <= field.data.year <= LAST_YEAR:
+        raise ValidationError(f"Please give a date between the years {FIRST_YEAR} and {LAST_YEAR}.")
 
 
 class ChapterForm(Form):

@@ -15,6 +15,7 @@ any address.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -53,7 +54,6 @@ ATTENDANCE = {
     "declined": RsvpStatus.NOT_GOING,
 }
 ATTENDANCE_NAMES = {status: name for name, status in ATTENDANCE.items()}
-FIRST_YEAR, LAST_YEAR = 1900, 9000
 
 
 class ChapterImportError(ChapterError):
@@ -160,6 +160,19 @@ def _text(data: dict, key: str, maximum: int, *, required: bool = True) -> str |
     return value
 
 
+def read_export(raw: bytes) -> Any:
+    """The uploaded file, parsed; ChapterImportError when it is not JSON (nested past
+    reason included) or holds text that is not Unicode, which no database would store."""
+    try:
+        data = json.loads(raw)
+        json.dumps(data, ensure_ascii=False).encode()  # a lone surrogate cannot be written
+    except UnicodeEncodeError:
+        raise ChapterImportError("This file holds text that is not valid Unicode.") from None
+    except (ValueError, RecursionError):
+        raise ChapterImportError("This file is not JSON.") from None
+    return data
+
+
 def _link(data: dict, key: str) -> str | None:
     value = _text(data, key, 500, required=False)
     if value is not None and not is_web_link(value):
@@ -180,9 +193,10 @@ def _moment(data: dict, key: str, *, required: bool = True) -> datetime | None:
     except OverflowError:
         moment = None  # 9999-12-31T23:59:59-05:00 parses, but in UTC it is past year 9999
     # Far from both ends, so the time shown in any chapter's zone is a date too.
-    if moment is None or not FIRST_YEAR <= moment.year <= LAST_YEAR:
+    if moment is None or not services.FIRST_YEAR <= moment.year <= services.LAST_YEAR:
         raise ChapterImportError(
-            f"'{key}' must be a date between the years {FIRST_YEAR} and {LAST_YEAR}: {raw!r}."
+            f"'{key}' must be a date between the years {services.FIRST_YEAR} and "
+            f"{services.LAST_YEAR}: {raw!r}."
         )
     return moment
 

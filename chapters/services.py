@@ -75,9 +75,16 @@ PROMOTIONS_ON_COMMIT = "chapters.promotions_on_commit"
 
 # --- times -------------------------------------------------------------------------------
 
+# The years a chapter's dates may fall in: far from the calendar's ends, so that every time
+# zone can show them.
+FIRST_YEAR, LAST_YEAR = 1900, 9000
+
 
 def local_to_utc(local: datetime, zone: ZoneInfo) -> datetime:
-    """A wall-clock time in ``zone`` as UTC; refuses a time the clocks skip over."""
+    """A wall-clock time in ``zone`` as UTC; refuses a time the clocks skip over, and one
+    outside the years a chapter deals in."""
+    if not FIRST_YEAR <= local.year <= LAST_YEAR:
+        raise ChapterError(f"Please give a date between the years {FIRST_YEAR} and {LAST_YEAR}.")
     aware = local.replace(tzinfo=zone)
     back = aware.astimezone(UTC).astimezone(zone)
     if back.replace(tzinfo=None) != local:

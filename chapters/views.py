@@ -10,7 +10,6 @@ from flask import (
     abort,
     current_app,
     flash,
-    json,
     jsonify,
     redirect,
     render_template,
@@ -319,10 +318,8 @@ def import_chapter():
     form = ImportForm()
     if form.validate_on_submit():
         try:
-            data = json.loads(form.export.data.read())
+            data = portability.read_export(form.export.data.read())
             imported = portability.import_chapter(current_user, data)
-        except (ValueError, UnicodeDecodeError):
-            form.export.errors.append("This file is not JSON.")
         except ChapterError as error:
             db.session.rollback()
             form.export.errors.append(str(error))

@@ -1801,6 +1801,16 @@ def test_a_meetup_form_sent_twice_schedules_one_meetup_told_once(app, outbox, ru
         ({"capacity": "0"}, "capacity", "Please give a number from 1 to 100,000."),
         ({"capacity": "-3"}, "capacity", "Please give a number from 1 to 100,000."),
         ({"starts": "tomorrow evening"}, "starts", "Please give a date and time"),
+        (
+            {"starts": "0001-01-01T00:00", "ends": "0001-01-01T02:00"},
+            "starts",
+            "Please give a date between the years 1900 and 9000.",
+        ),
+        (
+            {"starts": "9999-12-31T20:00", "ends": "9999-12-31T23:59"},
+            "ends",
+            "Please give a date between the years 1900 and 9000.",
+        ),
         ({"title": ""}, "title", "Please fill in title."),
     ],
     ids=[
@@ -1815,6 +1825,8 @@ def test_a_meetup_form_sent_twice_schedules_one_meetup_told_once(app, outbox, ru
         "capacity 0",
         "negative capacity",
         "unreadable start",
+        "the first year",
+        "the last year",
         "no title",
     ],
 )
@@ -2094,6 +2106,30 @@ def test_an_import_whose_meetup_link_is_not_a_web_link_is_refused(app, link):
     with app.app_context():
         assert imported_chapter() is None
         assert db.session.scalar(select(func.count()).select_from(Meetup)) == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"[" * 100_000 + b"]" * 100_000, "This file is not JSON."),
+        (b'{"format": "groundswell-chapter-export/1", "name": "\\ud800"}', "not valid Unicode"),
+    ],
+    ids=["nested past reason", "a lone surrogate"],
+)
+def test_an_import_file_that_cannot_be_read_is_refused_with_a_message(app, content, message):
+    with app.app_context():
+        people("Ines")
+    ines = log_in(app, "Ines")
+    form = ines.get("/chapters/import")
+    response = ines.post(
+        "/chapters/import",
+        data={"csrf_token": csrf_token(form.text), "export": (io.BytesIO(content), "c.json")},
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 422
+    assert message in response.text
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Chapter)) == 0
 
 
 def test_the_importers_own_rsvps_and_votes_come_with_them(app):

@@ -686,6 +686,11 @@ PROPOSAL_FORM_ERRORS = {
         "closes",
         "Please give a date and time, like 2026-05-14 18:30.",
     ),
+    "closing-at-the-calendars-end": (
+        {"closes": "9999-12-31T23:59"},
+        "closes",
+        "Please give a date between the years 1900 and 9000.",
+    ),
 }
 
 PROPOSAL_TIME_ERRORS = {
