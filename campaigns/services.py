@@ -36,7 +36,7 @@ from campaigns.models import (
     member_follow_key,
 )
 from core import ratelimit
-from core.db import Page, claim_unless_recent, paginate, utcnow
+from core.db import Page, claim_unless_recent, first_copy, paginate, utcnow
 from core.extensions import db
 from core.hooks import WorkSummary, collect, linked_work, work_organised_by
 from core.places import city_slug
@@ -51,8 +51,6 @@ FOLLOW_PURPOSE = "confirm-follow"
 FOLLOW_MAX_AGE = 7 * 24 * 3600
 # A pending follow gets its confirmation again at most this often.
 RESEND_AFTER = timedelta(minutes=10)
-# The same update posted again within this time is a double submit, not news.
-REPOST_WINDOW = timedelta(minutes=10)
 PER_PAGE = 20
 WORK_KINDS = ("petition", "meetup")
 # How a deleted member's part in a campaign's disclosure reads.
@@ -527,16 +525,11 @@ def _lock_campaign(campaign: Campaign) -> None:
 
 
 def _recent_update(campaign: Campaign, title: str, body: str) -> CampaignUpdate | None:
-    return db.session.scalar(
-        select(CampaignUpdate)
-        .where(
-            CampaignUpdate.campaign_id == campaign.id,
-            CampaignUpdate.title == title,
-            CampaignUpdate.body == body,
-            CampaignUpdate.created_at > utcnow() - REPOST_WINDOW,
-        )
-        .order_by(CampaignUpdate.id.desc())
-        .limit(1)
+    return first_copy(
+        CampaignUpdate,
+        CampaignUpdate.campaign_id == campaign.id,
+        CampaignUpdate.title == title,
+        CampaignUpdate.body == body,
     )
 
 

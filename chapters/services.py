@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
@@ -42,7 +42,7 @@ from chapters.models import (
     RsvpStatus,
     Vote,
 )
-from core.db import Page, paginate, utcnow
+from core.db import Page, first_copy, paginate, utcnow
 from core.extensions import db
 from core.hooks import WorkSummary, linked_work, work_organised_by
 from core.places import city_slug
@@ -61,9 +61,6 @@ REMINDER_LEADS = {"24h": timedelta(hours=24), "1h": timedelta(hours=1)}
 REMINDER_WINDOWS = {"24h": timedelta(hours=2), "1h": timedelta(minutes=30)}
 SCHEDULER_SLACK = timedelta(minutes=1)
 
-# The same meetup, proposal or chapter sent again this soon by the same member is the form
-# sent twice (a double click, a resent form), not a second one.
-REPOST_WINDOW = timedelta(minutes=10)
 
 SHORTEST_VOTE = timedelta(hours=1)
 LONGEST_VOTE = timedelta(days=90)
@@ -175,18 +172,11 @@ def _found(founder: Member, name: str, city: str, time_zone: str, description: s
 
 def chapter_just_founded(founder: Member, name: str, city: str) -> Chapter | None:
     """The chapter of this name and city that ``founder`` founded within REPOST_WINDOW."""
-    return db.session.scalar(
-        select(Chapter)
-        .join(Membership, Membership.chapter_id == Chapter.id)
-        .where(
-            Membership.member_id == founder.id,
-            Membership.role == Role.ORGANISER,
-            Chapter.name == name,
-            Chapter.city == city,
-            Chapter.created_at > utcnow() - REPOST_WINDOW,
-        )
-        .order_by(Chapter.id.desc())
-        .limit(1)
+    organised = select(Membership.chapter_id).where(
+        Membership.member_id == founder.id, Membership.role == Role.ORGANISER
+    )
+    return first_copy(
+        Chapter, Chapter.id.in_(organised), Chapter.name == name, Chapter.city == city
     )
 
 
@@ -543,34 +533,16 @@ def _hold_chapter(chapter: Chapter) -> None:
     )
 
 
-def _details_of(meetup: Meetup) -> MeetupDetails:
-    return MeetupDetails(
-        title=meetup.title,
-        description=meetup.description,
-        starts_at=meetup.starts_at,
-        ends_at=meetup.ends_at,
-        venue=meetup.venue,
-        address=meetup.address,
-        online_link=meetup.online_link,
-        capacity=meetup.capacity,
-    )
-
-
 def _recent_meetup(chapter: Chapter, member: Member, details: MeetupDetails) -> Meetup | None:
     """The same meetup, scheduled by the same member within REPOST_WINDOW."""
-    candidates = db.session.scalars(
-        select(Meetup)
-        .where(
-            Meetup.chapter_id == chapter.id,
-            Meetup.created_by_id == member.id,
-            Meetup.state == MeetupState.SCHEDULED,
-            Meetup.created_at > utcnow() - REPOST_WINDOW,
-            Meetup.title == details.title,
-            Meetup.starts_at == details.starts_at,
-        )
-        .order_by(Meetup.id.desc())
+    same_details = [getattr(Meetup, name) == value for name, value in asdict(details).items()]
+    return first_copy(
+        Meetup,
+        Meetup.chapter_id == chapter.id,
+        Meetup.created_by_id == member.id,
+        Meetup.state == MeetupState.SCHEDULED,
+        *same_details,
     )
-    return next((m for m in candidates if _details_of(m) == details), None)
 
 
 def _apply(meetup: Meetup, details: MeetupDetails) -> None:
@@ -1187,19 +1159,14 @@ def _recent_proposal(
     chapter: Chapter, member: Member, title: str, details: str, closes_at: datetime
 ) -> Proposal | None:
     """The same proposal, opened by the same member within REPOST_WINDOW."""
-    return db.session.scalar(
-        select(Proposal)
-        .where(
-            Proposal.chapter_id == chapter.id,
-            Proposal.author_id == member.id,
-            Proposal.state == ProposalState.OPEN,
-            Proposal.created_at > utcnow() - REPOST_WINDOW,
-            Proposal.title == title,
-            Proposal.details == details,
-            Proposal.closes_at == closes_at,
-        )
-        .order_by(Proposal.id.desc())
-        .limit(1)
+    return first_copy(
+        Proposal,
+        Proposal.chapter_id == chapter.id,
+        Proposal.author_id == member.id,
+        Proposal.state == ProposalState.OPEN,
+        Proposal.title == title,
+        Proposal.details == details,
+        Proposal.closes_at == closes_at,
     )
 
 

@@ -131,6 +131,24 @@ def add_to_count(model, key: dict, delta: int, **on_insert) -> None:
     db.session.execute(statement)
 
 
+# The same form sent again this soon (a double click, a resent page) is one submission.
+REPOST_WINDOW = timedelta(minutes=10)
+
+
+def first_copy(model, *conditions):
+    """The newest row of ``model`` meeting ``conditions`` made within REPOST_WINDOW: what a
+    form sent twice made the first time, or None. Call it under a lock that serialises
+    such rows, so that two copies at once cannot both find nothing."""
+    from core.extensions import db
+
+    return db.session.scalar(
+        select(model)
+        .where(*conditions, model.created_at > utcnow() - REPOST_WINDOW)
+        .order_by(model.id.desc())
+        .limit(1)
+    )
+
+
 def claim_unless_recent(stamp, row_id: int, pause: timedelta, *conditions) -> bool:
     """Set the ``stamp`` column of row ``row_id`` to now, unless it was set less than
     ``pause`` ago or ``conditions`` fail; commits, and returns whether this call claimed it.

@@ -27,6 +27,7 @@ from core.db import (
     built_once,
     claim_unless_recent,
     dialect_insert,
+    first_copy,
     paginate,
     utcnow,
 )
@@ -57,7 +58,6 @@ from petitions.models import (
 CONFIRM_PURPOSE = "confirm-signature"
 WITHDRAW_PURPOSE = "withdraw-signature"
 RESEND_AFTER = timedelta(minutes=10)
-REPOST_WINDOW = timedelta(minutes=10)
 ALREADY_SIGNED_LIMIT = "1 per 10 minutes"  # as often as RESEND_AFTER
 TALLY_DEBOUNCE_SECONDS = 60
 PER_PAGE = 20
@@ -1001,16 +1001,11 @@ def post_update(petition: Petition, *, title: str, body: str) -> PetitionUpdate:
 
 
 def _recent_update(petition: Petition, title: str, body: str) -> PetitionUpdate | None:
-    return db.session.scalar(
-        select(PetitionUpdate)
-        .where(
-            PetitionUpdate.petition_id == petition.id,
-            PetitionUpdate.title == title,
-            PetitionUpdate.body == body,
-            PetitionUpdate.created_at > utcnow() - REPOST_WINDOW,
-        )
-        .order_by(PetitionUpdate.id.desc())
-        .limit(1)
+    return first_copy(
+        PetitionUpdate,
+        PetitionUpdate.petition_id == petition.id,
+        PetitionUpdate.title == title,
+        PetitionUpdate.body == body,
     )
 
 

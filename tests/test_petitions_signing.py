@@ -10,7 +10,7 @@ from flask import Flask
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import event, func, select, update
 
-from core.db import utcnow
+from core.db import REPOST_WINDOW, utcnow
 from core.extensions import db
 from core.queue import get_queue
 from notifications import jobs as notification_jobs
@@ -1119,9 +1119,7 @@ def test_an_update_posted_twice_is_posted_and_emailed_once(app, client, auth, ou
 
     # A different update, or the same one after the window, is news of its own.
     with app.app_context():
-        db.session.execute(
-            update(PetitionUpdate).values(created_at=utcnow() - services.REPOST_WINDOW)
-        )
+        db.session.execute(update(PetitionUpdate).values(created_at=utcnow() - REPOST_WINDOW))
         db.session.commit()
     assert client.post(url, data=form).status_code == 302
     assert client.post(url, data={**form, "title": "The council answered"}).status_code == 302
