@@ -15,7 +15,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import Timestamped, utcnow
 from core.extensions import db
-from members.models import Member
+from members.models import Answerable, InvitationState, Member
 
 
 class CampaignError(Exception):
@@ -218,17 +218,11 @@ class CampaignOrganiser(db.Model):
         self.affiliation_declared_at = utcnow()
 
 
-class InvitationState(StrEnum):
-    PENDING = "pending"
-    ACCEPTED = "accepted"
-    DECLINED = "declined"
-
-
 # An invitation not answered by then lapses: it is no longer shown, nor can it be accepted.
 INVITATION_LIFETIME = timedelta(days=30)
 
 
-class CampaignInvitation(db.Model):
+class CampaignInvitation(Answerable, db.Model):
     """An offer to co-organise a campaign, made by its owner to an email address.
 
     The owner's word names an address, not a person's consent, so nobody organises a
@@ -240,6 +234,9 @@ class CampaignInvitation(db.Model):
 
     __tablename__ = "campaign_invitations"
     __table_args__ = (UniqueConstraint("campaign_id", "email_key"),)
+    lifetime = INVITATION_LIFETIME
+    refusal = CampaignError
+    lapsed = "This invitation has lapsed. Ask the campaign's owner to invite you again."
 
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(ForeignKey("campaigns.id", ondelete="CASCADE"))
@@ -254,30 +251,6 @@ class CampaignInvitation(db.Model):
 
     campaign: Mapped[Campaign] = relationship()
     invited_by: Mapped[Member | None] = relationship()
-
-    @property
-    def expires_at(self) -> datetime:
-        return self.created_at + INVITATION_LIFETIME
-
-    @property
-    def is_open(self) -> bool:
-        """Still waiting for an answer, and not lapsed."""
-        return self.state == InvitationState.PENDING and utcnow() < self.expires_at
-
-    def accept(self) -> None:
-        self._answer(InvitationState.ACCEPTED)
-
-    def decline(self) -> None:
-        self._answer(InvitationState.DECLINED)
-
-    def _answer(self, state: InvitationState) -> None:
-        if self.state != InvitationState.PENDING:
-            raise CampaignError("You have already answered this invitation.")
-        if not self.is_open:
-            raise CampaignError(
-                "This invitation has lapsed. Ask the campaign's owner to invite you again."
-            )
-        self.state, self.answered_at = state, utcnow()
 
 
 class Funder(db.Model):

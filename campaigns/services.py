@@ -43,7 +43,7 @@ from core.places import city_slug
 from core.tokens import make_token, read_token
 from core.topics import topic_label
 from core.urls import external_url
-from members.models import Member, normalise_account_email
+from members.models import Member, invitation_key, normalise_account_email
 from members.signals import account_deleting, data_export
 from notifications.services import Recipient, address_confirmed, notify
 
@@ -254,19 +254,9 @@ def withdraw_invitation(campaign: Campaign, invitation_id: int) -> CampaignInvit
     return invitation
 
 
-def _invitation_key(member: Member | None) -> str | None:
-    """The key of the member's invitations, once their address is confirmed.
-
-    Anyone can register with any address, so an unconfirmed one is offered nothing.
-    """
-    if member is None or not getattr(member, "is_authenticated", False):
-        return None
-    return normalise_account_email(member.email) if member.is_confirmed else None
-
-
 def invitation_of(member: Member | None, invitation_id: int) -> CampaignInvitation | None:
     """The invitation with this id if it is made to the member's confirmed address."""
-    key = _invitation_key(member)
+    key = invitation_key(member)
     if key is None:
         return None
     return db.session.scalar(
@@ -286,7 +276,7 @@ def _open_invitations(key: str) -> Select:
 
 def invitation_to(campaign: Campaign, member: Member | None) -> CampaignInvitation | None:
     """The member's open invitation to ``campaign``, unless they organise it already."""
-    key = _invitation_key(member)
+    key = invitation_key(member)
     if key is None or campaign.is_organised_by(member):
         return None
     return db.session.scalar(
@@ -296,7 +286,7 @@ def invitation_to(campaign: Campaign, member: Member | None) -> CampaignInvitati
 
 def invitations_for(member: Member | None, *, limit: int = 20) -> list[CampaignInvitation]:
     """Open invitations to campaigns the member does not organise yet, newest first."""
-    key = _invitation_key(member)
+    key = invitation_key(member)
     if key is None:
         return []
     organising = select(CampaignOrganiser.campaign_id).where(
@@ -887,7 +877,7 @@ def export_member_campaigns(sender, member: Member, **extra) -> dict[str, Any]:
         select(CampaignOrganiser).where(CampaignOrganiser.member_id == member.id)
     ).all()
     following = db.session.scalars(_member_follows(member).order_by(Follower.id)).all()
-    key = _invitation_key(member)
+    key = invitation_key(member)
     invitations = (
         db.session.scalars(
             select(CampaignInvitation)
@@ -947,7 +937,7 @@ def forget_member_in_campaigns(sender, member: Member, **extra) -> None:
     member's name: what they declared now reads as a former member's. Then drop the
     invitations to co-organise made to their confirmed address (they hold the address)."""
     _anonymise_disclosures(member)
-    if key := _invitation_key(member):
+    if key := invitation_key(member):
         db.session.execute(delete(CampaignInvitation).where(CampaignInvitation.email_key == key))
 
 
@@ -958,7 +948,7 @@ def _anonymise_disclosures(member: Member) -> None:
         CampaignOrganiser.member_id == member.id
     )
     accepted = select(CampaignInvitation.campaign_id).where(
-        CampaignInvitation.email_key == (_invitation_key(member) or ""),
+        CampaignInvitation.email_key == (invitation_key(member) or ""),
         CampaignInvitation.state == InvitationState.ACCEPTED,
     )
     records = db.session.scalars(

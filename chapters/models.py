@@ -16,7 +16,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import Timestamped, utcnow
 from core.extensions import db
-from members.models import Member
+from members.models import Answerable, InvitationState, Member
 
 
 class ChapterError(Exception):
@@ -307,18 +307,12 @@ class Vote(Timestamped, db.Model):
     member: Mapped[Member | None] = relationship()
 
 
-class InvitationState(StrEnum):
-    PENDING = "pending"
-    ACCEPTED = "accepted"
-    DECLINED = "declined"
-
-
 # An imported file's list of people ages: after this, its invitations are neither shown
 # nor accepted.
 INVITATION_LIFETIME = timedelta(days=90)
 
 
-class ChapterInvitation(db.Model):
+class ChapterInvitation(Answerable, db.Model):
     """An offer to join an imported chapter, made to an address its export file listed.
 
     The file is the importer's word, not the person's, so nobody is enrolled or emailed:
@@ -327,6 +321,9 @@ class ChapterInvitation(db.Model):
 
     __tablename__ = "chapter_invitations"
     __table_args__ = (UniqueConstraint("chapter_id", "email_key"),)
+    lifetime = INVITATION_LIFETIME
+    refusal = ChapterError
+    lapsed = "This invitation has expired. You can still join the chapter."
 
     id: Mapped[int] = mapped_column(primary_key=True)
     chapter_id: Mapped[int] = mapped_column(ForeignKey("chapters.id", ondelete="CASCADE"))
@@ -338,28 +335,6 @@ class ChapterInvitation(db.Model):
     answered_at: Mapped[datetime | None]
 
     chapter: Mapped[Chapter] = relationship()
-
-    @property
-    def expires_at(self) -> datetime:
-        return self.created_at + INVITATION_LIFETIME
-
-    @property
-    def is_open(self) -> bool:
-        """Still waiting for an answer, and not expired."""
-        return self.state == InvitationState.PENDING and utcnow() < self.expires_at
-
-    def accept(self) -> None:
-        self._answer(InvitationState.ACCEPTED)
-
-    def decline(self) -> None:
-        self._answer(InvitationState.DECLINED)
-
-    def _answer(self, state: InvitationState) -> None:
-        if self.state != InvitationState.PENDING:
-            raise ChapterError("You have already answered this invitation.")
-        if not self.is_open:
-            raise ChapterError("This invitation has expired. You can still join the chapter.")
-        self.state, self.answered_at = state, utcnow()
 
 
 class CalendarKey(db.Model):

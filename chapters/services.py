@@ -48,7 +48,7 @@ from core.hooks import WorkSummary, linked_work, work_organised_by
 from core.places import city_slug
 from core.queue import cancel_job, default_retry, enqueue
 from core.urls import external_url
-from members.models import Member, normalise_account_email
+from members.models import Member, invitation_key
 from members.signals import account_deleting, data_export
 from notifications.services import Recipient, notify
 
@@ -339,16 +339,6 @@ def set_role(chapter: Chapter, member_id: int, role: Role) -> Membership:
 # --- invitations to imported chapters ------------------------------------------------------
 
 
-def _invitation_key(member: Member | None) -> str | None:
-    """The key of the member's invitations, once their address is confirmed.
-
-    Anyone can register with any address, so an unconfirmed one is offered nothing.
-    """
-    if member is None or not getattr(member, "is_authenticated", False):
-        return None
-    return normalise_account_email(member.email) if member.is_confirmed else None
-
-
 def _open_invitations(key: str) -> Select:
     return select(ChapterInvitation).where(
         ChapterInvitation.email_key == key,
@@ -359,7 +349,7 @@ def _open_invitations(key: str) -> Select:
 
 def invitations_for(member: Member | None, *, limit: int = 20) -> list[ChapterInvitation]:
     """Open invitations to chapters the member is not in yet, newest first."""
-    key = _invitation_key(member)
+    key = invitation_key(member)
     if key is None:
         return []
     joined = select(Membership.chapter_id).where(Membership.member_id == member.id)
@@ -375,7 +365,7 @@ def invitations_for(member: Member | None, *, limit: int = 20) -> list[ChapterIn
 
 def invitation_to(chapter: Chapter, member: Member | None) -> ChapterInvitation | None:
     """The member's open invitation to ``chapter``, unless they are in it already."""
-    key = _invitation_key(member)
+    key = invitation_key(member)
     if key is None or chapter.membership_of(member) is not None:
         return None
     return db.session.scalar(
@@ -385,7 +375,7 @@ def invitation_to(chapter: Chapter, member: Member | None) -> ChapterInvitation 
 
 def invitation_of(member: Member | None, invitation_id: int) -> ChapterInvitation | None:
     """The invitation with this id if it is made to the member's confirmed address."""
-    key = _invitation_key(member)
+    key = invitation_key(member)
     if key is None:
         return None
     return db.session.scalar(
@@ -1405,7 +1395,7 @@ def export_member_chapters(sender, member: Member, **extra) -> dict[str, Any]:
     meetups = db.session.scalars(
         select(Meetup).where(Meetup.created_by_id == member.id).order_by(Meetup.id)
     )
-    key = _invitation_key(member)
+    key = invitation_key(member)
     invitations = (
         db.session.scalars(select(ChapterInvitation).where(ChapterInvitation.email_key == key))
         if key
@@ -1475,7 +1465,7 @@ def hand_over_before_deletion(sender, member: Member, **extra) -> None:
         promoted, version = _free_place(meetup, member)
         _tell_promoted_on_commit(meetup, promoted, version)
     _withdraw_open_votes(member)
-    if key := _invitation_key(member):
+    if key := invitation_key(member):
         db.session.execute(delete(ChapterInvitation).where(ChapterInvitation.email_key == key))
     for chapter in sorted(chapters_of(member), key=lambda c: c.id):  # lock in one order
         _lock_chapter(chapter)

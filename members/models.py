@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 from functools import cache
+from typing import ClassVar
 
 from flask_login import UserMixin
 from sqlalchemy import ForeignKey, String, false
@@ -128,3 +130,54 @@ class ApiToken(db.Model):
     @staticmethod
     def hash(token: str) -> str:
         return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- offers made out to an address ----------------------------------------------------------
+
+
+class InvitationState(StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    DECLINED = "declined"
+
+
+def invitation_key(member: Member | None) -> str | None:
+    """The key of what is offered to the member's address, once they confirmed it.
+
+    Anyone can register with any address, so an unconfirmed one is offered nothing.
+    """
+    if member is None or not getattr(member, "is_authenticated", False):
+        return None
+    return normalise_account_email(member.email) if member.is_confirmed else None
+
+
+class Answerable:
+    """An invitation made out to an address: open until answered once, or until it lapses
+    ``lifetime`` after it was made. A model mixing it in has ``created_at``, ``state`` and
+    ``answered_at``, and names the error its refusals raise and what a lapse says."""
+
+    lifetime: ClassVar[timedelta]
+    refusal: ClassVar[type[Exception]]
+    lapsed: ClassVar[str]
+
+    @property
+    def expires_at(self) -> datetime:
+        return self.created_at + self.lifetime
+
+    @property
+    def is_open(self) -> bool:
+        """Still waiting for an answer, and not lapsed."""
+        return self.state == InvitationState.PENDING and utcnow() < self.expires_at
+
+    def accept(self) -> None:
+        self._answer(InvitationState.ACCEPTED)
+
+    def decline(self) -> None:
+        self._answer(InvitationState.DECLINED)
+
+    def _answer(self, state: InvitationState) -> None:
+        if self.state != InvitationState.PENDING:
+            raise self.refusal("You have already answered this invitation.")
+        if not self.is_open:
+            raise self.refusal(self.lapsed)
+        self.state, self.answered_at = state, utcnow()
