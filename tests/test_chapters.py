@@ -1134,14 +1134,20 @@ def failing_promotion_notices(monkeypatch) -> None:
     monkeypatch.setattr(services, "notify", notify)
 
 
-def test_a_place_is_never_given_without_its_email(ctx, outbox, run_jobs, monkeypatch):
-    """When the news of a promotion cannot be recorded, the cancellation that freed the
-    place is not saved either, so nobody has a place they were never told of."""
+def full_meetup_with_cara_waiting(outbox, run_jobs) -> tuple[Meetup, dict]:
+    """A meetup with one place: Ana has it, Cara waits; the mail so far is sent and cleared."""
     chapter, members = chapter_of("Ana", "Cara")
     meetup = make_meetup(chapter, members["Olga"], capacity=1)
     answer(meetup, members, True, "Ana", "Cara")
     run_jobs()
     outbox.clear()
+    return meetup, members
+
+
+def test_a_place_is_never_given_without_its_email(ctx, outbox, run_jobs, monkeypatch):
+    """When the news of a promotion cannot be recorded, the cancellation that freed the
+    place is not saved either, so nobody has a place they were never told of."""
+    meetup, members = full_meetup_with_cara_waiting(outbox, run_jobs)
     failing_promotion_notices(monkeypatch)
 
     with pytest.raises(RuntimeError):
@@ -1159,11 +1165,7 @@ def test_a_place_is_never_given_without_its_email(ctx, outbox, run_jobs, monkeyp
 
 def test_leaving_a_chapter_gives_no_place_without_its_email(ctx, outbox, run_jobs, monkeypatch):
     """A member's place freed as they leave goes with the email to whoever gets it."""
-    chapter, members = chapter_of("Ana", "Cara")
-    meetup = make_meetup(chapter, members["Olga"], capacity=1)
-    answer(meetup, members, True, "Ana", "Cara")
-    run_jobs()
-    outbox.clear()
+    meetup, members = full_meetup_with_cara_waiting(outbox, run_jobs)
     failing_promotion_notices(monkeypatch)
 
     with pytest.raises(RuntimeError):
@@ -1172,7 +1174,7 @@ def test_leaving_a_chapter_gives_no_place_without_its_email(ctx, outbox, run_job
     assert names(meetup, RsvpStatus.WAITLISTED) == ["Cara"]
 
     monkeypatch.undo()
-    services.leave(chapter, members["Ana"])
+    services.leave(meetup.chapter, members["Ana"])
     run_jobs()
     assert names(meetup, RsvpStatus.GOING) == ["Cara"]
     assert mail(outbox) == {email("Cara"): [PROMOTED_SUBJECT]}
