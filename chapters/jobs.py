@@ -32,11 +32,6 @@ def close_proposal(proposal_id: int) -> str | None:
     return outcome.value if outcome else None
 
 
-def tell_promoted(meetup_id: int, rsvp_ids: list[int], version: int) -> bool:
-    """Queued once a transaction that gave places (an account's deletion) is committed."""
-    return services.tell_promoted(meetup_id, rsvp_ids, version)
-
-
 @periodic(interval=300)
 def send_due_reminders() -> int:
     """Send meetup reminders whose scheduled job was lost while Redis was away."""

@@ -19,9 +19,8 @@ from flask import current_app
 from icalendar import Calendar, Event, vText
 from redis.exceptions import RedisError
 from slugify import slugify
-from sqlalchemy import Select, delete, event, func, or_, select, update
+from sqlalchemy import Select, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, SessionTransaction
 
 from chapters.models import (
     INVITATION_LIFETIME,
@@ -46,7 +45,7 @@ from core.db import Page, first_copy, paginate, utcnow
 from core.extensions import db
 from core.hooks import WorkSummary, linked_work, work_organised_by
 from core.places import city_slug
-from core.queue import cancel_job, default_retry, enqueue
+from core.queue import cancel_job, enqueue
 from core.urls import external_url
 from members.models import Member, invitation_key
 from members.signals import account_deleting, data_export
@@ -65,9 +64,6 @@ SCHEDULER_SLACK = timedelta(minutes=1)
 SHORTEST_VOTE = timedelta(hours=1)
 LONGEST_VOTE = timedelta(days=90)
 CLOSING_SOON_BEFORE = timedelta(hours=24)
-
-# Where a session keeps promotions to tell once its transaction is committed.
-PROMOTIONS_ON_COMMIT = "chapters.promotions_on_commit"
 
 
 # --- times -------------------------------------------------------------------------------
@@ -303,7 +299,10 @@ def join(chapter: Chapter, member: Member) -> bool:
 
 def leave(chapter: Chapter, member: Member) -> None:
     """Leave the chapter, withdrawing votes on its open proposals and giving up places at
-    its upcoming meetups."""
+    its upcoming meetups, all in one commit with the news for whoever gets a place."""
+    # Meetups are locked before their chapter, in the order an account's deletion uses.
+    for meetup in _meetups_with_places_of(member, chapter.id):
+        _tell_promoted(meetup, *_free_place(meetup, member))
     _lock_chapter(chapter)
     membership = chapter.membership_of(member)
     if membership is None:
@@ -316,9 +315,7 @@ def leave(chapter: Chapter, member: Member) -> None:
     _withdraw_open_votes(member, chapter_id=chapter.id)
     chapter.memberships.remove(membership)
     _ensure_organiser(chapter)
-    # Commit before giving up places: each place given up commits, which ends the lock.
     db.session.commit()
-    _give_up_places(member, chapter_id=chapter.id)
 
 
 def set_role(chapter: Chapter, member_id: int, role: Role) -> Membership:
@@ -693,14 +690,16 @@ def _fill_free_places(meetup: Meetup) -> None:
 def _commit_with_promotions(meetup: Meetup, promoted: list[Rsvp], version: int) -> None:
     """Commit the caller's changes together with the news for those promoted, so that no
     place is given without its email being on its way."""
-    if promoted:
-        _tell_promoted(meetup, promoted, version)  # notify() commits
-    else:
-        db.session.commit()
+    _tell_promoted(meetup, promoted, version)
+    db.session.commit()
 
 
 def _tell_promoted(meetup: Meetup, promoted: list[Rsvp], version: int) -> None:
-    """One notification for everyone promoted under one lock of the meetup's RSVPs."""
+    """Record one notification for everyone promoted under one lock of the meetup's
+    RSVPs. It is queued once the caller commits, and forgotten with the places if the
+    caller rolls back."""
+    if not promoted:
+        return
     notify(
         "meetup_promoted",
         title=f"You have a place at {meetup.title}",
@@ -711,63 +710,8 @@ def _tell_promoted(meetup: Meetup, promoted: list[Rsvp], version: int) -> None:
             for rsvp in promoted
         ],
         key=f"meetup-places:{meetup.id}:{version}",
+        commit=False,
     )
-
-
-def _tell_promoted_on_commit(meetup: Meetup, promoted: list[Rsvp], version: int) -> None:
-    """For changes someone else commits: queue the news of these promotions once their
-    transaction is committed, and forget it if it is rolled back."""
-    if promoted:
-        pending = db.session.info.setdefault(PROMOTIONS_ON_COMMIT, [])
-        pending.append((meetup.id, [rsvp.id for rsvp in promoted], version))
-
-
-@event.listens_for(Session, "after_commit")
-def _queue_committed_promotions(session: Session) -> None:
-    if session.in_nested_transaction():
-        return  # a savepoint: the promotions are not saved until the transaction is
-    from chapters import jobs
-
-    for meetup_id, rsvp_ids, version in session.info.pop(PROMOTIONS_ON_COMMIT, []):
-        try:
-            enqueue(
-                jobs.tell_promoted,
-                meetup_id,
-                rsvp_ids,
-                version,
-                queue="high",
-                retry=default_retry(),
-            )
-        except RedisError:
-            current_app.logger.error(
-                "the places given at meetup %s (RSVPs %s) were not told", meetup_id, rsvp_ids
-            )
-
-
-@event.listens_for(Session, "after_transaction_end")
-def _forget_uncommitted_promotions(session: Session, transaction: SessionTransaction) -> None:
-    if transaction.parent is None:  # committed ones were queued by now
-        session.info.pop(PROMOTIONS_ON_COMMIT, None)
-
-
-def tell_promoted(meetup_id: int, rsvp_ids: list[int], version: int) -> bool:
-    """Tell those promoted by a change committed elsewhere who still have their place.
-
-    The key is the one the change would have used itself, so they are told once.
-    """
-    meetup = db.session.get(Meetup, meetup_id)
-    promoted = list(
-        db.session.scalars(
-            select(Rsvp)
-            .where(Rsvp.id.in_(rsvp_ids), Rsvp.status == RsvpStatus.GOING)
-            .order_by(Rsvp.id)
-        )
-    )
-    if meetup is None or not promoted:
-        db.session.rollback()
-        return False
-    _tell_promoted(meetup, promoted, version)
-    return True
 
 
 def rsvp_of(meetup: Meetup, member: Member | None) -> Rsvp | None:
@@ -839,12 +783,6 @@ def _meetups_with_places_of(member: Member, chapter_id: int | None = None) -> li
     return list(db.session.scalars(query))
 
 
-def _give_up_places(member: Member, chapter_id: int | None = None) -> None:
-    """Withdraw the member from upcoming meetups, promoting whoever waits."""
-    for meetup in _meetups_with_places_of(member, chapter_id):
-        respond_as_leaving(meetup, member)
-
-
 def _free_place(meetup: Meetup, member: Member) -> tuple[list[Rsvp], int]:
     """Withdraw the member's RSVP under the meetup's lock, giving a place they held to the
     first waiting. Flushed, not committed; returns who was promoted and under which
@@ -859,13 +797,6 @@ def _free_place(meetup: Meetup, member: Member) -> tuple[list[Rsvp], int]:
     promoted = _promote_waitlist(meetup) if was_going else []
     db.session.flush()  # before the next lock expires what this session holds
     return promoted, version
-
-
-def respond_as_leaving(meetup: Meetup, member: Member) -> None:
-    """Give up the member's place or spot on the waitlist, whether or not the meetup still
-    takes RSVPs, and commit it with the news for whoever gets the place."""
-    promoted, version = _free_place(meetup, member)
-    _commit_with_promotions(meetup, promoted, version)
 
 
 def attendees(meetup: Meetup, status: RsvpStatus) -> list[Rsvp]:
@@ -1458,12 +1389,11 @@ def hand_over_before_deletion(sender, member: Member, **extra) -> None:
     chapter without an organiser, and drop the invitations kept against their confirmed
     address (they hold the address).
 
-    Only flushed: the deletion commits everything at once. Whoever gets a place is told
-    after that commit, and not at all if the deletion is rolled back.
+    Only flushed: the deletion commits everything at once, with the news for whoever gets
+    a place, and none of it if the deletion is rolled back.
     """
     for meetup in _meetups_with_places_of(member):
-        promoted, version = _free_place(meetup, member)
-        _tell_promoted_on_commit(meetup, promoted, version)
+        _tell_promoted(meetup, *_free_place(meetup, member))
     _withdraw_open_votes(member)
     if key := invitation_key(member):
         db.session.execute(delete(ChapterInvitation).where(ChapterInvitation.email_key == key))

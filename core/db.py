@@ -14,7 +14,14 @@ from flask import current_app
 from flask_sqlalchemy.session import Session as FlaskSession
 from sqlalchemy import DateTime, MetaData, TypeDecorator, event, func, or_, select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, registry
+from sqlalchemy.orm import (
+    DeclarativeBase,
+    Mapped,
+    Session,
+    SessionTransaction,
+    mapped_column,
+    registry,
+)
 from sqlalchemy.sql.expression import Executable
 
 # The bind key of the optional read replica (DATABASE_REPLICA_URL).
@@ -166,6 +173,41 @@ def claim_unless_recent(stamp, row_id: int, pause: timedelta, *conditions) -> bo
     ).rowcount
     db.session.commit()
     return bool(claimed)
+
+
+ON_COMMIT = "core.on_commit"
+
+
+def on_commit(action: Callable[[], None]) -> None:
+    """Run ``action`` once the current transaction commits, and never if it rolls back.
+
+    For what must not happen before the data it refers to is saved, such as queueing a
+    job about rows this transaction adds. An action that fails is logged, not raised: the
+    data is saved by then, and what reads it later (a sweep) must make up for the action.
+    """
+    from core.extensions import db
+
+    session = db.session()
+    if not session.in_transaction():
+        session.begin()  # so that a rollback before any statement still forgets the action
+    session.info.setdefault(ON_COMMIT, []).append(action)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_on_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint: nothing is saved until the transaction is
+    for action in session.info.pop(ON_COMMIT, []):
+        try:
+            action()
+        except Exception:
+            current_app.logger.exception("an action after a commit failed")
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _forget_on_rollback(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.parent is None:  # a commit ran its actions by now
+        session.info.pop(ON_COMMIT, None)
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,7 @@ from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from core import mail
-from core.db import built_once, dialect_insert, utcnow
+from core.db import built_once, dialect_insert, on_commit, utcnow
 from core.extensions import db, redis_store
 from core.queue import JobTimeout, default_retry, enqueue
 from core.tokens import make_token, read_token
@@ -149,6 +149,7 @@ def notify(
     audience: str | None = None,
     key: str | None = None,
     expires_at: datetime | None = None,
+    commit: bool = True,
 ) -> int | None:
     """Record an event and queue its delivery to ``recipients`` or a named ``audience``.
     Returns the notification's id.
@@ -156,7 +157,9 @@ def notify(
     With a ``key``, the same event is only ever notified once: a second call returns None.
     With ``expires_at``, nothing of it is emailed from then on, at once or in a digest.
     The caller's pending changes are committed with the notification, so an event and the
-    news of it are saved together. If Redis is unreachable, the sweep queues it later.
+    news of it are saved together. With ``commit=False`` the caller commits, and the news
+    is queued once it does (and forgotten if it rolls back). If Redis is unreachable, the
+    sweep queues it later.
     """
     spec = KINDS[kind]
     queue = _queue_for(spec.transactional)
@@ -174,25 +177,37 @@ def notify(
         fanned_out_at=utcnow() if audience is None else None,
     )
     if notification_id is None:  # this key was notified before
-        db.session.commit()
+        if commit:
+            db.session.commit()
         return None
     if audience is not None:
-        db.session.commit()
-        _queue_fan_out(notification_id, queue)
+        _commit_then(commit, lambda: _queue_fan_out(notification_id, queue))
         return notification_id
     # Direct recipients are all known now: record them and queue their batches at once.
     delivery_ids = _record_deliveries(notification_id, recipients)
     if spec.notice:
         _add_notices(notification_id, None)
-    db.session.commit()
+    _commit_then(commit, lambda: _queue_deliveries(notification_id, delivery_ids, spec))
+    return notification_id
+
+
+def _commit_then(commit: bool, queue: Callable[[], None]) -> None:
+    """Commit and queue now, or leave the commit to the caller and queue after it."""
+    if commit:
+        db.session.commit()
+        queue()
+    else:
+        on_commit(queue)
+
+
+def _queue_deliveries(notification_id: int, delivery_ids: list[int], spec: MessageKind) -> None:
     try:
         if spec.transactional:
             queue_transactional(delivery_ids)
         else:
-            _queue_batches(delivery_ids, queue)
+            _queue_batches(delivery_ids, _queue_for(spec.transactional))
     except RedisError:
         current_app.logger.warning("notification %s waits for the sweep", notification_id)
-    return notification_id
 
 
 def _add_notification(**values: Any) -> int | None:

@@ -57,7 +57,14 @@ from tests.factories import (
     make_petition,
     member_by_email,
 )
-from tests.helpers import csrf_token, release_scheduled, scheduled_jobs, submit, text_body
+from tests.helpers import (
+    csrf_token,
+    redis_down,
+    release_scheduled,
+    scheduled_jobs,
+    submit,
+    text_body,
+)
 
 SLUG = "lisbon-hosts-and-riders"
 LISBON = ZoneInfo("Europe/Lisbon")
@@ -595,6 +602,29 @@ def test_places_freed_by_a_deleted_account_are_told_once_after_it_is_saved(ctx, 
         email("Cara"): [PROMOTED_SUBJECT],
         email("Dan"): ["You have a place at Picnic day"],
     }
+
+
+@pytest.mark.parametrize("gives_up", ["deletion", "leaving"])
+def test_places_given_while_redis_is_down_are_told_by_the_sweep(
+    app, ctx, outbox, run_jobs, gives_up
+):
+    """The news of a place goes with the change that gave it: if Redis is away when the
+    change commits, the periodic sweep sends it once Redis is back, exactly once."""
+    meetup, members = full_meetup_with_cara_waiting(outbox, run_jobs)
+    with redis_down(app):
+        if gives_up == "deletion":
+            delete_account(members["Ana"])
+        else:
+            services.leave(meetup.chapter, members["Ana"])
+    assert names(meetup, RsvpStatus.GOING) == ["Cara"]
+    run_jobs()
+    assert outbox.messages() == []  # nothing was queued while Redis was away
+
+    assert notification_services.requeue_stalled(older_than=timedelta(0)) == 1
+    run_jobs()
+    assert notification_services.requeue_stalled(older_than=timedelta(0)) == 0
+    run_jobs()
+    assert mail(outbox) == {email("Cara"): [PROMOTED_SUBJECT]}
 
 
 def test_a_chapter_left_without_organisers_is_run_by_its_longest_standing_member(ctx):
@@ -1164,13 +1194,16 @@ def test_a_place_is_never_given_without_its_email(ctx, outbox, run_jobs, monkeyp
 
 
 def test_leaving_a_chapter_gives_no_place_without_its_email(ctx, outbox, run_jobs, monkeypatch):
-    """A member's place freed as they leave goes with the email to whoever gets it."""
+    """A member's place freed as they leave goes with the email to whoever gets it, and
+    a leave that fails keeps both the membership and the place."""
     meetup, members = full_meetup_with_cara_waiting(outbox, run_jobs)
     failing_promotion_notices(monkeypatch)
 
     with pytest.raises(RuntimeError):
-        services.respond_as_leaving(meetup, members["Ana"])
+        services.leave(meetup.chapter, members["Ana"])
     db.session.rollback()
+    assert meetup.chapter.membership_of(members["Ana"]) is not None
+    assert names(meetup, RsvpStatus.GOING) == ["Ana"]
     assert names(meetup, RsvpStatus.WAITLISTED) == ["Cara"]
 
     monkeypatch.undo()

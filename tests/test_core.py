@@ -12,7 +12,7 @@ from redis import Redis
 from sqlalchemy import bindparam, func, select
 from werkzeug.routing import AnyConverter, IntegerConverter
 
-from core.db import built_once
+from core.db import built_once, on_commit
 from core.extensions import db, redis_store
 from members.models import Member
 from notifications.services import requeue_stalled
@@ -208,6 +208,43 @@ def test_a_statement_built_once_is_shared_and_runs_with_fresh_values(app):
         assert db.session.scalar(member_named(), {"address": "ada@example.org"}) == ada.id
         assert db.session.scalar(member_named(), {"address": "bob@example.org"}) is None
     assert len(builds) == 1
+
+
+def test_an_action_on_commit_runs_once_after_the_commit_and_never_after_a_rollback(app):
+    ran = []
+    with app.app_context():
+        on_commit(lambda: ran.append("kept"))
+        with db.session.begin_nested():
+            pass  # a savepoint saves nothing yet
+        assert ran == []
+        db.session.commit()
+        assert ran == ["kept"]
+        db.session.commit()
+        assert ran == ["kept"]
+
+        on_commit(lambda: ran.append("undone"))
+        db.session.rollback()
+        db.session.commit()
+        assert ran == ["kept"]
+
+
+def test_a_failing_action_on_commit_keeps_what_was_committed(app):
+    def fail() -> None:
+        raise RuntimeError("queue unreachable")
+
+    with app.app_context():
+        db.session.add(
+            Member(
+                email="ada@example.org",
+                display_name="Ada",
+                password="a long passphrase",
+                city="Porto",
+            )
+        )
+        on_commit(fail)
+        db.session.commit()
+        db.session.remove()
+        assert db.session.scalar(select(func.count(Member.id))) == 1
 
 
 def test_seed_demo_loads_data_once_and_its_printed_login_works(app, client, run_jobs):
