@@ -314,6 +314,9 @@ def leave(chapter: Chapter, member: Member) -> None:
         raise ChapterError("You are the only organiser. Make someone else an organiser first.")
     _withdraw_open_votes(member, chapter_id=chapter.id)
     chapter.memberships.remove(membership)
+    db.session.flush()  # waits for an answer being saved now, whose place goes below
+    for meetup in _meetups_with_places_of(member, chapter.id):
+        _tell_promoted(meetup, *_free_place(meetup, member))
     _ensure_organiser(chapter)
     db.session.commit()
 
@@ -732,10 +735,9 @@ def respond(meetup: Meetup, member: Member, going: bool) -> RsvpStatus:
     """Record going or not going. A full meetup waitlists newcomers first come, first
     served; a place given up goes at once to the first on the waitlist, who is told."""
     _refuse_closed_rsvps(meetup)
-    if meetup.chapter.membership_of(member) is None:
-        raise ChapterError("Join the chapter to RSVP to its meetups.")
     version = _lock_rsvps(meetup)
     _refuse_closed_rsvps(meetup)  # it may have been cancelled while we waited
+    _hold_membership(meetup, member)
     rsvp = rsvp_of(meetup, member)
     promoted: list[Rsvp] = []
     if going:
@@ -763,6 +765,22 @@ def respond(meetup: Meetup, member: Member, going: bool) -> RsvpStatus:
     status = RsvpStatus(rsvp.status)
     _commit_with_promotions(meetup, promoted, version)
     return status
+
+
+def _hold_membership(meetup: Meetup, member: Member) -> None:
+    """Refuse a non-member, and keep the member from leaving until this answer is saved.
+
+    The share lock makes leaving the chapter wait for the answer and then give its place
+    up too; an answer that waits for a leave sees the membership gone.
+    """
+    held = db.session.scalar(
+        select(Membership.id)
+        .where(Membership.chapter_id == meetup.chapter_id, Membership.member_id == member.id)
+        .with_for_update(read=True, key_share=True)
+    )
+    if held is None:
+        db.session.rollback()
+        raise ChapterError("Join the chapter to RSVP to its meetups.")
 
 
 def _meetups_with_places_of(member: Member, chapter_id: int | None = None) -> list[Meetup]:
@@ -794,7 +812,8 @@ def _free_place(meetup: Meetup, member: Member) -> tuple[list[Rsvp], int]:
     was_going = rsvp.status == RsvpStatus.GOING
     rsvp.status, rsvp.waitlisted_at = RsvpStatus.NOT_GOING, None
     db.session.flush()
-    promoted = _promote_waitlist(meetup) if was_going else []
+    # Read after the lock: cancelled or over since it was listed, it has no place to give.
+    promoted = _promote_waitlist(meetup) if was_going and meetup.is_open_for_rsvp else []
     db.session.flush()  # before the next lock expires what this session holds
     return promoted, version
 

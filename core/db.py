@@ -182,32 +182,57 @@ def on_commit(action: Callable[[], None]) -> None:
     """Run ``action`` once the current transaction commits, and never if it rolls back.
 
     For what must not happen before the data it refers to is saved, such as queueing a
-    job about rows this transaction adds. An action that fails is logged, not raised: the
-    data is saved by then, and what reads it later (a sweep) must make up for the action.
+    job about rows this transaction adds. Inside a savepoint, rolling the savepoint back
+    forgets the action. An action that fails is logged, not raised: the data is saved by
+    then, and what reads it later (a sweep) must make up for the action.
     """
     from core.extensions import db
 
     session = db.session()
     if not session.in_transaction():
         session.begin()  # so that a rollback before any statement still forgets the action
-    session.info.setdefault(ON_COMMIT, []).append(action)
+    transaction = session.get_nested_transaction() or session.get_transaction()
+    session.info.setdefault(ON_COMMIT, []).append((transaction, action))
 
 
 @event.listens_for(Session, "after_commit")
 def _run_on_commit(session: Session) -> None:
+    from core.queue import JobTimeout
+
     if session.in_nested_transaction():
         return  # a savepoint: nothing is saved until the transaction is
-    for action in session.info.pop(ON_COMMIT, []):
+    for _, action in session.info.pop(ON_COMMIT, []):
         try:
             action()
+        except JobTimeout:
+            raise  # the worker's time limit, not the action's failure
         except Exception:
             current_app.logger.exception("an action after a commit failed")
 
 
+@event.listens_for(Session, "after_soft_rollback")
+def _forget_rolled_back(session: Session, previous_transaction: SessionTransaction) -> None:
+    pending = session.info.get(ON_COMMIT)
+    if pending:
+        pending[:] = [
+            (transaction, action)
+            for transaction, action in pending
+            if not _inside(transaction, previous_transaction)
+        ]
+
+
 @event.listens_for(Session, "after_transaction_end")
-def _forget_on_rollback(session: Session, transaction: SessionTransaction) -> None:
+def _forget_when_closed(session: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:  # a commit ran its actions by now
         session.info.pop(ON_COMMIT, None)
+
+
+def _inside(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
+    while transaction is not None:
+        if transaction is outer:
+            return True
+        transaction = transaction.parent
+    return False
 
 
 @dataclass(frozen=True)

@@ -227,6 +227,15 @@ def test_an_action_on_commit_runs_once_after_the_commit_and_never_after_a_rollba
         db.session.commit()
         assert ran == ["kept"]
 
+        on_commit(lambda: ran.append("outer"))
+        savepoint = db.session.begin_nested()
+        on_commit(lambda: ran.append("savepoint undone"))
+        savepoint.rollback()
+        with db.session.begin_nested():
+            on_commit(lambda: ran.append("savepoint kept"))
+        db.session.commit()
+        assert ran == ["kept", "outer", "savepoint kept"]
+
 
 def test_a_failing_action_on_commit_keeps_what_was_committed(app):
     def fail() -> None:
