@@ -318,6 +318,7 @@ def accept_invitation(invitation: CampaignInvitation, member: Member) -> Campaig
     in running a published campaign."""
     _answer_invitation(invitation, invitation.accept)
     campaign = invitation.campaign
+    _lock_disclosure(campaign)
     if (organiser := campaign.organiser_for(member)) is not None:
         db.session.commit()
         return organiser
@@ -342,6 +343,7 @@ def decline_invitation(invitation: CampaignInvitation) -> None:
 
 def remove_organiser(campaign: Campaign, organiser_id: int) -> None:
     """Remove a co-organiser; the owner stays."""
+    _lock_disclosure(campaign)
     organiser = next((o for o in campaign.organisers if o.id == organiser_id), None)
     if organiser is None:
         raise CampaignError("That person does not organise this campaign.")
@@ -362,18 +364,22 @@ def publish(campaign: Campaign) -> None:
 
 def set_funding(campaign: Campaign, funding: Funding) -> None:
     """Declare the campaign volunteer-run, or funded (funders listed separately)."""
+    _lock_disclosure(campaign)
     campaign.declare_funding(funding)
     _record_disclosure(campaign)
 
 
 def add_funder(campaign: Campaign, *, name: str, kind: str, amount_band: str) -> None:
     """List a funder; the campaign is then declared funded."""
+    _lock_disclosure(campaign)
     campaign.funding = Funding.FUNDED
     campaign.funders.append(Funder(name=name, kind=kind, amount_band=amount_band))
     _record_disclosure(campaign)
 
 
 def remove_funder(campaign: Campaign, funder_id: int) -> None:
+    """Take a funder off the list; a funded public campaign keeps at least one."""
+    _lock_disclosure(campaign)
     funder = next((f for f in campaign.funders if f.id == funder_id), None)
     if funder is None:
         raise CampaignError("That funder is not listed.")
@@ -385,6 +391,7 @@ def declare_affiliation(
     organiser: CampaignOrganiser, *, company: str | None, topic: str | None, details: str | None
 ) -> None:
     """An organiser states any paid relationship with a sharing-economy company, or none."""
+    _lock_disclosure(organiser.campaign)
     organiser.declare_affiliation(company, topic, details)
     _record_disclosure(organiser.campaign)
 
@@ -417,8 +424,19 @@ def disclosure_summary(campaign: Campaign) -> str:
     return " ".join([funding, *ties])
 
 
+def _lock_disclosure(campaign: Campaign) -> None:
+    """Hold the campaign's row and reread its funders and organisers, so that two changes
+    at once each see the other's: two funders removed together cannot leave none."""
+    _lock_campaign(campaign)
+    db.session.refresh(campaign)
+    db.session.expire(campaign, ["funders", "organisers"])
+
+
 def _record_disclosure(campaign: Campaign) -> None:
-    """Commit a change to the disclosure together with a dated snapshot of the result."""
+    """Commit a change to the disclosure together with a dated snapshot of the result.
+
+    The campaign counts as changed too, for those who sync it by its update time."""
+    campaign.updated_at = utcnow()
     db.session.flush()  # the snapshot describes the campaign as changed
     db.session.add(
         DisclosureRecord(
@@ -754,11 +772,13 @@ def attach_work(campaign: Campaign, kind: str, target_id: int, member: Member) -
         raise CampaignError("Only petitions and meetups can be attached.")
     if not _work_exists(kind, target_id):
         raise CampaignError(f"There is no public {kind} with that number.")
-    allowed = campaign.is_organised_by(member) or any(
-        collect(work_organised_by, kind=kind, target_id=target_id, member=member)
-    )
-    if not allowed:
-        raise CampaignError(f"Only the organisers of the campaign or of the {kind} can attach it.")
+    if not any(collect(work_organised_by, kind=kind, target_id=target_id, member=member)):
+        organiser = campaign.organiser_for(member)
+        if organiser is None:
+            raise CampaignError(
+                f"Only the organisers of the campaign or of the {kind} can attach it."
+            )
+        organiser.require_declared()
     db.session.add(LinkedWork(campaign_id=campaign.id, kind=kind, target_id=target_id))
     try:
         db.session.commit()

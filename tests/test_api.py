@@ -455,6 +455,34 @@ def test_modified_date_filter_selects_by_update_time(app, client):
         assert db.session.scalar(select(func.count()).select_from(Petition)) == 3
 
 
+def test_a_campaign_counts_as_modified_when_its_disclosure_changes(app, client):
+    """A client syncing by modified_date learns that a campaign became industry-backed."""
+    from campaigns import services as campaign_services
+    from campaigns.models import Campaign
+
+    with app.app_context():
+        campaign = make_campaign(make_member(ORGANISER, "Olga Organiser"))
+        db.session.execute(update(Campaign).values(updated_at=datetime(2020, 6, 1, 12, tzinfo=UTC)))
+        db.session.commit()
+        campaign_id = campaign.id
+
+    def modified_since_2024() -> list[dict]:
+        body = client.get(
+            "/api/v1/advocacy_campaigns", query_string={"filter": "modified_date gt '2024-01-01'"}
+        ).get_json()
+        return body["_embedded"]["osdi:advocacy_campaigns"]
+
+    assert modified_since_2024() == []
+    with app.app_context():
+        owner = db.session.get(Campaign, campaign_id).organisers[0]
+        campaign_services.declare_affiliation(
+            owner, company="HostAway", topic="short-term-rentals", details="Paid consultant."
+        )
+    [changed] = modified_since_2024()
+    assert changed["identifiers"][0].endswith(f"-{campaign_id}")
+    assert changed["industry_backed"] is True
+
+
 @pytest.mark.parametrize(
     ("path", "moment"),
     [

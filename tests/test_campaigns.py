@@ -1755,6 +1755,26 @@ def test_a_published_campaign_keeps_its_last_funder_until_its_funding_changes(ap
     assert (after["funding"], after["funders"]) == ("volunteer", [])
 
 
+def test_two_funders_removed_at_once_leave_one_listed(app):
+    """Each removal reads the funders afresh under the campaign's lock, so the second
+    sees that the first left only one, which a published campaign keeps."""
+    campaign_id = launch(app)
+    olga = log_in(app, OWNER)
+    for name in ("QuickStay Ltd", "Couriers' Union"):
+        funder = {"name": name, "kind": "union", "amount_band": "under-1k"}
+        assert organise(olga, campaign_id, "funders", funder).status_code == 302
+    with app.app_context():
+        first, second = db.session.scalars(select(Funder.id).order_by(Funder.id)).all()
+        campaign = db.session.get(Campaign, campaign_id)
+        assert len(campaign.funders) == 2  # loaded before the other request removes one
+        with app.app_context():
+            other = db.session.get(Campaign, campaign_id)
+            campaign_services.remove_funder(other, second)
+        with pytest.raises(campaign_services.CampaignError, match="its last funder stays listed"):
+            campaign_services.remove_funder(campaign, first)
+    assert snapshot(app, campaign_id)["funders"] == [("QuickStay Ltd", "union")]
+
+
 def test_a_published_volunteer_campaign_is_not_declared_funded_without_a_funder(app):
     campaign_id = launch(app)
     olga = log_in(app, OWNER)
@@ -1793,9 +1813,18 @@ def test_a_co_organiser_added_to_a_published_campaign_declares_before_running_it
             refused.text
         ), what
     assert snapshot(app, campaign_id) == before
+    with app.app_context():
+        olgas_petition = factories.make_petition(member_by_email(OWNER)).id
+    attach = {"kind": "petition", "target_id": str(olgas_petition)}
+    refused = post_with_token(pia, f"/campaigns/{campaign_id}/links", attach)
+    assert refused.status_code == 422
+    assert "Please declare your ties" in text_of(refused.text)
+    with app.app_context():
+        assert db.session.scalar(select(func.count(LinkedWork.id))) == 0
 
     declared = organise(pia, campaign_id, "affiliation", {"company": ""})
     assert declared.status_code == 302
+    assert post_with_token(pia, f"/campaigns/{campaign_id}/links", attach).status_code == 302
     path, data = posts["post an update"]
     assert organise(pia, campaign_id, path, data).status_code == 302
     card = text_of(disclosure_card(public_page(app, campaign_id).text))
