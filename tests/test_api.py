@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import html
 import io
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 
 import pytest
 import schemathesis
@@ -976,6 +978,35 @@ def test_openapi_document_lists_every_api_route(app, client):
 # --- 9. the embeddable signature form ----------------------------------------------------
 
 
+def embed_code_frames(page_html: str) -> list[dict[str, str | None]]:
+    """The attributes of each frame in the code the petition page offers to copy."""
+    code = html.unescape(
+        re.search(r'<textarea id="embed-code"[^>]*>(.*?)</textarea>', page_html, re.S)[1]
+    )
+    frames: list[dict[str, str | None]] = []
+
+    class Frames(HTMLParser):
+        def handle_starttag(self, tag, attrs):
+            if tag == "iframe":
+                frames.append(dict(attrs))
+
+        def handle_data(self, data):
+            assert not data.strip(), f"text outside the frame: {data!r}"
+
+    Frames().feed(code)
+    return frames
+
+
+def test_a_quote_in_the_title_stays_inside_the_copied_frame_title(app, client):
+    with app.app_context():
+        petition_id = make_petition(
+            make_member(ORGANISER, "Olga Organiser"), title='Say "no" x" onload="alert(1)'
+        ).id
+    [frame] = embed_code_frames(client.get(f"/petitions/{petition_id}").text)
+    assert frame["title"] == 'Sign: Say "no" x" onload="alert(1)'
+    assert "onload" not in frame
+
+
 def test_embed_may_be_framed_anywhere_and_signs_without_csrf(app, client, outbox, run_jobs):
     """The embed allows any frame ancestor, signs without a CSRF token, and validates."""
     with app.app_context():
@@ -988,8 +1019,15 @@ def test_embed_may_be_framed_anywhere_and_signs_without_csrf(app, client, outbox
     assert 'name="csrf_token"' not in shown.text
     page = client.get(f"/petitions/{petition_id}")
     assert page.headers["Content-Security-Policy"].endswith("frame-ancestors 'self'")
-    snippet = f'&lt;iframe src="http://localhost/petitions/{petition_id}/embed"'
-    assert snippet in page.text
+    assert embed_code_frames(page.text) == [
+        {
+            "src": f"http://localhost/petitions/{petition_id}/embed",
+            "title": "Sign: Fair pay for couriers",
+            "width": "100%",
+            "height": "640",
+            "style": "border:0",
+        }
+    ]
 
     form = {
         "name": "Rui Costa",
