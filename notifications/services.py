@@ -28,6 +28,7 @@ from typing import Any
 from flask import current_app
 from redis.exceptions import RedisError
 from sqlalchemy import Integer, Select, String, bindparam, delete, func, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -650,7 +651,7 @@ def deliver(delivery_ids: list[int]) -> int:
                 except mail.TemporaryMailError:  # the server cannot be reached: retry later
                     _release(deliveries[position:])
                     raise
-                except JobTimeout:  # not this delivery's failure: the job's time is up
+                except (JobTimeout, OperationalError):  # the job's or the database's failure
                     raise
                 except Exception as error:
                     current_app.logger.exception("delivery %s could not be prepared", delivery.id)
@@ -659,7 +660,7 @@ def deliver(delivery_ids: list[int]) -> int:
                 outcome = _send_or_settle(server, delivery, message)
                 sent += outcome == DeliveryState.SENT
                 deferred += outcome == DeliveryState.PENDING
-        except JobTimeout:  # the job ran out of time: its retry sends the rest
+        except Exception:  # out of time, or the database failed: the retry sends the rest
             _hand_back(deliveries)
             raise
     db.session.commit()  # skipped and held deliveries since the last message sent

@@ -14,6 +14,7 @@ import pytest
 from rq.registry import ScheduledJobRegistry
 from rq.timeouts import JobTimeoutException
 from sqlalchemy import func, insert, select
+from sqlalchemy.exc import OperationalError
 
 from core import mail
 from core.db import utcnow
@@ -261,18 +262,27 @@ def test_a_message_the_server_took_without_answering_is_kept_as_sent(app, smtp_s
     assert len(smtp_sink.received) == 3
 
 
-def test_a_job_out_of_time_leaves_what_it_did_not_send_to_its_retry(
-    app, outbox, run_jobs, monkeypatch
+@pytest.mark.parametrize(
+    "fault",
+    [
+        JobTimeoutException("Task exceeded maximum timeout value (180 seconds)"),
+        OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly")),
+    ],
+    ids=["out of time", "database error"],
+)
+def test_a_job_that_fails_midway_leaves_what_it_did_not_send_to_its_retry(
+    app, outbox, run_jobs, monkeypatch, fault
 ):
+    """Not the sweep, half an hour later: the job's own retry sends the rest at once."""
     petition_id = petition_with_signers(app, 3)
     render = services.render
 
-    def out_of_time_at_s1(delivery, spec, context):
-        if delivery.email == "s1@example.org":  # RQ's alarm goes off while preparing it
-            raise JobTimeoutException("Task exceeded maximum timeout value (180 seconds)")
+    def fails_at_s1(delivery, spec, context):
+        if delivery.email == "s1@example.org":  # RQ's alarm, or the database, fails then
+            raise fault
         return render(delivery, spec, context)
 
-    monkeypatch.setattr(services, "render", out_of_time_at_s1)
+    monkeypatch.setattr(services, "render", fails_at_s1)
     post_update(app, petition_id)
     run_jobs()
     assert sent_to(outbox) == ["s0@example.org"]
