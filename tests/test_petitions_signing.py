@@ -513,6 +513,19 @@ def test_normalised_emails_keep_other_providers_distinct():
     assert services.normalise_signer_email("ana+news@outlook.com") == "ana@outlook.com"
 
 
+def test_one_inbox_signs_once_however_its_international_domain_is_written(
+    app, client, outbox, run_jobs
+):
+    """The domain as typed, in its ASCII form, or with a combining accent: one inbox."""
+    petition_id = make_petition(app)
+    url = f"/petitions/{petition_id}"
+    for email in ("rui@exämple.org", "rui@xn--exmple-cua.org", "Rui@Exa\u0308mple.org"):
+        submit(client, url, sign_form(email=email), action=f"{url}/sign")
+    run_jobs()
+    assert rows(app, petition_id) == 1
+    assert [m["To"] for m in outbox.messages()] == ["rui@xn--exmple-cua.org"]
+
+
 def test_pending_signer_gets_the_link_again_at_most_every_ten_minutes(
     app, client, outbox, run_jobs
 ):
