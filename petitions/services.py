@@ -406,7 +406,10 @@ def _confirm_for_member(
     Raises _ChangedMeanwhile, IntegrityError or StaleDataError if another request changed
     or deleted the row between reading and saving it.
     """
-    signature = _signature_by_key(petition.id, email_key)
+    # Their own row first: one signed under an address they have since changed counts too.
+    signature = _signature_of_member(petition.id, member.id) or _signature_by_key(
+        petition.id, email_key
+    )
     if signature is not None and signature.state == SignatureState.CONFIRMED:
         return None
     if signature is None:
@@ -450,6 +453,15 @@ def _signature_by_key(petition_id: int, email_key: str) -> Signature | None:
         select(Signature).where(
             Signature.petition_id == petition_id, Signature.email_key == email_key
         )
+    )
+
+
+def _signature_of_member(petition_id: int, member_id: int) -> Signature | None:
+    return db.session.scalar(
+        select(Signature)
+        .where(Signature.petition_id == petition_id, Signature.member_id == member_id)
+        .order_by(Signature.id)
+        .limit(1)
     )
 
 
@@ -514,30 +526,34 @@ def _resend_confirmation(petition: Petition, signature: Signature) -> bool:
     return claimed
 
 
+# Both links name the signature and its address, so that neither outlives an anonymised
+# signature, nor works for another signer's row that reuses a deleted row's id.
+
+
 def confirmation_token(signature: Signature) -> str:
-    return make_token(CONFIRM_PURPOSE, signature.id)
+    return make_token(CONFIRM_PURPOSE, [signature.id, signature.email_key])
 
 
 def withdrawal_token(signature: Signature) -> str:
-    # Bound to the address too, so a token cannot outlive an anonymised signature.
     return make_token(WITHDRAW_PURPOSE, [signature.id, signature.email_key])
 
 
 def signature_for_confirmation(token: str) -> Signature | None:
     """The signature a confirmation link names, while the link is valid."""
-    signature_id = read_token(CONFIRM_PURPOSE, token, max_age=PENDING_SIGNATURE_DAYS * 24 * 3600)
-    if not isinstance(signature_id, int):
-        return None
+    payload = read_token(CONFIRM_PURPOSE, token, max_age=PENDING_SIGNATURE_DAYS * 24 * 3600)
     # Confirming asks the petition whether it still takes signatures: read both at once.
-    return db.session.get(Signature, signature_id, options=[joinedload(Signature.petition)])
+    return _signature_named(payload, options=[joinedload(Signature.petition)])
 
 
 def signature_for_withdrawal(token: str) -> Signature | None:
     """The signature a withdrawal link names."""
-    payload = read_token(WITHDRAW_PURPOSE, token)
+    return _signature_named(read_token(WITHDRAW_PURPOSE, token))
+
+
+def _signature_named(payload: Any, options: list | None = None) -> Signature | None:
     if not (isinstance(payload, list) and len(payload) == 2 and isinstance(payload[0], int)):
         return None
-    signature = db.session.get(Signature, payload[0])
+    signature = db.session.get(Signature, payload[0], options=options)
     return signature if signature is not None and signature.email_key == payload[1] else None
 
 
@@ -1088,9 +1104,15 @@ def export_member_petitions(sender, member: Member, **extra) -> dict[str, Any]:
 
 @account_deleting.connect
 def anonymise_member_signatures(sender, member: Member, **extra) -> None:
-    """Signatures stay counted, without the name, email or comment of the deleted member."""
+    """Signatures stay counted, without the name, email or comment of the deleted member.
+
+    Pending ones go: nobody is left to confirm them, and their links must not count them.
+    """
     for signature in db.session.scalars(_member_signatures(member)):
-        signature.anonymise()
+        if signature.state == SignatureState.PENDING:
+            db.session.delete(signature)
+        else:
+            signature.anonymise()
 
 
 # --- petitions on other features' pages ---------------------------------------------------

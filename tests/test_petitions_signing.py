@@ -13,6 +13,7 @@ from sqlalchemy import event, func, select, update
 from core.db import REPOST_WINDOW, utcnow
 from core.extensions import db
 from core.queue import get_queue
+from members import services as member_services
 from notifications import jobs as notification_jobs
 from notifications.models import Notification
 from petitions import jobs, services
@@ -654,6 +655,67 @@ def test_a_confirmed_member_signs_in_one_click_and_counts_at_once(
     run_jobs()
     assert count_of(app, petition_id) == 1
     assert outbox.last_to("ana@example.org")["Subject"].startswith("You signed")
+
+
+def test_a_member_who_changed_address_has_signed_already(app, client, auth, run_jobs):
+    petition_id = make_petition(app)
+    auth.member()
+
+    def one_click() -> str:
+        page = client.get(f"/petitions/{petition_id}")
+        response = client.post(
+            f"/petitions/{petition_id}/sign",
+            data={"csrf_token": csrf_token(page.text), "show_name": "y"},
+        )
+        return response.headers["Location"]
+
+    assert one_click().endswith("/counted")
+    with app.app_context():
+        ana = member_by_email("ana@example.org")
+        ana.request_email_change("ana.new@example.org")
+        assert ana.confirm_email("ana.new@example.org")
+        db.session.commit()
+    assert one_click().endswith("/already-signed")
+    run_jobs()
+    assert rows(app, petition_id) == 1
+    assert count_of(app, petition_id) == 1
+
+
+def test_a_deleted_accounts_pending_signature_cannot_be_confirmed_later(
+    app, client, outbox, run_jobs
+):
+    petition_id = make_petition(app)
+    with app.app_context():
+        make_member("rui@example.org", "Rui Costa")
+    url = f"/petitions/{petition_id}"
+    submit(client, url, sign_form(), action=f"{url}/sign")
+    run_jobs()
+    old_link = signature_confirm_link(outbox, "rui@example.org")
+    with app.app_context():
+        member_services.delete_account(member_by_email("rui@example.org"))
+    assert rows(app, petition_id) == 0
+
+    assert client.get(old_link).status_code == 404
+    submit(client, url, sign_form(), action=f"{url}/sign")
+    run_jobs()
+    assert submit(client, signature_confirm_link(outbox, "rui@example.org"), {}).status_code == 302
+    run_jobs()
+    assert rows(app, petition_id) == 1
+    assert count_of(app, petition_id) == 1
+
+
+def test_a_link_confirms_only_the_address_it_was_sent_to(app):
+    """Another signer's row under a reused id is not confirmed by an old link."""
+    petition_id = make_petition(app)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        signature = add_signature(petition, "Eva", email="eva@example.org", confirm=False)
+        sent_to_eva = services.confirmation_token(signature)
+        assert services.signature_for_confirmation(sent_to_eva) == signature
+        signature.email = signature.email_key = "rui@example.org"
+        db.session.commit()
+        assert services.signature_for_confirmation(sent_to_eva) is None
+        assert services.signature_for_confirmation("not a token") is None
 
 
 def test_one_click_over_a_pending_entry_of_the_same_address_signs_with_the_members_choices(
