@@ -258,6 +258,11 @@ class Signature(db.Model):
             set_committed_value(self, field, value)
         return True
 
+    def retake_details(self, details: SignerChoices) -> bool:
+        """Take what the signer gave when signing again, while the signature is pending:
+        the latest form is what they mean. False if it was no longer pending when saved."""
+        return self._change_state((SignatureState.PENDING,), **details)
+
     def replace_details(self, details: SignerChoices) -> None:
         """Take the signer's details afresh while the signature is still pending."""
         if self.state != SignatureState.PENDING:

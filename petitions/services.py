@@ -303,6 +303,7 @@ def _sign_as_guest(petition: Petition, details: SignerDetails, email_key: str) -
         existing.confirmation_sent_at = utcnow()
         _queue_confirmation(petition, existing.id, _signer(existing))
         return SignOutcome.CHECK_EMAIL
+    existing.retake_details(_editable(details))  # the confirmation page shows them
     # Signed before, or renewed by a request at the same time: as the row is saved now.
     if existing.state == SignatureState.CONFIRMED:
         _tell_already_signed(petition, existing)

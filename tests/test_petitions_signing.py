@@ -507,6 +507,33 @@ def test_the_same_person_signing_twice_at_once_is_one_signature_and_one_email(
     assert len(outbox.to("rui@example.org")) == 1
 
 
+def test_signing_again_while_pending_keeps_the_latest_details_and_shows_them(
+    app, client, outbox, run_jobs
+):
+    """Someone else may have signed with this address first: the owner's own form wins,
+    and the confirmation page shows exactly what will be kept."""
+    petition_id = make_petition(app)
+    url = f"/petitions/{petition_id}"
+    submit(client, url, sign_form(name="Not Rui", comment="Words Rui never wrote."), f"{url}/sign")
+    no_comment = {key: value for key, value in sign_form().items() if key != "show_name"}
+    submit(client, url, {**no_comment, "comment": ""}, f"{url}/sign")
+    run_jobs()
+    link = signature_confirm_link(outbox, "rui@example.org")
+
+    page = client.get(link).text
+    assert "Words Rui never wrote." not in page
+    assert "Rui Costa (not shown publicly)" in page
+    assert submit(client, link, {}).status_code == 302
+    with app.app_context():
+        signature = db.session.scalar(select(Signature))
+        assert (signature.state, signature.name, signature.comment, signature.show_name) == (
+            SignatureState.CONFIRMED,
+            "Rui Costa",
+            None,
+            False,
+        )
+
+
 def test_normalised_emails_keep_other_providers_distinct():
     assert services.normalise_signer_email("A.B+x@Gmail.com") == "ab@gmail.com"
     assert services.normalise_signer_email("a.b+x@example.org") == "a.b+x@example.org"
