@@ -131,7 +131,11 @@ def _forget_page(petition_id: int) -> None:
 
 def edit_petition(petition: Petition, **fields: Any) -> None:
     """Change a petition; raises PetitionError if a frozen field would change."""
-    petition.edit(fields, has_signatures=has_signatures(petition))
+    try:
+        petition.edit(fields, has_signatures=has_signatures(petition))
+    except PetitionError:
+        db.session.rollback()  # the fields set before the refused one go too
+        raise
     petition.city_slug = city_slug(petition.city)
     db.session.commit()
     _forget_page(petition.id)

@@ -266,9 +266,11 @@ def edit(petition_id: int):
     if request.method == "GET":
         form.closes_on.data = petition.closes_at.date()
     if frozen:
-        # Signers signed this text: show it, but do not accept changes to it.
+        # Signers signed this text: the form leaves it out. A form opened before the first
+        # signature still sends it, and a change to it is refused, not dropped.
         for name in Petition.FROZEN_ONCE_SIGNED:
-            form[name].data = getattr(petition, name)
+            if name not in request.form:
+                form[name].data = getattr(petition, name)
     if form.validate_on_submit():
         try:
             services.edit_petition(petition, **_petition_fields(form))

@@ -316,14 +316,15 @@ def test_ask_and_decision_maker_freeze_after_the_first_signature(app, client, au
         assert petition.ask == "A clearer ask, before anyone signed, is fine."
         assert petition.goal == 500
 
-    # The edit page no longer offers the frozen fields, and ignores them if sent.
+    # The edit page no longer offers the frozen fields, and refuses a change to them sent
+    # from a form opened before the first signature, keeping what was typed.
     page = client.get(f"/petitions/{petition_id}/edit")
     assert 'name="ask"' not in page.text and "stay exactly as they signed" in page.text
     response = client.post(
         f"/petitions/{petition_id}/edit",
         data={
             "csrf_token": csrf_token(page.text),
-            "title": "A better title for the same ask",
+            "title": "A title typed with a new ask",
             "ask": "Sneaky new ask that signers never saw at all.",
             "decision_maker_name": "Someone else",
             "decision_maker_role": "Else",
@@ -333,11 +334,14 @@ def test_ask_and_decision_maker_freeze_after_the_first_signature(app, client, au
             "closes_on": (utcnow().date() + timedelta(days=20)).isoformat(),
         },
     )
-    assert response.status_code == 302
+    assert response.status_code == 422
+    assert "People have signed this text" in response.text
+    assert 'value="A title typed with a new ask"' in response.text
     with app.app_context():
         petition = db.session.get(Petition, petition_id)
         assert petition.ask == "A clearer ask, before anyone signed, is fine."
         assert petition.decision_maker_name == "Lisbon City Council"
+        assert petition.title == "A better title for the same ask"
 
 
 def test_only_the_organiser_may_use_organiser_tools(app, client, auth):
