@@ -7,10 +7,11 @@ declarations, so no one can switch it off.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import Timestamped, utcnow
@@ -218,6 +219,9 @@ class CampaignOrganiser(db.Model):
         self.affiliation_declared_at = utcnow()
 
 
+# How a deleted member's part in a campaign's disclosure reads.
+FORMER_MEMBER = "A former member"
+
 # An invitation not answered by then lapses: it is no longer shown, nor can it be accepted.
 INVITATION_LIFETIME = timedelta(days=30)
 
@@ -266,17 +270,80 @@ class Funder(db.Model):
 
 
 class DisclosureRecord(db.Model):
-    """A dated snapshot of the disclosure, kept whenever it changes."""
+    """A dated snapshot of the disclosure, kept whenever it changes.
+
+    The funding sentence is kept on the record and each organiser's line as a
+    ``DisclosureTie`` that knows its member, so a deleted member's name leaves exactly
+    their own lines. Records kept before lines were stored apart have their whole text in
+    ``legacy_summary`` instead, and no ties.
+    """
 
     __tablename__ = "campaign_disclosure_history"
+    __table_args__ = (
+        # Either the funding sentence (with its lines as ties) or the whole old text.
+        CheckConstraint(
+            "(funding_text IS NULL) <> (legacy_summary IS NULL)",
+            name="funding_text_or_legacy_summary",
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     campaign_id: Mapped[int] = mapped_column(
         ForeignKey("campaigns.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    summary: Mapped[str] = mapped_column(Text)
+    funding_text: Mapped[str | None] = mapped_column(Text)
+    legacy_summary: Mapped[str | None] = mapped_column(Text)
     industry_backed: Mapped[bool] = mapped_column(default=False)
+
+    ties: Mapped[list[DisclosureTie]] = relationship(
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="DisclosureTie.position",
+        lazy="selectin",  # a history is shown whole, so its lines come in one query
+    )
+
+    @property
+    def summary(self) -> str:
+        """The disclosure in words, as it stood then."""
+        if self.legacy_summary is not None:
+            return self.legacy_summary
+        return " ".join([self.funding_text or "", *(tie.line for tie in self.ties)])
+
+    def forget_legacy_name(self, name: str) -> None:
+        """In a record kept as whole text, make the lines opened by ``name`` read as a
+        former member's.
+
+        A line opens after the previous sentence's full stop, so a longer name that merely
+        ends with ``name`` ("Maria Ana" for "Ana") is left as it is.
+        """
+        if self.legacy_summary is not None:
+            opened = re.compile(rf"(?<=\. ){re.escape(name)}: ")
+            self.legacy_summary = opened.sub(f"{FORMER_MEMBER}: ", self.legacy_summary)
+
+
+class DisclosureTie(db.Model):
+    """One organiser's line in a disclosure snapshot: the name they were shown under then,
+    and what they had declared. When their account is deleted the line stays, nameless."""
+
+    __tablename__ = "campaign_disclosure_ties"
+    __table_args__ = (UniqueConstraint("record_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    record_id: Mapped[int] = mapped_column(
+        ForeignKey("campaign_disclosure_history.id", ondelete="CASCADE")
+    )
+    position: Mapped[int]
+    member_id: Mapped[int | None] = mapped_column(
+        ForeignKey("members.id", ondelete="SET NULL"), index=True
+    )
+    # None once the member is gone (or was already gone): the line is a former member's.
+    name: Mapped[str | None] = mapped_column(String(80))
+    statement: Mapped[str] = mapped_column(Text)
+
+    @property
+    def line(self) -> str:
+        return f"{self.name or FORMER_MEMBER}: {self.statement}"
 
 
 class DecisionMaker(db.Model):

@@ -25,6 +25,7 @@ from campaigns.models import (
     CampaignUpdate,
     DecisionMaker,
     DisclosureRecord,
+    DisclosureTie,
     Follower,
     Funder,
     Funding,
@@ -53,8 +54,6 @@ FOLLOW_MAX_AGE = 7 * 24 * 3600
 RESEND_AFTER = timedelta(minutes=10)
 PER_PAGE = 20
 WORK_KINDS = ("petition", "meetup")
-# How a deleted member's part in a campaign's disclosure reads.
-FORMER_MEMBER = "A former member"
 # How many co-organiser invitations one member may send, to any addresses and campaigns.
 INVITE_LIMITS = ("10 per hour", "30 per day")
 
@@ -396,32 +395,48 @@ def declare_affiliation(
     _record_disclosure(organiser.campaign)
 
 
-def disclosure_summary(campaign: Campaign) -> str:
-    """The disclosure in words, as it stands."""
-    if campaign.funding is None:
-        funding = "Funding not yet declared."
-    elif campaign.funding == Funding.VOLUNTEER:
-        funding = "Volunteer-run, no funding."
-    else:
-        funders = "; ".join(
-            f"{f.name} ({FUNDER_KIND_LABELS[f.kind]}, {AMOUNT_BANDS[f.amount_band]})"
-            for f in campaign.funders
-        )
-        funding = f"Funded by: {funders or 'no funders listed yet'}."
-    ties = []
-    for o in campaign.organisers:
-        name = o.member.display_name if o.member else FORMER_MEMBER
-        if o.affiliation_declared_at is None:
-            ties.append(f"{name}: not yet declared.")
-        elif o.affiliation_company:
-            topic = topic_label(o.affiliation_topic or "other")
-            ties.append(
-                f"{name}: paid relationship with {o.affiliation_company} ({topic}): "
-                f"{o.affiliation_details or 'no details given'}."
+def disclosure_snapshot(campaign: Campaign) -> DisclosureRecord:
+    """The disclosure as it stands, as an unsaved record: the funding sentence, and one
+    line per organiser that keeps who they are apart from the name shown."""
+    return DisclosureRecord(
+        campaign_id=campaign.id,
+        funding_text=_funding_text(campaign),
+        industry_backed=campaign.industry_backed,
+        ties=[
+            DisclosureTie(
+                position=position,
+                member_id=o.member_id,
+                name=o.member.display_name if o.member else None,
+                statement=_tie_statement(o),
             )
-        else:
-            ties.append(f"{name}: no paid relationship with a sharing-economy company.")
-    return " ".join([funding, *ties])
+            for position, o in enumerate(campaign.organisers)
+        ],
+    )
+
+
+def _funding_text(campaign: Campaign) -> str:
+    if campaign.funding is None:
+        return "Funding not yet declared."
+    if campaign.funding == Funding.VOLUNTEER:
+        return "Volunteer-run, no funding."
+    funders = "; ".join(
+        f"{f.name} ({FUNDER_KIND_LABELS[f.kind]}, {AMOUNT_BANDS[f.amount_band]})"
+        for f in campaign.funders
+    )
+    return f"Funded by: {funders or 'no funders listed yet'}."
+
+
+def _tie_statement(organiser: CampaignOrganiser) -> str:
+    """What the organiser has declared, in words, after their name."""
+    if organiser.affiliation_declared_at is None:
+        return "not yet declared."
+    if organiser.affiliation_company:
+        topic = topic_label(organiser.affiliation_topic or "other")
+        return (
+            f"paid relationship with {organiser.affiliation_company} ({topic}): "
+            f"{organiser.affiliation_details or 'no details given'}."
+        )
+    return "no paid relationship with a sharing-economy company."
 
 
 def _lock_disclosure(campaign: Campaign) -> None:
@@ -438,13 +453,7 @@ def _record_disclosure(campaign: Campaign) -> None:
     The campaign counts as changed too, for those who sync it by its update time."""
     campaign.updated_at = utcnow()
     db.session.flush()  # the snapshot describes the campaign as changed
-    db.session.add(
-        DisclosureRecord(
-            campaign_id=campaign.id,
-            summary=disclosure_summary(campaign),
-            industry_backed=campaign.industry_backed,
-        )
-    )
+    db.session.add(disclosure_snapshot(campaign))
     db.session.commit()
 
 
@@ -891,8 +900,9 @@ def _member_follows(member: Member) -> Select:
 
 @data_export.connect
 def export_member_campaigns(sender, member: Member, **extra) -> dict[str, Any]:
-    """The campaigns the member organises and follows, and the invitations to co-organise
-    made to their confirmed address, for their data download."""
+    """The campaigns the member organises and follows, their lines in disclosure
+    histories, and the invitations to co-organise made to their confirmed address, for
+    their data download."""
     organising = db.session.scalars(
         select(CampaignOrganiser).where(CampaignOrganiser.member_id == member.id)
     ).all()
@@ -907,7 +917,22 @@ def export_member_campaigns(sender, member: Member, **extra) -> dict[str, Any]:
         if key
         else []
     )
+    lines = db.session.execute(
+        select(DisclosureRecord, DisclosureTie)
+        .join(DisclosureTie, DisclosureTie.record_id == DisclosureRecord.id)
+        .where(DisclosureTie.member_id == member.id)
+        .order_by(DisclosureRecord.id)
+    ).all()
     return {
+        "campaign_disclosure_history": [
+            {
+                "campaign_id": record.campaign_id,
+                "recorded_at": record.created_at.isoformat(),
+                "name": tie.name,
+                "statement": tie.statement,
+            }
+            for record, tie in lines
+        ],
         "campaign_invitations": [
             {
                 "campaign_id": i.campaign_id,
@@ -962,8 +987,20 @@ def forget_member_in_campaigns(sender, member: Member, **extra) -> None:
 
 
 def _anonymise_disclosures(member: Member) -> None:
-    """Rewrite the member's name in the disclosure histories of the campaigns they
-    organise or once accepted to co-organise."""
+    """Take the member's name off each line of theirs in every disclosure history, under
+    whatever name it was recorded and whether or not they still organise the campaign."""
+    _anonymise_legacy_disclosures(member)
+    db.session.execute(
+        update(DisclosureTie)
+        .where(DisclosureTie.member_id == member.id)
+        .values(name=None, member_id=None)
+    )
+
+
+def _anonymise_legacy_disclosures(member: Member) -> None:
+    """Records kept as whole text name their organisers only in words, so there the
+    member's current name is taken out where it opens a line, in the campaigns they are
+    known to have organised: now, through an accepted invitation, or in a later record."""
     organised = select(CampaignOrganiser.campaign_id).where(
         CampaignOrganiser.member_id == member.id
     )
@@ -971,14 +1008,20 @@ def _anonymise_disclosures(member: Member) -> None:
         CampaignInvitation.email_key == (invitation_key(member) or ""),
         CampaignInvitation.state == InvitationState.ACCEPTED,
     )
+    recorded = (
+        select(DisclosureRecord.campaign_id)
+        .join(DisclosureTie, DisclosureTie.record_id == DisclosureRecord.id)
+        .where(DisclosureTie.member_id == member.id)
+    )
     records = db.session.scalars(
         select(DisclosureRecord).where(
+            DisclosureRecord.legacy_summary.is_not(None),
             or_(
                 DisclosureRecord.campaign_id.in_(organised),
                 DisclosureRecord.campaign_id.in_(accepted),
-            )
+                DisclosureRecord.campaign_id.in_(recorded),
+            ),
         )
     )
-    named = f"{member.display_name}: "
     for record in records:
-        record.summary = record.summary.replace(named, f"{FORMER_MEMBER}: ")
+        record.forget_legacy_name(member.display_name)

@@ -14,8 +14,9 @@ from unittest.mock import ANY
 
 import pytest
 from flask import Flask
+from flask_migrate import downgrade, upgrade
 from playwright.sync_api import expect
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy import inspect as sa_inspect
 
 from campaigns import services as campaign_services
@@ -27,6 +28,7 @@ from campaigns.models import (
     CampaignOrganiser,
     CampaignUpdate,
     DisclosureRecord,
+    DisclosureTie,
     Follower,
     Funder,
     Funding,
@@ -37,8 +39,10 @@ from campaigns.models import (
 )
 from campaigns.views import MANAGE_FORMS
 from chapters import services as chapter_services
+from core.app import create_app
 from core.db import utcnow
 from core.extensions import db
+from members import services as member_services
 from members.models import Member
 from notifications import jobs as notification_jobs
 from notifications.models import Category, Frequency, Notification
@@ -2385,10 +2389,195 @@ def test_a_deleted_organisers_name_leaves_the_disclosure_history_and_their_ties_
     card = text_of(disclosure_card(public_page(app, campaign_id).text))
     assert "Pia Petitioner" not in card
     assert "A former member: paid relationship with HostAway" in card
-    with app.app_context():
-        summaries = db.session.scalars(select(DisclosureRecord.summary)).all()
+    summaries = disclosure_texts(app)
     assert summaries and not any("Pia Petitioner" in s for s in summaries)
     assert any("Olga Organiser" in s for s in summaries)  # the others keep their names
+
+
+HOSTAWAY = {"company": "HostAway", "topic": "home-sharing", "details": "Paid consultant"}
+HOSTAWAY_LINE = "paid relationship with HostAway (Home sharing): Paid consultant."
+
+
+def disclosure_texts(app: Flask) -> list[str]:
+    """Every disclosure history entry stored, of every campaign, oldest first."""
+    with app.app_context():
+        records = db.session.scalars(select(DisclosureRecord).order_by(DisclosureRecord.id))
+        return [record.summary for record in records]
+
+
+def public_history(app: Flask, campaign_id: int) -> list[str]:
+    """The campaign's disclosure history as the public page shows it, newest first, each
+    entry without its date."""
+    entries = history_entries(public_page(app, campaign_id).text)
+    return [text_of(entry).split(" UTC: ", 1)[1] for entry in entries]
+
+
+def test_a_member_who_renamed_leaves_the_disclosure_history_under_every_name(app):
+    """Each entry keeps the name shown when it was made; deleting the account takes the
+    earlier names out too, not only the current one."""
+    campaign_id = launch(app, publish=True)
+    with_co_organiser(app, campaign_id, declare=False)
+    pia = log_in(app, CO)
+    assert organise(pia, campaign_id, "affiliation", HOSTAWAY).status_code == 302
+    with app.app_context():
+        member_services.update_profile(
+            member_by_email(CO), display_name="Pia Pereira", city="Lisbon"
+        )
+    renewed = {**HOSTAWAY, "details": "Paid consultant until May"}
+    assert organise(pia, campaign_id, "affiliation", renewed).status_code == 302
+    shown = public_history(app, campaign_id)
+    assert "Pia Pereira: paid relationship with HostAway" in shown[0]
+    assert f"Pia Petitioner: {HOSTAWAY_LINE}" in shown[1]
+
+    delete_own_account(pia)
+    shown = public_history(app, campaign_id)
+    assert not [entry for entry in shown if "Pia Pe" in entry]
+    assert not [stored for stored in disclosure_texts(app) if "Pia Pe" in stored]
+    assert "A former member: paid relationship with HostAway" in shown[0]
+    assert f"A former member: {HOSTAWAY_LINE}" in shown[1]
+    assert all("Olga Organiser: " in entry for entry in shown)
+
+
+def test_deleting_a_member_leaves_a_longer_name_ending_with_theirs_alone(app):
+    """Owner "Maria Ana" keeps her name in every entry when co-organiser "Ana" goes."""
+    member(app, OWNER, "Maria Ana")
+    member(app, CO, "Ana")
+    campaign_id = launch(app, publish=True)
+    with_co_organiser(app, campaign_id, declare=False)
+    ana = log_in(app, CO)
+    assert organise(ana, campaign_id, "affiliation", HOSTAWAY).status_code == 302
+    before = public_history(app, campaign_id)
+
+    delete_own_account(ana)
+    shown = public_history(app, campaign_id)
+    assert len(shown) == len(before)
+    owner_line = "Maria Ana: no paid relationship with a sharing-economy company."
+    assert all("Maria Ana: " in entry for entry in shown)
+    assert not [entry for entry in shown if "Maria A former member" in entry]
+    assert shown[0].endswith(f"{owner_line} A former member: {HOSTAWAY_LINE}")
+    assert shown[1].endswith(f"{owner_line} A former member: not yet declared.")
+    # Apart from the deleted member's name, every entry reads as it did.
+    assert [e.replace("A former member: ", "Ana: ") for e in shown] == before
+
+
+def test_a_removed_co_organiser_leaves_the_history_after_their_invitation_is_forgotten(app):
+    """Pia was removed, and her accepted invitation lapsed and was deleted: the entries
+    from when she organised still lose her name when she deletes her account."""
+    campaign_id = launch(app, publish=True)
+    pia_row = with_co_organiser(app, campaign_id, declare=False)
+    pia = log_in(app, CO)
+    assert organise(pia, campaign_id, "affiliation", HOSTAWAY).status_code == 302
+    olga = log_in(app, OWNER)
+    assert organise(olga, campaign_id, f"organisers/{pia_row}/remove", {}).status_code == 302
+    with app.app_context():
+        invitation = db.session.scalar(select(CampaignInvitation))
+        invitation.created_at = utcnow() - INVITATION_LIFETIME - timedelta(minutes=1)
+        db.session.commit()
+        assert campaign_services.forget_lapsed_invitations() == 1
+    assert f"Pia Petitioner: {HOSTAWAY_LINE}" in public_history(app, campaign_id)[1]
+
+    delete_own_account(pia)
+    shown = public_history(app, campaign_id)
+    assert not [entry for entry in shown if "Pia Petitioner" in entry]
+    assert not [stored for stored in disclosure_texts(app) if "Pia Petitioner" in stored]
+    assert "A former member" not in shown[0]  # after her removal
+    assert f"A former member: {HOSTAWAY_LINE}" in shown[1]
+
+
+def test_a_members_lines_in_disclosure_histories_are_in_their_data_download(app):
+    campaign_id = launch(app, publish=True)
+    with_co_organiser(app, campaign_id, declare=False)
+    pia = log_in(app, CO)
+    assert organise(pia, campaign_id, "affiliation", HOSTAWAY).status_code == 302
+    lines = download(pia)["campaign_disclosure_history"]
+    assert [(line["campaign_id"], line["name"], line["statement"]) for line in lines] == [
+        (campaign_id, "Pia Petitioner", "not yet declared."),
+        (campaign_id, "Pia Petitioner", HOSTAWAY_LINE),
+    ]
+    assert all(datetime.fromisoformat(line["recorded_at"]) for line in lines)
+    olga_lines = download(log_in(app, OWNER))["campaign_disclosure_history"]
+    assert {line["name"] for line in olga_lines} == {"Olga Organiser"}
+    assert len(olga_lines) == len(public_history(app, campaign_id))
+
+
+def test_an_entry_kept_as_whole_text_loses_only_the_deleted_members_lines(app):
+    """Entries written before organisers' lines were stored apart are text alone: the
+    deleted member's name goes only where it opens a line."""
+    member(app, OWNER, "Maria Ana")
+    member(app, CO, "Ana")
+    campaign_id = launch(app, publish=True)
+    with_co_organiser(app, campaign_id)
+    old = (
+        "Volunteer-run, no funding. "
+        "Maria Ana: no paid relationship with a sharing-economy company. "
+        f"Ana: {HOSTAWAY_LINE}"
+    )
+    with app.app_context():
+        db.session.add(DisclosureRecord(campaign_id=campaign_id, legacy_summary=old))
+        db.session.commit()
+    assert public_history(app, campaign_id)[0] == old
+
+    delete_own_account(log_in(app, CO))
+    assert public_history(app, campaign_id)[0] == old.replace("Ana: paid", "A former member: paid")
+
+
+def test_the_migration_keeps_older_entries_as_their_text_and_back(app, tmp_path):
+    """Upgrading keeps each existing entry's text as it was; downgrading writes every
+    entry back as one text, as shown."""
+    migrated = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'migrated.db'}",
+            "REDIS_URL": app.config["REDIS_URL"],
+            "MAIL_URL": "outbox",
+            "BASE_URL": "http://localhost",
+        }
+    )
+    old = "Volunteer-run, no funding. Ana: not yet declared."
+    with migrated.app_context():
+        upgrade(revision="0013_campaign_invitations")
+        now = utcnow().replace(tzinfo=None)
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO campaigns (id, title, summary, change_wanted, city, city_slug,"
+                    " topic, status, created_at, updated_at) VALUES (1, 'T', 'S', 'C',"
+                    " 'Lisbon', 'lisbon', 'other', 'active', :now, :now)"
+                ),
+                {"now": now},
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO campaign_disclosure_history (campaign_id, created_at, summary,"
+                    " industry_backed) VALUES (1, :now, :old, false)"
+                ),
+                {"now": now, "old": old},
+            )
+        upgrade()
+        kept = db.session.scalars(select(DisclosureRecord)).one()
+        assert (kept.summary, kept.legacy_summary, kept.ties) == (old, old, [])
+        db.session.add(
+            DisclosureRecord(
+                campaign_id=1,
+                funding_text="Volunteer-run, no funding.",
+                ties=[
+                    DisclosureTie(position=1, name=None, statement="not yet declared."),
+                    DisclosureTie(position=0, name="Maria Ana", statement="none."),
+                ],
+            )
+        )
+        db.session.commit()
+        newer = "Volunteer-run, no funding. Maria Ana: none. A former member: not yet declared."
+        assert [r.summary for r in db.session.scalars(select(DisclosureRecord))] == [old, newer]
+        db.session.remove()
+
+        downgrade(revision="0013_campaign_invitations")
+        with db.engine.connect() as conn:
+            texts = conn.execute(
+                text("SELECT summary FROM campaign_disclosure_history ORDER BY id")
+            ).scalars()
+            assert list(texts) == [old, newer]
+        db.engine.dispose()
 
 
 def test_the_invitations_table_comes_from_the_migrations(app):
