@@ -25,8 +25,13 @@ def strip_whitespace(value: Any) -> Any:
 
 
 def _unusual_characters(field) -> set[str]:
-    # Line breaks belong in text areas only; elsewhere they could split an email header.
     one_line = isinstance(field, StringField) and not isinstance(field, TextAreaField)
+    return unusual_characters(one_line)
+
+
+def unusual_characters(one_line: bool) -> set[str]:
+    """What no text of ours may hold; for input checked outside a form (the API)."""
+    # Line breaks belong in text areas only; elsewhere they could split an email header.
     return _CONTROL_CHARACTERS | {"\r", "\n"} if one_line else _CONTROL_CHARACTERS
 
 

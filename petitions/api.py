@@ -35,6 +35,7 @@ from core.api import (
 )
 from core.db import reads_from_replica, utcnow
 from core.extensions import db
+from core.forms import unusual_characters
 from core.templating import render_markdown
 from petitions import bp, services
 from petitions.models import HourlyCount, Petition, PetitionState, Signature, SignatureState
@@ -271,7 +272,15 @@ def _signer_from(body: dict[str, Any]) -> services.SignerDetails:
     if not isinstance(person, dict):
         raise ApiProblem(422, "A signature needs a person.", errors={"person": ["Required."]})
 
-    def text(value: Any, name: str, maximum: int, required: bool = True) -> str:
+    def text(
+        value: Any,
+        name: str,
+        maximum: int,
+        *,
+        minimum: int = 1,
+        required: bool = True,
+        one_line: bool = True,
+    ) -> str:
         if value is not None and not isinstance(value, str):
             errors.setdefault(name, []).append(f"Must be text of at most {maximum} characters.")
             return ""
@@ -280,8 +289,15 @@ def _signer_from(body: dict[str, Any]) -> services.SignerDetails:
             if required:
                 errors.setdefault(name, []).append("Required.")
             return ""
-        if len(value) > maximum or "\x00" in value:
+        if len(value) > maximum:
             errors.setdefault(name, []).append(f"Must be text of at most {maximum} characters.")
+            return ""
+        if len(value) < minimum:
+            errors.setdefault(name, []).append(f"Must be at least {minimum} characters.")
+            return ""
+        if unusual_characters(one_line).intersection(value):
+            refused = "line breaks or control characters" if one_line else "control characters"
+            errors.setdefault(name, []).append(f"Must not hold {refused}.")
             return ""
         return value
 
@@ -298,14 +314,18 @@ def _signer_from(body: dict[str, Any]) -> services.SignerDetails:
         )
         if part
     )
+    if len(name) == 1:  # the form's name is at least two characters long
+        errors.setdefault("person.given_name", []).append("Must be at least 2 characters.")
     email = text(first(person.get("email_addresses"), "address"), "person.email_addresses", 254)
     if email:
         try:
             email = validate_email(email, check_deliverability=False).normalized
         except EmailNotValidError:
             errors.setdefault("person.email_addresses", []).append("Not a valid email address.")
-    city = text(first(person.get("postal_addresses"), "locality"), "person.postal_addresses", 80)
-    comment = text(body.get("comments"), "comments", 500, required=False)
+    city = text(
+        first(person.get("postal_addresses"), "locality"), "person.postal_addresses", 80, minimum=2
+    )
+    comment = text(body.get("comments"), "comments", 500, required=False, one_line=False)
     if errors:
         raise ApiProblem(422, "The signature did not validate.", errors=errors)
     return services.SignerDetails(

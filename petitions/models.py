@@ -109,7 +109,18 @@ class Petition(Timestamped, db.Model):
                     "People have signed this text, so the ask and the decision-maker "
                     "stay as they are."
                 )
+            if field == "closes_at" and self.opened_at is not None:
+                self._refuse_closing_past_a_year(value)
             setattr(self, field, value)
+
+    def _refuse_closing_past_a_year(self, closes_at: datetime) -> None:
+        # Counted from the opening, so moving the date on cannot keep a petition open forever.
+        latest = self.opened_at + timedelta(days=MAX_OPEN_DAYS)
+        if closes_at > latest:
+            raise PetitionError(
+                "A petition can stay open for at most a year from when it opened: "
+                f"choose a closing date no later than {latest:%Y-%m-%d}."
+            )
 
     def publish(self) -> None:
         """draft → open."""

@@ -725,7 +725,15 @@ def test_bad_api_signatures_are_refused_with_reasons(app, client):
         (person_payload(given_name=42), "person.given_name"),
         (person_payload(given_name="R" * 51), "person.given_name"),
         (person_payload(given_name="Rui\x00"), "person.given_name"),
+        # The same rules as the form: one-line fields refuse line breaks and control
+        # characters, and a name or a city has at least two characters.
+        (person_payload(given_name="A\r\nB"), "person.given_name"),
+        (person_payload(family_name="Costa\x07"), "person.family_name"),
+        (person_payload(given_name="R", family_name=None), "person.given_name"),
+        (person_payload(postal_addresses=[{"locality": "Po\nrto"}]), "person.postal_addresses"),
+        (person_payload(postal_addresses=[{"locality": "P"}]), "person.postal_addresses"),
         ({**person_payload(), "comments": "c" * 501}, "comments"),
+        ({**person_payload(), "comments": "bell\x07"}, "comments"),
     ]
     for payload, field in cases:
         body = assert_json_error(client.post(url, json=payload), 422)

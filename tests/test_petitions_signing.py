@@ -344,6 +344,19 @@ def test_ask_and_decision_maker_freeze_after_the_first_signature(app, client, au
         assert petition.title == "A better title for the same ask"
 
 
+def test_an_open_petition_closes_at_most_a_year_after_it_opened(app):
+    petition_id = make_petition(app)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        petition.opened_at = utcnow() - timedelta(days=300)
+        db.session.commit()
+        with pytest.raises(PetitionError, match="at most a year from when it opened"):
+            services.edit_petition(petition, closes_at=utcnow() + timedelta(days=200))
+        services.edit_petition(petition, closes_at=utcnow() + timedelta(days=60))
+        db.session.refresh(petition)
+        assert petition.closes_at.date() == (utcnow() + timedelta(days=60)).date()
+
+
 def test_only_the_organiser_may_use_organiser_tools(app, client, auth):
     petition_id = make_petition(app)
     auth.member()
