@@ -949,7 +949,10 @@ def export_member_campaigns(sender, member: Member, **extra) -> dict[str, Any]:
                 "campaign_id": o.campaign_id,
                 "owner": o.is_owner,
                 "affiliation_company": o.affiliation_company,
+                "affiliation_topic": o.affiliation_topic,
                 "affiliation_details": o.affiliation_details,
+                "affiliation_declared_at": o.affiliation_declared_at
+                and o.affiliation_declared_at.isoformat(),
             }
             for o in organising
         ],

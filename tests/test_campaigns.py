@@ -2495,6 +2495,12 @@ def test_a_members_lines_in_disclosure_histories_are_in_their_data_download(app)
         (campaign_id, "Pia Petitioner", HOSTAWAY_LINE),
     ]
     assert all(datetime.fromisoformat(line["recorded_at"]) for line in lines)
+    [organised] = download(pia)["campaigns_organised"]
+    assert (organised["affiliation_company"], organised["affiliation_topic"]) == (
+        HOSTAWAY["company"],
+        HOSTAWAY["topic"],
+    )
+    assert datetime.fromisoformat(organised["affiliation_declared_at"])
     olga_lines = download(log_in(app, OWNER))["campaign_disclosure_history"]
     assert {line["name"] for line in olga_lines} == {"Olga Organiser"}
     assert len(olga_lines) == len(public_history(app, campaign_id))
