@@ -1,6 +1,9 @@
-"""RQ jobs for notifications. They take ids and are safe to run twice."""
+"""RQ jobs for notifications. They take ids (the digests: a day and where in address order
+to carry on) and are safe to run twice."""
 
 from __future__ import annotations
+
+from datetime import date
 
 from core.extensions import db
 from core.queue import periodic
@@ -33,10 +36,19 @@ def requeue_stalled_notifications() -> int:
     return services.requeue_stalled()
 
 
-@periodic(queue="bulk", cron="0 7 * * *")
+# RQ reads cron lines in the scheduler's local time, and every time zone is a whole number
+# of quarter hours from UTC: a run every quarter hour falls on 07:00 UTC wherever it is
+# scheduled, and the job itself tells, in UTC, when the day's digests are due.
+@periodic(queue="bulk", cron="*/15 * * * *")
 def send_daily_digests() -> int:
-    """Every morning: one email per person gathering what they chose to receive daily."""
-    return services.send_daily_digests()
+    """Every morning from 07:00 UTC: one email per person gathering what they chose to
+    receive daily, a slice of addresses per job."""
+    return services.start_daily_digests()
+
+
+def send_digests_after(day: str, after: str) -> int:
+    """Carry on the digests of ``day`` (ISO date) with the addresses after ``after``."""
+    return services.send_daily_digests(date.fromisoformat(day), after)
 
 
 # --- account messages: members raise a signal, and they are sent from here ------------

@@ -21,7 +21,7 @@ import hashlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from itertools import islice
 from typing import Any
 
@@ -694,7 +694,10 @@ def _send(server: mail.Connection, delivery: Delivery, message) -> DeliveryState
     # crash in the few microseconds between them can send a message twice. A statement of
     # its own costs a fraction of the session's flush, once per message.
     connection = db.session.connection()
-    connection.execute(_record_sent(), record)
+    if not connection.execute(_record_sent(), record).rowcount:
+        # Settled since it was claimed (its account was deleted): it is not to go.
+        db.session.commit()
+        return DeliveryState.SKIPPED
     try:
         server.send(message, handed_over=connection.connection.dbapi_connection.commit)
     except mail.MailError:
@@ -711,7 +714,10 @@ def _send(server: mail.Connection, delivery: Delivery, message) -> DeliveryState
 def _record_sent():
     return (
         update(Delivery.__table__)
-        .where(Delivery.__table__.c.id == bindparam("delivery_id"))
+        .where(
+            Delivery.__table__.c.id == bindparam("delivery_id"),
+            Delivery.__table__.c.state == DeliveryState.SENDING,
+        )
         .values(
             state=DeliveryState.SENT, attempts=bindparam("attempts"), sent_at=bindparam("sent_at")
         )
@@ -887,14 +893,18 @@ def _forget_member(sender, member: Member, **extra) -> None:
     """Nothing more goes to a deleted account, and its address leaves our records.
 
     Its deliveries stay, without address, name or the server's words about the address,
-    as do the notifications they belong to, without the address in their payload. The
-    choices and failures kept for the account's address go too, once the member proved
-    the address is theirs; until then they may be someone else's.
+    as do the notifications they belong to, without the address in their payload and
+    without the digests' keys, which are made from it. The choices and failures kept for
+    the account's address go too, once the member proved the address is theirs; until
+    then they may be someone else's.
     """
     owned = _owned_addresses(member)
     mine = list(db.session.scalars(_deliveries_to(member)))
     addresses = {*owned, *(delivery.email for delivery in mine)}
-    _forget_addresses_in_payloads({delivery.notification_id for delivery in mine}, addresses)
+    notification_ids = {delivery.notification_id for delivery in mine}
+    _forget_addresses_in_payloads(notification_ids, addresses)
+    _forget_digest_keys(notification_ids)
+    _stop_unsent([delivery.id for delivery in mine])
     for delivery in mine:
         _forget_recipient(delivery)
     subscribers = [subscriber_of(member.id, member.email), *map(address_subscriber, owned)]
@@ -902,11 +912,35 @@ def _forget_member(sender, member: Member, **extra) -> None:
     db.session.execute(delete(FailingAddress).where(FailingAddress.email.in_(owned)))
 
 
+_UNSENT = (DeliveryState.PENDING, DeliveryState.SENDING, DeliveryState.DIGEST)
+
+
+def _stop_unsent(delivery_ids: list[int]) -> None:
+    """Skip these deliveries unless they were sent or settled.
+
+    A claimed one (``sending``) is skipped too: the sweep would hand it back once its
+    claim lapsed, and a batch sending it now finds it settled and leaves it (see
+    :func:`_send`). Decided by the database, so a message sent a moment ago stays sent.
+    """
+    db.session.execute(
+        update(Delivery)
+        .where(Delivery.id.in_(delivery_ids), Delivery.state.in_(_UNSENT))
+        .values(state=DeliveryState.SKIPPED)
+    )
+
+
 def _forget_recipient(delivery: Delivery) -> None:
-    if delivery.state in (DeliveryState.PENDING, DeliveryState.DIGEST):
-        delivery.state = DeliveryState.SKIPPED
     delivery.email, delivery.name = f"deleted-{delivery.id}@invalid", ""
     delivery.error = None  # servers' replies name the address they refused
+
+
+def _forget_digest_keys(notification_ids: set[int]) -> None:
+    """Drop the keys of these notifications' digests: each is made from its address."""
+    db.session.execute(
+        update(Notification)
+        .where(Notification.id.in_(notification_ids), Notification.kind == "daily_digest")
+        .values(key=None)
+    )
 
 
 def _forget_addresses_in_payloads(notification_ids: set[int], addresses: set[str]) -> None:
@@ -937,23 +971,104 @@ def _member_confirmed_address(sender, member: Member, **extra) -> None:
 
 # --- digests ------------------------------------------------------------------------
 
+DIGEST_HOUR = 7  # the day's digests start at 07:00 UTC
+# Addresses one digest job goes through, and for how long, before it hands over to the
+# next: well inside RQ's job timeout (180 s), whatever one address costs.
+DIGEST_SLICE = 500
+DIGEST_RUN_SECONDS = 60
+# A day's walk through the addresses that has shown no progress for this long is taken
+# as lost (its job gone with Redis, say) and started again from the first address.
+DIGEST_STALL_SECONDS = 3600
+DIGESTS_WALKING = "gs:digests:walking:{day}"
+DIGESTS_DONE = "gs:digests:done:{day}"
+DIGESTS_DONE_SECONDS = 2 * 24 * 3600
 
-def send_daily_digests(today: date | None = None) -> int:
-    """Gather each recipient's held deliveries into one email a day; returns how many digests.
 
-    Nothing is sent to someone with nothing new, nor with only news that has expired
-    since it was held. What is held after today's digest went (when the job runs again
-    the same day) waits for tomorrow's.
+def start_daily_digests(now: datetime | None = None) -> int:
+    """Start the day's digests the first time this runs at or after 07:00 UTC; returns
+    how many digests this job sent.
+
+    The hour is read here, in UTC, because the scheduler reads cron lines in its own time
+    zone. A walk already under way or done today is left alone; one that stalled is
+    started again, and the day's digest keys keep anyone from getting a second digest.
+    """
+    now = (now or utcnow()).astimezone(UTC)
+    if now.hour < DIGEST_HOUR:
+        return 0
+    day = now.date()
+    connection = redis_store.connection
+    if connection.exists(DIGESTS_DONE.format(day=day.isoformat())):
+        return 0
+    walking = DIGESTS_WALKING.format(day=day.isoformat())
+    if not connection.set(walking, 1, nx=True, ex=DIGEST_STALL_SECONDS):
+        return 0
+    return send_daily_digests(day)
+
+
+def send_daily_digests(today: date | None = None, after: str | None = None) -> int:
+    """Send the digests of one slice of addresses, in address order from just after
+    ``after``, and queue the next slice; returns how many digests this slice sent.
+
+    Gathers each recipient's held deliveries into one email a day. Nothing is sent to
+    someone with nothing new, nor with only news that has expired since it was held. What
+    is held after today's digest went (when the job runs again the same day) waits for
+    tomorrow's. A slice run twice (a retry, or a walk started again) sends nobody a second
+    digest: each is keyed by address and day.
     """
     today = today or utcnow().date()
-    emails = db.session.scalars(
-        select(Delivery.email).where(Delivery.state == DeliveryState.DIGEST).distinct()
-    ).all()
-    return sum(_send_digest(email, today) for email in emails)
+    query = (
+        select(Delivery.email)
+        .where(Delivery.state == DeliveryState.DIGEST)
+        .distinct()
+        .order_by(Delivery.email)
+        .limit(DIGEST_SLICE)
+    )
+    if after is not None:
+        query = query.where(Delivery.email > after)
+    emails = db.session.scalars(query).all()
+    hand_over_at = time.monotonic() + DIGEST_RUN_SECONDS
+    sent, done = 0, 0
+    for email in emails:
+        sent += _send_digest(email, today)
+        done += 1
+        if time.monotonic() >= hand_over_at:
+            break
+    if done == DIGEST_SLICE or done < len(emails):
+        _queue_digests_after(today, emails[done - 1])
+    else:
+        _digests_done(today)
+    return sent
+
+
+def _queue_digests_after(today: date, after: str) -> None:
+    from notifications import jobs
+
+    day = today.isoformat()
+    try:
+        # The walk shows progress, so that no one takes it for lost and starts it again.
+        redis_store.connection.set(DIGESTS_WALKING.format(day=day), 1, ex=DIGEST_STALL_SECONDS)
+        enqueue(jobs.send_digests_after, day, after, queue="bulk", retry=default_retry())
+    except RedisError:
+        current_app.logger.warning("the digests of %s wait for the walk to start again", day)
+
+
+def _digests_done(today: date) -> None:
+    day = today.isoformat()
+    try:
+        pipeline = redis_store.connection.pipeline(transaction=False)
+        pipeline.set(DIGESTS_DONE.format(day=day), 1, ex=DIGESTS_DONE_SECONDS)
+        pipeline.delete(DIGESTS_WALKING.format(day=day))
+        pipeline.execute()
+    except RedisError:  # the next start finds every digest of the day sent
+        current_app.logger.warning("the digests of %s are sent but not marked done", day)
 
 
 def _send_digest(email: str, today: date) -> bool:
     """Send ``email`` today's digest of what is held for it; False if there is none to send."""
+    key = f"digest:{_address_key(email)}:{today.isoformat()}"
+    if _notified_before(key):  # what is held now waits for tomorrow's
+        db.session.commit()
+        return False
     held = db.session.scalars(
         select(Delivery)
         .where(Delivery.state == DeliveryState.DIGEST, Delivery.email == email)
@@ -972,8 +1087,7 @@ def _send_digest(email: str, today: date) -> bool:
             delivery.state = DeliveryState.SKIPPED
         else:
             wanted.append(delivery)
-    key = f"digest:{_address_key(email)}:{today.isoformat()}"
-    if not wanted or _notified_before(key):
+    if not wanted:
         db.session.commit()
         return False
     for delivery in wanted:

@@ -11,6 +11,7 @@ from html.parser import HTMLParser
 from urllib.parse import urlsplit
 
 import pytest
+from rq.cron import CronScheduler
 from rq.registry import ScheduledJobRegistry
 from rq.timeouts import JobTimeoutException
 from sqlalchemy import func, insert, select
@@ -19,7 +20,7 @@ from sqlalchemy.exc import OperationalError
 from core import mail
 from core.db import utcnow
 from core.extensions import db
-from core.queue import get_queue, make_worker
+from core.queue import PERIODIC_JOBS, get_queue, make_worker
 from members import services as members
 from notifications import jobs as notification_jobs
 from notifications import services
@@ -643,6 +644,125 @@ def update_delivery_state(title: str) -> str:
     return db.session.scalar(
         select(Delivery.state).join(Notification).where(Notification.title.endswith(title))
     )
+
+
+# --- digests at scale and on time ---------------------------------------------------------
+
+
+def guests_on_daily_digests(app, run_jobs, count: int) -> list[str]:
+    """``count`` guest signers who take petition news daily, each with an update held."""
+    petition_id = petition_with_signers(app, count)
+    addresses = [f"s{n}@example.org" for n in range(count)]
+    with app.app_context():
+        for address in addresses:
+            subscriber = services.address_subscriber(address)
+            services.set_preferences(subscriber, {Category.PETITIONS: Frequency.DAILY})
+    post_update(app, petition_id)
+    run_jobs()
+    return addresses
+
+
+def digests_to(outbox) -> list[str]:
+    return sorted(m["To"] for m in outbox.messages() if "digest" in m["Subject"])
+
+
+def at_eight_utc(monkeypatch):
+    """The clock stands at 08:00 UTC today, after the digests' hour."""
+    eight = utcnow().replace(hour=8, minute=0, second=0, microsecond=0)
+    monkeypatch.setattr(services, "utcnow", lambda: eight)
+
+
+def test_digests_go_a_slice_of_addresses_per_job_until_everyone_has_theirs(
+    app, outbox, redis, run_jobs, monkeypatch
+):
+    addresses = guests_on_daily_digests(app, run_jobs, 5)
+    monkeypatch.setattr(services, "DIGEST_SLICE", 2, raising=False)
+    at_eight_utc(monkeypatch)
+    with app.app_context():
+        assert notification_jobs.send_daily_digests() == 2  # one slice, then it hands over
+        carry_on = [
+            job for job in get_queue("bulk").get_jobs() if job.func_name.endswith("digests_after")
+        ]
+        assert [job.args[1] for job in carry_on] == ["s1@example.org"]
+        assert notification_jobs.send_daily_digests() == 0  # the day's walk is under way
+    run_jobs()
+    assert digests_to(outbox) == addresses
+    with app.app_context():
+        assert notification_jobs.send_daily_digests() == 0  # done for the day
+        # A slice run again (a retry) sends no one a second digest.
+        assert (
+            notification_jobs.send_digests_after(utcnow().date().isoformat(), "s0@example.org") == 0
+        )
+        assert services.send_daily_digests() == 0
+    run_jobs()
+    assert digests_to(outbox) == addresses
+
+
+def test_a_digest_job_that_has_run_its_time_hands_over_to_the_next(
+    app, outbox, run_jobs, monkeypatch
+):
+    addresses = guests_on_daily_digests(app, run_jobs, 3)
+    monkeypatch.setattr(services, "DIGEST_RUN_SECONDS", 0, raising=False)
+    with app.app_context():
+        assert services.send_daily_digests() == 1
+    run_jobs()
+    assert digests_to(outbox) == addresses
+
+
+def test_a_digest_walk_whose_next_job_was_lost_starts_again_without_second_digests(
+    app, outbox, redis, run_jobs, monkeypatch
+):
+    addresses = guests_on_daily_digests(app, run_jobs, 5)
+    monkeypatch.setattr(services, "DIGEST_SLICE", 2, raising=False)
+    at_eight_utc(monkeypatch)
+    with app.app_context():
+        assert notification_jobs.send_daily_digests() == 2
+        for job in get_queue("bulk").get_jobs():
+            if job.func_name.endswith("digests_after"):
+                job.delete()  # lost, as when Redis loses it
+        assert notification_jobs.send_daily_digests() == 0  # it may still be going
+        # An hour without progress: the walk is taken for lost.
+        redis.delete(services.DIGESTS_WALKING.format(day=utcnow().date().isoformat()))
+        # Started again: the first two have theirs, so it carries on with the rest.
+        assert notification_jobs.send_daily_digests() == 2
+    run_jobs()
+    assert digests_to(outbox) == addresses
+
+
+@pytest.fixture(params=["America/New_York", "Asia/Kathmandu"])
+def scheduler_time_zone(request, monkeypatch):
+    """The scheduler's machine keeps local time in a zone hours (and minutes) off UTC."""
+    monkeypatch.setenv("TZ", request.param)
+    time.tzset()
+    yield request.param
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_the_days_digests_go_at_seven_utc_whatever_the_schedulers_time_zone(
+    app, client, auth, outbox, redis, run_jobs, monkeypatch, scheduler_time_zone
+):
+    petition_id = member_on_daily_digests(app, client, auth, outbox, run_jobs)
+    post_update(app, petition_id, title="Morning update")
+    run_jobs()
+    (digests,) = [job for job in PERIODIC_JOBS if job.func is notification_jobs.send_daily_digests]
+    # Scheduled as `flask cron` does, from midnight UTC on.
+    schedule = CronScheduler(connection=redis).register(
+        digests.func, digests.queue, interval=digests.interval, cron=digests.cron
+    )
+    midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    schedule.set_enqueue_time(midnight)
+    sent_at = None
+    while sent_at is None and schedule.next_enqueue_time < midnight + timedelta(days=1):
+        moment = schedule.next_enqueue_time
+        monkeypatch.setattr(services, "utcnow", lambda moment=moment: moment)
+        with app.app_context():
+            if notification_jobs.send_daily_digests():
+                sent_at = moment
+        schedule.set_enqueue_time(moment)
+    assert sent_at == midnight.replace(hour=7)
+    run_jobs()
+    assert "Morning update" in digest_texts(outbox)[0]
 
 
 # --- news that expires ------------------------------------------------------------------
@@ -1353,6 +1473,83 @@ def test_deleting_an_account_stops_its_mail_and_forgets_its_address(
         assert tables_naming("ana@example.org") == set()
         assert services.send_daily_digests() == 0
     assert smtp_sink.received == []
+
+
+def test_deleting_an_account_forgets_the_keys_of_its_digests(app, client, auth, outbox, run_jobs):
+    petition_id = member_on_daily_digests(app, client, auth, outbox, run_jobs)
+    post_update(app, petition_id)
+    run_jobs()
+    with app.app_context():
+        assert services.send_daily_digests() == 1
+        run_jobs()
+        # Each digest's key is made from the address it went to.
+        hashed = services._address_key("ana@example.org")
+        assert tables_naming(hashed) == {"notifications"}
+    delete_account(client)
+    with app.app_context():
+        assert tables_naming(hashed) == set()
+
+
+def ana_signed_for_updates(app, client, auth, run_jobs) -> int:
+    """A petition with one guest signer, s0, and Ana, a member, who both want its news."""
+    petition_id = petition_with_signers(app, 1)
+    with app.app_context():
+        make_member("ana@example.org", name="Ana")
+    auth.login()
+    sign_for_updates(client, petition_id)
+    run_jobs()
+    return petition_id
+
+
+def test_mail_a_dead_worker_left_claimed_is_never_sent_once_its_account_is_deleted(
+    app, client, auth, smtp_sink, run_jobs, monkeypatch
+):
+    petition_id = ana_signed_for_updates(app, client, auth, run_jobs)
+    smtp_sink.received.clear()
+    kill_worker_during_batch(
+        app,
+        petition_id,
+        killed_while_sending_to("ana@example.org", after_recording=False),
+        monkeypatch,
+    )
+    assert delivery_states(app)["ana@example.org"] == DeliveryState.SENDING
+    delete_account(client)
+    with app.app_context():
+        services.requeue_stalled(older_than=timedelta(0), lease=timedelta(0))
+    run_jobs()
+    assert [m["To"] for m in smtp_sink.received] == ["s0@example.org"]
+    assert set(delivery_states(app).values()) == {DeliveryState.SENT, DeliveryState.SKIPPED}
+
+
+def test_an_account_deleted_while_a_batch_is_sending_its_mail_gets_none(
+    app, client, auth, smtp_sink, run_jobs, monkeypatch
+):
+    petition_id = ana_signed_for_updates(app, client, auth, run_jobs)
+    smtp_sink.received.clear()
+    real_render = services.render
+
+    def render_then_delete_the_account(delivery, spec, context):
+        message = real_render(delivery, spec, context)
+        if delivery.email == "ana@example.org":
+            with app.app_context():  # her request, in a session of its own
+                members.delete_account(member_by_email("ana@example.org"))
+        return message
+
+    monkeypatch.setattr(services, "render", render_then_delete_the_account)
+    post_update(app, petition_id)
+    run_jobs()
+    assert [m["To"] for m in smtp_sink.received] == ["s0@example.org"]
+    with app.app_context():
+        news = db.session.scalars(
+            select(Delivery)
+            .join(Notification)
+            .where(Notification.kind == "petition_update")
+            .order_by(Delivery.id)
+        ).all()
+        assert [(d.email, d.state) for d in news] == [
+            ("s0@example.org", DeliveryState.SENT),
+            (f"deleted-{news[1].id}@invalid", DeliveryState.SKIPPED),
+        ]
 
 
 def test_registering_an_existing_address_cannot_flood_its_inbox(app, auth, outbox, run_jobs):
