@@ -27,7 +27,18 @@ from typing import Any
 
 from flask import current_app
 from redis.exceptions import RedisError
-from sqlalchemy import Integer, Select, String, bindparam, delete, func, or_, select, update
+from sqlalchemy import (
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    delete,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -846,9 +857,11 @@ def _owned_addresses(member: Member) -> list[str]:
 
 def _deliveries_to(member: Member) -> Select:
     """Mail to the member: sent to their account, or to their confirmed address before they
-    had one (as a guest signer or follower)."""
+    had one (as a guest signer or follower). Mail to another account that once had this
+    address is that account's."""
     owned = _owned_addresses(member)
-    return select(Delivery).where(or_(Delivery.member_id == member.id, Delivery.email.in_(owned)))
+    as_guest = and_(Delivery.member_id.is_(None), Delivery.email.in_(owned))
+    return select(Delivery).where(or_(Delivery.member_id == member.id, as_guest))
 
 
 @data_export.connect

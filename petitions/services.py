@@ -40,7 +40,7 @@ from core.queue import default_retry, enqueue
 from core.tokens import make_token, read_token
 from core.urls import external_url
 from members.models import Member
-from members.signals import account_deleting, data_export
+from members.signals import account_deleting, data_export, email_confirmed
 from notifications.services import Recipient, address_confirmed, notify
 from petitions.models import (
     MILESTONES,
@@ -1118,6 +1118,24 @@ def anonymise_member_signatures(sender, member: Member, **extra) -> None:
             db.session.delete(signature)
         else:
             signature.anonymise()
+
+
+@email_confirmed.connect
+def follow_members_new_address(sender, member: Member, **extra) -> None:
+    """A member's signatures move with their confirmed address, so updates and receipts go
+    where they read mail, not to an address that may now be someone else's."""
+    key = normalise_signer_email(member.email)
+    mine = Signature.member_id == member.id
+    db.session.execute(update(Signature).where(mine).values(email=member.email))
+    # The new key too, except on a petition where that address signed apart already.
+    signed_apart = select(Signature.petition_id).where(Signature.email_key == key)
+    db.session.execute(
+        update(Signature)
+        .where(mine, Signature.petition_id.not_in(signed_apart))
+        .values(email_key=key)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
 
 
 # --- petitions on other features' pages ---------------------------------------------------

@@ -765,6 +765,44 @@ def test_the_days_digests_go_at_seven_utc_whatever_the_schedulers_time_zone(
     assert "Morning update" in digest_texts(outbox)[0]
 
 
+# --- an address that changes hands ------------------------------------------------------
+
+
+def test_an_address_given_up_takes_none_of_its_old_owners_mail_along(
+    app, client, auth, outbox, run_jobs
+):
+    """Ana moves to a new address and Bob registers her old one: her news follows her, and
+    nothing sent to her account shows in Bob's download or changes when he leaves."""
+    petition_id = petition_with_signers(app, 0)
+    auth.member()  # Ana, at ana@example.org
+    sign_for_updates(client, petition_id)
+    post_update(app, petition_id, title="News for Ana's old address")
+    run_jobs()
+    with app.app_context():
+        ana = member_by_email("ana@example.org")
+        members.change_email(ana, "ana.new@example.org")
+        assert members.confirm_email(members.confirmation_token(ana)) is not None
+        bob = make_member("ana@example.org", "Bob")
+        assert [e["title"] for e in members.export_data(bob)["emails"]] == []
+        members.delete_account(bob)
+        ana_mail = db.session.execute(
+            select(Delivery.email, Notification.kind)
+            .join(Delivery.notification)
+            .order_by(Delivery.id)
+        ).all()
+        assert ana_mail == [
+            ("ana@example.org", "confirm_account"),
+            ("ana@example.org", "signature_receipt"),
+            ("ana@example.org", "petition_update"),
+            ("ana.new@example.org", "confirm_account"),
+        ]
+
+    outbox.clear()
+    post_update(app, petition_id, title="News for Ana's new address")
+    run_jobs()
+    assert sent_to(outbox) == ["ana.new@example.org"]
+
+
 # --- news that expires ------------------------------------------------------------------
 
 
