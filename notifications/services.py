@@ -1257,11 +1257,15 @@ def _subscribers_of_member(member: Member) -> tuple[str, ...]:
 
 
 def _member_behind(subscriber: str) -> Member | None:
-    """The member a ``member:<id>`` key stands for; None for an address's key."""
-    kind, _, member_id = subscriber.partition(":")
-    if kind != "member" or not member_id.isdigit():
-        return None
-    return db.session.get(Member, int(member_id))
+    """The member a key stands for: a ``member:<id>``, or the member who has since proved
+    an ``email:<address>`` is theirs (a link in a mail sent before they registered)."""
+    kind, _, rest = subscriber.partition(":")
+    if kind == "member" and rest.isdigit():
+        return db.session.get(Member, int(rest))
+    if kind == "email":
+        owner = db.session.scalar(select(Member).where(Member.email == rest))
+        return owner if owner is not None and owner.is_confirmed else None
+    return None
 
 
 def linked_preferences(subscriber: str) -> dict[str, Frequency]:

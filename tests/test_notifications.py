@@ -803,6 +803,29 @@ def test_an_address_given_up_takes_none_of_its_old_owners_mail_along(
     assert sent_to(outbox) == ["ana.new@example.org"]
 
 
+def test_a_link_mailed_before_registering_shows_and_saves_the_members_choices(
+    app, client, auth, outbox, run_jobs
+):
+    petition_id = petition_with_signers(app, 0)
+    guest_signs_for_updates(app, client, outbox, run_jobs, petition_id)
+    post_update(app, petition_id, title="First update")
+    run_jobs()
+    old_link = next(u for u in links_in(outbox.last_to("ana@example.org")) if "/preferences/" in u)
+    auth.member()  # Ana registers the address, and confirms it
+    daily = {"petitions": "daily", "campaigns": "off", "meetups": "off", "decisions": "off"}
+    submit(client, "/notifications/preferences", daily)
+
+    by_link = app.test_client()
+    assert CheckedChoices(by_link.get(path_of(old_link)).text).choices == daily
+    at_once = {**daily, "petitions": "immediately"}
+    assert submit(by_link, path_of(old_link), at_once).status_code == 302
+    assert shown_preferences(client) == at_once
+    outbox.clear()
+    post_update(app, petition_id, title="Second update")
+    run_jobs()
+    assert sent_to(outbox) == ["ana@example.org"]
+
+
 # --- news that expires ------------------------------------------------------------------
 
 
