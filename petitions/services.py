@@ -307,7 +307,11 @@ def _sign_as_guest(petition: Petition, details: SignerDetails, email_key: str) -
         existing.confirmation_sent_at = utcnow()
         _queue_confirmation(petition, existing.id, _signer(existing))
         return SignOutcome.CHECK_EMAIL
-    existing.retake_details(_editable(details))  # the confirmation page shows them
+    if existing.state == SignatureState.PENDING and not existing.retake_details(
+        _editable(details)  # the confirmation page shows them
+    ):
+        # Confirmed, withdrawn or purged since it was read: start from the row as saved now.
+        return _sign_as_guest(petition, details, email_key)
     # Signed before, or renewed by a request at the same time: as the row is saved now.
     if existing.state == SignatureState.CONFIRMED:
         _tell_already_signed(petition, existing)
