@@ -335,7 +335,9 @@ def _import_meetup(chapter: Chapter, event: dict, importer: Member, own_refs: se
         title=_text(event, "title", 150),
         description=_text(event, "description", 5000, required=False) or "",
         venue=_text(location, "venue", 150, required=False),
-        address=(lines[0] or None) if lines and isinstance(lines[0], str) else None,
+        address=_text(
+            {"address_lines": lines[0] if lines else None}, "address_lines", 300, required=False
+        ),
         online_link=_link(event, "online_link"),
         capacity=_bounded(event.get("capacity"), 1, 100000, None),
         state=MeetupState.CANCELLED

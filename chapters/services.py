@@ -73,9 +73,15 @@ CLOSING_SOON_BEFORE = timedelta(hours=24)
 FIRST_YEAR, LAST_YEAR = 1900, 9000
 
 
-def local_to_utc(local: datetime, zone: ZoneInfo) -> datetime:
+def local_to_utc(local: datetime, zone: ZoneInfo, was: datetime | None = None) -> datetime:
     """A wall-clock time in ``zone`` as UTC; refuses a time the clocks skip over, and one
-    outside the years a chapter deals in."""
+    outside the years a chapter deals in.
+
+    A time that reads as ``was`` does keeps that instant: in an hour the clocks repeat,
+    the wall clock alone would take its first occurrence and move a time left unchanged.
+    """
+    if was is not None and was.astimezone(zone).replace(tzinfo=None) == local:
+        return was
     if not FIRST_YEAR <= local.year <= LAST_YEAR:
         raise ChapterError(f"Please give a date between the years {FIRST_YEAR} and {LAST_YEAR}.")
     aware = local.replace(tzinfo=zone)
@@ -552,6 +558,9 @@ def edit_meetup(meetup: Meetup, details: MeetupDetails) -> bool:
     _refuse_closed_meetup_changes(meetup)
     _lock_rsvps(meetup)
     _refuse_closed_meetup_changes(meetup)  # it may have been cancelled while we waited
+    if details.starts_at != meetup.starts_at and details.starts_at <= utcnow():
+        db.session.rollback()
+        raise ChapterError("A meetup can only be moved to a time in the future.")
     before = (meetup.starts_at, meetup.ends_at, meetup.place)
     _apply(meetup, details)
     moved = (meetup.starts_at, meetup.ends_at) != before[:2]

@@ -345,12 +345,15 @@ def _imported_message(imported: portability.ImportedChapter) -> str:
 # --- meetups -----------------------------------------------------------------------------
 
 
-def _meetup_details(form: MeetupForm, chapter: Chapter) -> services.MeetupDetails:
+def _meetup_details(
+    form: MeetupForm, chapter: Chapter, meetup: Meetup | None = None
+) -> services.MeetupDetails:
+    was = (meetup.starts_at, meetup.ends_at) if meetup else (None, None)
     return services.MeetupDetails(
         title=form.title.data,
         description=form.description.data,
-        starts_at=services.local_to_utc(form.starts.data, chapter.zone),
-        ends_at=services.local_to_utc(form.ends.data, chapter.zone),
+        starts_at=services.local_to_utc(form.starts.data, chapter.zone, was[0]),
+        ends_at=services.local_to_utc(form.ends.data, chapter.zone, was[1]),
         venue=form.venue.data or None,
         address=form.address.data or None,
         online_link=form.online_link.data or None,
@@ -358,12 +361,14 @@ def _meetup_details(form: MeetupForm, chapter: Chapter) -> services.MeetupDetail
     )
 
 
-def _save_meetup(form: MeetupForm, chapter: Chapter, save: Callable) -> Meetup | None:
+def _save_meetup(
+    form: MeetupForm, chapter: Chapter, save: Callable, meetup: Meetup | None = None
+) -> Meetup | None:
     """Validate, convert the local times and save; errors land on the form."""
     if not form.validate_on_submit():
         return None
     try:
-        return save(_meetup_details(form, chapter))
+        return save(_meetup_details(form, chapter, meetup))
     except ChapterError as error:
         form.form_errors.append(str(error))
         return None
@@ -426,7 +431,9 @@ def edit_meetup(meetup_id: int):
         if meetup.is_cancelled or meetup.has_ended:
             form.form_errors.append("A cancelled or finished meetup cannot be changed.")
             return form_page("chapters/meetup_form.html", form, 409, chapter=chapter, meetup=meetup)
-        saved = _save_meetup(form, chapter, lambda details: services.edit_meetup(meetup, details))
+        saved = _save_meetup(
+            form, chapter, lambda details: services.edit_meetup(meetup, details), meetup
+        )
         if saved is not None:
             flash(
                 "Saved. Everyone going or waitlisted has been told of the new time or place."

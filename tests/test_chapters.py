@@ -1125,6 +1125,46 @@ def test_an_edit_of_a_meetup_cancelled_while_it_waited_is_refused(app, ctx):
     assert (meetup.title, meetup.state) == ("Planning night", MeetupState.CANCELLED)
 
 
+def test_a_meetup_is_not_moved_into_the_past(app, ctx):
+    chapter, members = chapter_of("Ana")
+    meetup = make_meetup(chapter, members["Olga"])
+    starts = meetup.starts_at
+    past = utcnow() - timedelta(days=1)
+    with pytest.raises(ChapterError, match="moved to a time in the future"):
+        services.edit_meetup(
+            meetup, details_of(meetup, starts_at=past, ends_at=past + timedelta(hours=2))
+        )
+    db.session.expire_all()
+    assert meetup.starts_at == starts
+    assert services.edit_meetup(meetup, details_of(meetup, title="Planning night, again")) is False
+
+
+def test_an_unchanged_time_in_an_hour_the_clocks_repeat_keeps_its_instant(app, outbox, run_jobs):
+    """01:30 on the night Lisbon's clocks go back happens twice; a meetup at the second
+    01:30, saved with only a new title, stays at the second and tells no one of a move."""
+    second = datetime(2027, 10, 31, 1, 30, tzinfo=UTC)  # 01:30 WET, after 01:30 WEST
+    with app.app_context():
+        chapter, members = chapter_of("Ana")
+        meetup = make_meetup(chapter, members["Olga"])
+        meetup.set_times(second, second + timedelta(hours=2))
+        db.session.commit()
+        services.respond(meetup, members["Ana"], True)
+        meetup_id = meetup.id
+    run_jobs()
+    outbox.clear()
+    olga = log_in(app, "Olga")
+    form = meetup_form(title="Planning night, renamed", starts="2027-10-31T01:30")
+    form["ends"] = "2027-10-31T03:30"
+    assert 'value="2027-10-31T01:30"' in olga.get(f"/meetups/{meetup_id}/edit").text
+    saved = submit(olga, f"/meetups/{meetup_id}/edit", form)
+    assert saved.status_code == 302
+    run_jobs()
+    with app.app_context():
+        meetup = db.session.get(Meetup, meetup_id)
+        assert (meetup.title, meetup.starts_at) == ("Planning night, renamed", second)
+    assert outbox.messages() == []
+
+
 def test_the_meetup_page_shows_a_waiting_members_place_in_the_queue(app):
     with app.app_context():
         chapter, members = chapter_of("Ana", "Ben", "Cara")
@@ -2217,6 +2257,32 @@ def test_an_import_whose_meetup_link_is_not_a_web_link_is_refused(app, link):
     with app.app_context():
         assert imported_chapter() is None
         assert db.session.scalar(select(func.count()).select_from(Meetup)) == 0
+
+
+@pytest.mark.parametrize("address", ["A" * 301, "A\x00B", 42])
+def test_an_import_whose_meetup_address_is_not_short_text_is_refused(app, address):
+    with app.app_context():
+        people("Ines")
+    data = export_file()
+    data["osdi:events"][0]["location"] = {"address_lines": [address]}
+    response = upload(log_in(app, "Ines"), data)
+    assert response.status_code == 422
+    assert "&#39;address_lines&#39; must be text of at most 300 characters." in response.text
+    with app.app_context():
+        assert imported_chapter() is None
+
+
+def test_an_imported_decision_without_its_counts_says_only_what_is_known(app):
+    with app.app_context():
+        people("Ines")
+    ines = log_in(app, "Ines")
+    assert upload(ines, export_file()).status_code == 302
+    with app.app_context():
+        decided = db.session.scalar(
+            select(Proposal.id).where(Proposal.state == ProposalState.CLOSED)
+        )
+    shown = text_of(ines.get(f"/proposals/{decided}").text)
+    assert "Outcome:" in shown and "None" not in shown
 
 
 @pytest.mark.parametrize(

@@ -536,7 +536,7 @@ def test_a_closed_proposal_still_shows_its_votes_and_reasons(app, run_jobs):
         page = viewer.get(f"/proposals/{proposal_id}")
         shown = text_of(page)
         assert "Outcome: Passed" in shown
-        assert "with 3 of 3 votes needed (3 members)" in shown
+        assert "with 3 votes of 3 needed (3 members)" in shown
         assert shown_tally(page) == {"agree": 2, "abstain": 0, "disagree": 1, "block": 0}
         assert "Olga Organiser: Agree. “We asked for this last year”" in shown
         assert "Member 1: Agree" in shown
