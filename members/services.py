@@ -123,11 +123,6 @@ def member_for_confirmation(token: str) -> tuple[Member, str] | None:
     return member, email
 
 
-def moves_account(member: Member, email: str) -> bool:
-    """Whether confirming ``email`` would move the account to a new address."""
-    return email != member.email
-
-
 def confirm_email(token: str) -> Member | None:
     """Confirm the address a token names; returns the member, or None if the link is stale."""
     found = member_for_confirmation(token)

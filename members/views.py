@@ -60,9 +60,17 @@ def confirm(token: str):
     if found is None:
         return render_template("members/confirm_invalid.html"), 404
     member, email = found
-    # Whoever holds a link to a mistyped address must not be able to take the account.
-    if services.moves_account(member, email) and not _logged_in_as(member):
-        flash("Please log in to confirm your new email address.", "info")
+    # Whoever holds the link must also know the password: a link to a mistyped new address
+    # must not hand over the account, nor may someone who registered another person's
+    # address keep the account once its owner confirms it. The owner who never chose
+    # that password resets it instead, which confirms the address and ends other sessions.
+    if not _logged_in_as(member):
+        flash(
+            "Please log in to confirm this email address. If you did not create this "
+            "account, or forgot its password, choose “Forgot your password?”: the link we "
+            "send confirms the address too.",
+            "info",
+        )
         return redirect(url_for("members.login", next=request.path))
     if form.validate_on_submit():
         member = services.confirm_email(token)

@@ -31,6 +31,10 @@ def test_register_confirm_and_log_in_in_a_browser(page, outbox, run_jobs):
     run_jobs()
     link = next(link for link in links_in(outbox.last_to("bea@example.org")) if "/confirm/" in link)
     page.goto(re.sub(r"^https?://[^/]+", "", link))
+    expect(page.get_by_text("Please log in to confirm this email address.")).to_be_visible()
+    page.get_by_label("Email address").fill("bea@example.org")
+    page.get_by_label("Password").fill("a long passphrase")
+    page.get_by_role("button", name="Log in", exact=True).click()
     page.get_by_role("button", name="Confirm my email").click()
     expect(page.get_by_text("your email address is confirmed")).to_be_visible()
 

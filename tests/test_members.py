@@ -37,6 +37,15 @@ def test_register_confirm_logout_login_and_reset(app, client, auth, outbox, run_
     assert message.is_multipart() and message.get_body(("html",)) is not None
     link = next(link for link in links_in(message) if "/confirm/" in link)
 
+    # The link asks for the account's password first.
+    asked = client.get(path_of(link))
+    assert asked.status_code == 302 and "/login" in asked.headers["Location"]
+    logged_in = submit(
+        client,
+        asked.headers["Location"],
+        {"email": "ana@example.org", "password": "correct horse battery"},
+    )
+    assert logged_in.headers["Location"] == path_of(link)
     # A GET (what mail scanners do) shows a button and confirms nothing.
     page = client.get(path_of(link))
     assert page.status_code == 200 and "Confirm my email" in page.text
@@ -142,10 +151,37 @@ def test_login_gives_one_message_for_unknown_email_and_wrong_password(client, au
     assert expected in wrong_password.text and expected in unknown.text
 
 
+def test_someone_who_registered_anothers_address_loses_the_account_to_its_owner(
+    app, client, auth, outbox, run_jobs
+):
+    """Mallory registers Ana's address with a password of his own. Ana's link will not
+    confirm without that password; resetting it confirms her address, and Mallory's
+    session ends."""
+    auth.register(password="mallory's own password")
+    assert auth.login(password="mallory's own password").status_code == 302
+    run_jobs()
+    link = path_of(next(u for u in links_in(outbox.last_to("ana@example.org")) if "/confirm/" in u))
+
+    ana = app.test_client()
+    assert "/login" in ana.get(link).headers["Location"]
+    with app.app_context():
+        assert not db.session.scalar(select(Member)).is_confirmed
+
+    submit(ana, "/reset", {"email": "ana@example.org"})
+    run_jobs()
+    reset = path_of(next(u for u in links_in(outbox.last_to("ana@example.org")) if "/reset/" in u))
+    new_password = {"password": "ana's own passphrase", "confirm": "ana's own passphrase"}
+    assert submit(ana, reset, new_password).status_code == 302
+    with app.app_context():
+        assert db.session.scalar(select(Member)).is_confirmed
+    assert client.get("/account").status_code == 302  # Mallory is logged out
+    assert auth.login(password="mallory's own password").status_code == 422
+
+
 def test_login_attempts_are_rate_limited_per_account(app, client, auth):
-    app.config["LOGIN_LIMIT_PER_ACCOUNT"] = "3 per 15 minutes"
+    app.config["LOGIN_LIMIT_PER_ACCOUNT"] = "4 per 15 minutes"
     try:
-        auth.member()
+        auth.member()  # logs in once, to confirm the address: one attempt of four
         auth.logout()
         for _ in range(3):
             assert auth.login(password="wrong guess here").status_code == 422
@@ -159,9 +195,9 @@ def test_login_attempts_are_rate_limited_per_account(app, client, auth):
 
 def test_guesses_sent_all_at_once_get_no_more_tries_than_the_limit(app, auth, monkeypatch):
     """Six wrong guesses at one account arrive together and are all being checked at the
-    same moment: with a limit of three, three are checked and three refused."""
-    app.config["LOGIN_LIMIT_PER_ACCOUNT"] = "3 per 15 minutes"
-    auth.member()
+    same moment: with three tries left, three are checked and three refused."""
+    app.config["LOGIN_LIMIT_PER_ACCOUNT"] = "4 per 15 minutes"
+    auth.member()  # logs in once, to confirm the address: one attempt of four
     auth.logout()
     clients = [app.test_client() for _ in range(6)]
     tokens = [csrf_token(c.get("/login").text) for c in clients]
