@@ -378,6 +378,13 @@ def test_without_a_proxy_a_forwarded_address_is_ignored(app):
         app.config["LOGIN_LIMIT_PER_ADDRESS"] = "50 per 15 minutes"
 
 
+@pytest.mark.parametrize("url", ["/account", "/notifications", "/notifications/preferences"])
+def test_a_page_of_several_forms_gives_each_id_once(client, auth, url):
+    auth.member()
+    ids = re.findall(r'\sid="([^"]+)"', client.get(url).text)
+    assert ids and len(ids) == len(set(ids)), sorted(i for i in ids if ids.count(i) > 1)
+
+
 def _heading_levels(html: str) -> list[int]:
     return [int(level) for level in re.findall(r"<h([1-6])[\s>]", html)]
 
