@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import json
 
-from flask import Response, abort, current_app, flash, redirect, render_template, request, url_for
+from flask import (
+    Response,
+    abort,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_login import current_user, login_required, login_user, logout_user
 
 from core.extensions import db, login_manager
@@ -43,13 +53,19 @@ def register():
             password=form.password.data,
             city=form.city.data,
         )
-        return redirect(url_for("members.check_email", to=form.email.data))
+        # Kept in the signed session, not the URL: a link must not make our page say
+        # that mail went to whatever text it carries.
+        session[REGISTERED_EMAIL] = form.email.data
+        return redirect(url_for("members.check_email"))
     return form_page("members/register.html", form)
+
+
+REGISTERED_EMAIL = "registered_email"
 
 
 @bp.get("/register/check-email")
 def check_email():
-    return render_template("members/check_email.html", email=request.args.get("to", "")[:254])
+    return render_template("members/check_email.html", email=session.get(REGISTERED_EMAIL))
 
 
 @bp.route("/confirm/<token>", methods=["GET", "POST"])

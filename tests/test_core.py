@@ -17,6 +17,7 @@ from core.extensions import db, redis_store
 from members.models import Member
 from notifications.services import requeue_stalled
 from petitions.models import Petition
+from tests.factories import make_member, make_petition
 from tests.helpers import csrf_token, redis_down, submit
 
 
@@ -376,6 +377,14 @@ def test_without_a_proxy_a_forwarded_address_is_ignored(app):
         assert failed_login_status(second, "203.0.113.2", 3) == 429
     finally:
         app.config["LOGIN_LIMIT_PER_ADDRESS"] = "50 per 15 minutes"
+
+
+def test_an_id_in_a_url_is_written_in_ascii_digits_only(app, client):
+    with app.app_context():
+        petition_id = make_petition(make_member()).id
+    assert client.get(f"/petitions/{petition_id}").status_code == 200
+    arabic_indic = str(petition_id).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))
+    assert client.get(f"/petitions/{arabic_indic}").status_code == 404
 
 
 @pytest.mark.parametrize("url", ["/account", "/notifications", "/notifications/preferences"])

@@ -178,6 +178,17 @@ def test_someone_who_registered_anothers_address_loses_the_account_to_its_owner(
     assert auth.login(password="mallory's own password").status_code == 422
 
 
+def test_the_check_email_page_names_only_the_address_just_registered(client, auth):
+    assert "We sent a link to <strong>your address</strong>" in client.get(
+        "/register/check-email?to=call+555-0100+to+confirm"
+    ).text
+    registered = auth.register(email="ana@example.org")
+    page = client.get(registered.headers["Location"]).text
+    assert "We sent a link to <strong>ana@example.org</strong>" in page
+    spoofed = client.get("/register/check-email?to=call+555-0100+to+confirm").text
+    assert "555-0100" not in spoofed
+
+
 def test_login_attempts_are_rate_limited_per_account(app, client, auth):
     app.config["LOGIN_LIMIT_PER_ACCOUNT"] = "4 per 15 minutes"
     try:
