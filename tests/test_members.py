@@ -179,9 +179,10 @@ def test_someone_who_registered_anothers_address_loses_the_account_to_its_owner(
 
 
 def test_the_check_email_page_names_only_the_address_just_registered(client, auth):
-    assert "We sent a link to <strong>your address</strong>" in client.get(
-        "/register/check-email?to=call+555-0100+to+confirm"
-    ).text
+    assert (
+        "We sent a link to <strong>your address</strong>"
+        in client.get("/register/check-email?to=call+555-0100+to+confirm").text
+    )
     registered = auth.register(email="ana@example.org")
     page = client.get(registered.headers["Location"]).text
     assert "We sent a link to <strong>ana@example.org</strong>" in page
