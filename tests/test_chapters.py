@@ -10,8 +10,10 @@ import io
 import json
 import re
 import threading
+from collections.abc import Callable
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -633,7 +635,9 @@ def test_an_answer_saved_while_a_member_leaves_gives_its_place_up_too(app, ctx):
     place up as well, and once she has left she can no longer answer."""
     chapter, members = chapter_of("Ana")
     meetup = make_meetup(chapter, members["Olga"])
-    with answered_elsewhere_just_after_listing(app, meetup.id, members["Ana"].id):
+    answered = answered_elsewhere(app, meetup.id, members["Ana"].id)
+    # Just after the leave lists Ana's places:
+    with once_a_statement_runs("FROM meetups JOIN meetup_rsvps", "after", answered):
         services.leave(chapter, members["Ana"])
     assert names(meetup, RsvpStatus.GOING) == []
     assert chapter.membership_of(members["Ana"]) is None
@@ -643,32 +647,42 @@ def test_an_answer_saved_while_a_member_leaves_gives_its_place_up_too(app, ctx):
 
 
 @contextmanager
-def answered_elsewhere_just_after_listing(app: Flask, meetup_id: int, member_id: int):
-    """Save the member's "going" in a session of its own right after the leave lists the
-    member's places, the moment a second browser tab would have to hit."""
-    answered = []
+def once_a_statement_runs(pattern: str, moment: str, action: Callable[[], None]):
+    """Run ``action`` the first time a statement matching ``pattern`` is sent, at
+    ``moment`` ("before" or "after" it): another request's change, landing mid-way."""
+    ran: list[bool] = []
 
-    def answer_once(conn, cursor, statement, parameters, context, executemany):
-        if answered or not re.search(r"FROM meetups JOIN meetup_rsvps", statement):
-            return
-        answered.append(True)
+    def run_once(conn, cursor, statement, parameters, context, executemany):
+        if not ran and re.search(pattern, statement):
+            ran.append(True)
+            action()
+
+    name = f"{moment}_cursor_execute"
+    event.listen(db.engine, name, run_once)
+    try:
+        yield
+    finally:
+        event.remove(db.engine, name, run_once)
+    assert ran, f"no statement matched {pattern!r}"
+
+
+def answered_elsewhere(app: Flask, meetup_id: int, member_id: int) -> Callable[[], None]:
+    """The member's "going", saved in a session of its own, as a second browser tab would."""
+
+    def answer_going() -> None:
         with app.app_context():
             meetup = db.session.get(Meetup, meetup_id)
             services.respond(meetup, db.session.get(Member, member_id), True)
 
-    event.listen(db.engine, "after_cursor_execute", answer_once)
-    try:
-        yield
-    finally:
-        event.remove(db.engine, "after_cursor_execute", answer_once)
-    assert answered, "the leave never listed the member's places"
+    return answer_going
 
 
 def test_a_meetup_cancelled_while_a_member_leaves_promotes_nobody(app, ctx, outbox, run_jobs):
     """The meetup is cancelled between listing Ana's places and locking the meetup: she
     still gives up her place, but Cara is not told of a place at a cancelled meetup."""
     meetup, members = full_meetup_with_cara_waiting(outbox, run_jobs)
-    with cancelled_just_before_its_lock(app, meetup.id):
+    cancel = partial(cancel_elsewhere, app, meetup.id)
+    with once_a_statement_runs("^UPDATE meetups SET rsvp_version", "before", cancel):
         services.leave(meetup.chapter, members["Ana"])
     db.session.rollback()
     assert db.session.get(Meetup, meetup.id).state == MeetupState.CANCELLED
@@ -676,31 +690,6 @@ def test_a_meetup_cancelled_while_a_member_leaves_promotes_nobody(app, ctx, outb
     assert names(meetup, RsvpStatus.WAITLISTED) == ["Cara"]
     run_jobs()
     assert email("Cara") not in mail(outbox)
-
-
-@contextmanager
-def cancelled_just_before_its_lock(app: Flask, meetup_id: int):
-    """Cancel the meetup through a connection of its own when its RSVP lock is first asked for."""
-    cancelled = []
-
-    def cancel_first(conn, cursor, statement, parameters, context, executemany):
-        if cancelled or not re.match(r"UPDATE meetups SET rsvp_version", statement):
-            return
-        cancelled.append(True)
-        with db.engine.connect() as other:
-            other.execute(
-                update(Meetup)
-                .where(Meetup.id == meetup_id)
-                .values(state=MeetupState.CANCELLED, cancelled_at=utcnow())
-            )
-            other.commit()
-
-    event.listen(db.engine, "before_cursor_execute", cancel_first)
-    try:
-        yield
-    finally:
-        event.remove(db.engine, "before_cursor_execute", cancel_first)
-    assert cancelled, "the lock was never asked for"
 
 
 def test_a_chapter_left_without_organisers_is_run_by_its_longest_standing_member(ctx):
