@@ -102,8 +102,8 @@ def _refuse_line_breaks(value: str) -> None:
         raise ValueError(f"a line break in the header value {value!r}")
 
 
-def _recipient(address: str) -> str:
-    """The address as mail servers take it.
+def as_mailed(address: str) -> str:
+    """The address as mail servers take it, and so one spelling of one inbox.
 
     An international domain goes in its ASCII form, so any server can deliver to it; only
     a local part that is not ASCII still needs a server that offers SMTPUTF8.
@@ -141,7 +141,7 @@ def _address(value: str) -> str:
     ASCII leaves the whole header as raw UTF-8, since an encoded word cannot hold it.
     """
     name, address = parseaddr(value)
-    address = _recipient(address)
+    address = as_mailed(address)
     if not address.isascii():
         local, _, domain = address.rpartition("@")
         return _address_header(str(Address(name, local, domain)))
@@ -181,7 +181,7 @@ def render(
     subject = str(getattr(text_module, "subject", "Groundswell"))
     message["Subject"] = _header(" ".join(subject.split()))  # no stray line breaks
     message["From"] = _address(current_app.config["MAIL_FROM"])
-    message["To"] = _address_header(_recipient(to))
+    message["To"] = _address_header(as_mailed(to))
     message["Date"] = formatdate(localtime=False)
     message["Message-ID"] = _header(message_id or make_msgid(domain=message_domain()))
     for name, value in (headers or {}).items():

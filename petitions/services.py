@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import csv
 import io
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from email_validator import EmailNotValidError, validate_email
 from flask import current_app
 from redis.exceptions import RedisError
 from sqlalchemy import Select, and_, delete, func, or_, select, update
@@ -22,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
 from sqlalchemy.orm.exc import StaleDataError
 
-from core import pagecache, ratelimit
+from core import mail, pagecache, ratelimit
 from core.db import (
     Page,
     add_to_count,
@@ -79,24 +77,12 @@ def normalise_signer_email(email: str) -> str:
     ``A.B+x@Gmail.com`` and ``ab@gmail.com`` reach the same inbox, so they share a key, as
     do ``rui@exämple.org`` and ``rui@xn--exmple-cua.org``.
     """
-    local, _, domain = _as_mailed(email).lower().rpartition("@")
+    local, _, domain = mail.as_mailed(email.strip()).lower().rpartition("@")
     if domain in PLUS_TAG_DOMAINS:
         local = local.split("+", 1)[0]
     if domain in DOTLESS_DOMAINS:
         local = local.replace(".", "")
     return f"{local}@{DOMAIN_ALIASES.get(domain, domain)}"
-
-
-def _as_mailed(email: str) -> str:
-    """The address as mail is sent to it: its domain in ASCII, its text composed (NFC)."""
-    email = unicodedata.normalize("NFC", email.strip())
-    if email.isascii():
-        return email
-    try:
-        checked = validate_email(email, check_deliverability=False)
-    except EmailNotValidError:
-        return email
-    return f"{checked.local_part}@{checked.ascii_domain}"
 
 
 # --- launching and organising ---------------------------------------------------------
