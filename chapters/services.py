@@ -307,8 +307,7 @@ def leave(chapter: Chapter, member: Member) -> None:
     """Leave the chapter, withdrawing votes on its open proposals and giving up places at
     its upcoming meetups, all in one commit with the news for whoever gets a place."""
     # Meetups are locked before their chapter, in the order an account's deletion uses.
-    for meetup in _meetups_with_places_of(member, chapter.id):
-        _tell_promoted(meetup, *_free_place(meetup, member))
+    _give_up_places(member, chapter.id)
     _lock_chapter(chapter)
     membership = chapter.membership_of(member)
     if membership is None:
@@ -321,8 +320,7 @@ def leave(chapter: Chapter, member: Member) -> None:
     _withdraw_open_votes(member, chapter_id=chapter.id)
     chapter.memberships.remove(membership)
     db.session.flush()  # waits for an answer being saved now, whose place goes below
-    for meetup in _meetups_with_places_of(member, chapter.id):
-        _tell_promoted(meetup, *_free_place(meetup, member))
+    _give_up_places(member, chapter.id)
     _ensure_organiser(chapter)
     db.session.commit()
 
@@ -808,6 +806,13 @@ def _meetups_with_places_of(member: Member, chapter_id: int | None = None) -> li
     if chapter_id is not None:
         query = query.where(Meetup.chapter_id == chapter_id)
     return list(db.session.scalars(query))
+
+
+def _give_up_places(member: Member, chapter_id: int | None = None) -> None:
+    """Free the member's places at upcoming meetups, each under its meetup's lock, with
+    the news for whoever gets one. Flushed, not committed: the caller commits it all."""
+    for meetup in _meetups_with_places_of(member, chapter_id):
+        _tell_promoted(meetup, *_free_place(meetup, member))
 
 
 def _free_place(meetup: Meetup, member: Member) -> tuple[list[Rsvp], int]:
@@ -1420,8 +1425,7 @@ def hand_over_before_deletion(sender, member: Member, **extra) -> None:
     Only flushed: the deletion commits everything at once, with the news for whoever gets
     a place, and none of it if the deletion is rolled back.
     """
-    for meetup in _meetups_with_places_of(member):
-        _tell_promoted(meetup, *_free_place(meetup, member))
+    _give_up_places(member)
     _withdraw_open_votes(member)
     if key := invitation_key(member):
         db.session.execute(delete(ChapterInvitation).where(ChapterInvitation.email_key == key))
