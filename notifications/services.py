@@ -50,6 +50,7 @@ from core.queue import JobTimeout, default_retry, enqueue
 from core.tokens import make_token, read_token
 from core.urls import external_url
 from members.models import Member
+from members.services import find_by_email
 from members.signals import account_deleting, data_export, email_confirmed
 from notifications.models import (
     Category,
@@ -1263,7 +1264,7 @@ def _member_behind(subscriber: str) -> Member | None:
     if kind == "member" and rest.isdigit():
         return db.session.get(Member, int(rest))
     if kind == "email":
-        owner = db.session.scalar(select(Member).where(Member.email == rest))
+        owner = find_by_email(rest)
         return owner if owner is not None and owner.is_confirmed else None
     return None
 
