@@ -442,8 +442,7 @@ def _tie_statement(organiser: CampaignOrganiser) -> str:
 def _lock_disclosure(campaign: Campaign) -> None:
     """Hold the campaign's row and reread its funders and organisers, so that two changes
     at once each see the other's: two funders removed together cannot leave none."""
-    _lock_campaign(campaign)
-    db.session.refresh(campaign)
+    db.session.refresh(campaign, with_for_update=True)
     db.session.expire(campaign, ["funders", "organisers"])
 
 

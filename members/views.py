@@ -37,6 +37,9 @@ login_manager.login_view = "members.login"
 login_manager.login_message = "Please log in to continue."
 login_manager.login_message_category = "info"
 
+# Where the session keeps the address just registered, for the check-email page.
+REGISTERED_EMAIL = "registered_email"
+
 
 @login_manager.user_loader
 def load_member(session_id: str) -> Member | None:
@@ -58,9 +61,6 @@ def register():
         session[REGISTERED_EMAIL] = form.email.data
         return redirect(url_for("members.check_email"))
     return form_page("members/register.html", form)
-
-
-REGISTERED_EMAIL = "registered_email"
 
 
 @bp.get("/register/check-email")
