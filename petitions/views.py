@@ -91,7 +91,7 @@ def index():
 
 
 def _petition_fields(form: PetitionForm) -> dict:
-    fields = {name: form[name].data for name in PETITION_FIELDS}
+    fields = {name: form[name].data for name in PETITION_FIELDS if name in form}
     fields["closes_at"] = datetime.combine(form.closes_on.data, time(23, 59), tzinfo=UTC)
     return fields
 
@@ -266,11 +266,12 @@ def edit(petition_id: int):
     if request.method == "GET":
         form.closes_on.data = petition.closes_at.date()
     if frozen:
-        # Signers signed this text: the form leaves it out. A form opened before the first
-        # signature still sends it, and a change to it is refused, not dropped.
+        # Signers signed this text: the form leaves it out, so it is neither asked for nor
+        # changed. A form opened before the first signature still sends it, and a change
+        # to it is refused, not dropped.
         for name in Petition.FROZEN_ONCE_SIGNED:
             if name not in request.form:
-                form[name].data = getattr(petition, name)
+                del form[name]
     if form.validate_on_submit():
         try:
             services.edit_petition(petition, **_petition_fields(form))

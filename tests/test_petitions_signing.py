@@ -343,6 +343,27 @@ def test_ask_and_decision_maker_freeze_after_the_first_signature(app, client, au
         assert petition.decision_maker_name == "Lisbon City Council"
         assert petition.title == "A better title for the same ask"
 
+    # The form as the page now offers it saves, leaving the ask as it was signed.
+    page = client.get(f"/petitions/{petition_id}/edit")
+    response = client.post(
+        f"/petitions/{petition_id}/edit",
+        data={
+            "csrf_token": csrf_token(page.text),
+            "title": "The title once more, with the ask kept",
+            "city": "Lisbon",
+            "topic": "short-term-rentals",
+            "goal": "750",
+            "closes_on": (utcnow().date() + timedelta(days=20)).isoformat(),
+        },
+    )
+    assert response.status_code == 302, response.text
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        assert petition.title == "The title once more, with the ask kept"
+        assert petition.goal == 750
+        assert petition.ask == "A clearer ask, before anyone signed, is fine."
+        assert petition.decision_maker_role
+
 
 def test_an_open_petition_closes_at_most_a_year_after_it_opened(app):
     petition_id = make_petition(app)
