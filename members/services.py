@@ -210,8 +210,10 @@ def request_password_reset(email: str, address: str) -> None:
 
 
 def reset_token(member: Member) -> str:
-    """A reset token that stops working once the password changes."""
-    return make_token(RESET_PURPOSE, {"id": member.id, "v": member.password_fingerprint})
+    """A reset token that stops working once the password or the address changes."""
+    return make_token(
+        RESET_PURPOSE, {"id": member.id, "v": member.password_fingerprint, "e": member.email}
+    )
 
 
 def member_for_reset(token: str) -> Member | None:
@@ -221,6 +223,9 @@ def member_for_reset(token: str) -> Member | None:
         return None
     member = db.session.get(Member, payload["id"])
     if member is None or payload.get("v") != member.password_fingerprint:
+        return None
+    # A link mailed to an address the account has since left must not take it over.
+    if payload.get("e") != member.email:
         return None
     return member
 

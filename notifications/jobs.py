@@ -90,9 +90,9 @@ def confirm_account_message(payload: dict, delivery: Delivery) -> dict | None:
 
 @services.message("reset_password", transactional=True)
 def reset_password_message(payload: dict, delivery: Delivery) -> dict | None:
-    """A single-use link to choose a new password."""
+    """A single-use link to choose a new password, to the address it was asked for."""
     member = _member(payload)
-    if member is None:
+    if member is None or member.email != payload["email"]:
         return None
     token = members.reset_token(member)
     return {"member": member, "link": external_url("members.reset_password", token=token)}

@@ -442,6 +442,40 @@ def test_confirming_a_new_address_needs_the_member_logged_in(app, client, auth, 
         assert db.session.scalar(select(Member.email)) == "ana.new@example.org"
 
 
+def test_reset_links_for_a_former_address_stop_working_and_are_not_sent(
+    app, client, auth, outbox, run_jobs
+):
+    auth.member()
+    stranger = app.test_client()
+    submit(stranger, "/reset", {"email": "ana@example.org"})
+    run_jobs()
+    [mailed_link] = [path_of(u) for u in links_in(outbox.last_to("ana@example.org"))]
+    submit(stranger, "/reset", {"email": "ana@example.org"})  # still queued at the move
+
+    change_email_to(client, "ana.new@example.org")
+    with app.app_context():
+        ana = db.session.scalar(select(Member))
+        assert services.confirm_email(services.confirmation_token(ana))
+    outbox.clear()
+    run_jobs()
+
+    # Whoever reads the old inbox now neither gets a fresh link nor can use the old one.
+    assert outbox.to("ana@example.org") == []
+    assert stranger.get(mailed_link).status_code == 404
+    new_password = "a new password 1"
+    taken = stranger.post(
+        mailed_link,
+        data={
+            "csrf_token": csrf_token(stranger.get("/reset").text),
+            "password": new_password,
+            "confirm": new_password,
+        },
+    )
+    assert taken.status_code == 404 and stranger.get("/account").status_code == 302
+    with app.app_context():
+        assert db.session.scalar(select(Member)).check_password(PASSWORD)
+
+
 def test_download_my_data_and_delete_account(app, client, auth):
     auth.member()
     export = client.get("/account/data.json")
