@@ -40,7 +40,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import aliased, selectinload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from core import mail
@@ -980,7 +980,42 @@ def _without_addresses(value: Any, addresses: set[str]) -> Any:
 
 @email_confirmed.connect
 def _member_confirmed_address(sender, member: Member, **extra) -> None:
+    _readdress_waiting_mail(member)
     address_confirmed(member.email)
+
+
+_WAITING = (DeliveryState.PENDING, DeliveryState.DIGEST)
+
+
+def _readdress_waiting_mail(member: Member) -> None:
+    """Mail still waiting for the member follows them to the address they just confirmed:
+    the one they left may be someone else's by now. Where the new address already has
+    the same news, the copy for the old one is dropped. A message being sent right now
+    goes where it was going."""
+    address = member.email.lower()
+    elsewhere = and_(
+        Delivery.member_id == member.id,
+        Delivery.state.in_(_WAITING),
+        Delivery.email != address,
+    )
+    twin = aliased(Delivery)
+    already_there = (
+        select(twin.id)
+        .where(twin.notification_id == Delivery.notification_id, twin.email == address)
+        .exists()
+    )
+    db.session.execute(
+        update(Delivery)
+        .where(elsewhere, already_there)
+        .values(state=DeliveryState.SKIPPED, error=NO_LONGER_APPLIES)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.execute(
+        update(Delivery)
+        .where(elsewhere)
+        .values(email=address)
+        .execution_options(synchronize_session=False)
+    )
 
 
 # --- digests ------------------------------------------------------------------------

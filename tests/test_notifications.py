@@ -803,6 +803,60 @@ def test_an_address_given_up_takes_none_of_its_old_owners_mail_along(
     assert sent_to(outbox) == ["ana.new@example.org"]
 
 
+def test_mail_waiting_for_a_member_follows_them_to_the_address_they_confirm(
+    app, client, auth, outbox, run_jobs
+):
+    petition_id = member_on_daily_digests(app, client, auth, outbox, run_jobs)
+    post_update(app, petition_id, title="Held for the digest")
+    run_jobs()
+    prefs = {"petitions": "immediately", "campaigns": "off", "meetups": "off", "decisions": "off"}
+    assert submit(client, "/notifications/preferences", prefs).status_code == 302
+    # Recorded for the old address, not yet sent, when Ana moves.
+    post_update(app, petition_id, title="Waiting for a worker")
+    with app.app_context():
+        notification_id = db.session.scalar(select(func.max(Notification.id)))
+        services.fan_out(notification_id)
+        assert (
+            db.session.scalar(
+                select(Delivery.email).where(Delivery.notification_id == notification_id)
+            )
+            == "ana@example.org"
+        )
+        ana = member_by_email("ana@example.org")
+        members.change_email(ana, "ana.new@example.org")
+        assert members.confirm_email(members.confirmation_token(ana)) is not None
+        assert services.send_daily_digests() == 1
+    run_jobs()
+
+    assert outbox.to("ana@example.org") == []
+    texts = [m.get_body(("plain",)).get_content() for m in outbox.to("ana.new@example.org")]
+    assert sum("Held for the digest" in text for text in texts) == 1
+    assert sum("Waiting for a worker" in text for text in texts) == 1
+
+
+def test_waiting_mail_the_new_address_already_has_is_not_sent_twice(app, outbox, run_jobs):
+    with app.app_context():
+        ana = make_member("ana@example.org", "Ana")
+        services.notify(
+            "already_registered",
+            title="One piece of news, to both of Ana's addresses",
+            payload={"member_id": ana.id, "email": "ana.new@example.org"},
+            recipients=[
+                services.Recipient("ana@example.org", ana.id, "Ana"),
+                services.Recipient("ana.new@example.org", None, "Ana"),
+            ],
+        )
+        members.change_email(ana, "ana.new@example.org")
+        assert members.confirm_email(members.confirmation_token(ana)) is not None
+        news = select(Delivery.email, Delivery.state).join(Delivery.notification)
+        assert sorted(
+            db.session.execute(news.where(Notification.kind == "already_registered")).all()
+        ) == [
+            ("ana.new@example.org", DeliveryState.PENDING),
+            ("ana@example.org", DeliveryState.SKIPPED),
+        ]
+
+
 def test_a_link_mailed_before_registering_shows_and_saves_the_members_choices(
     app, client, auth, outbox, run_jobs
 ):
