@@ -7,9 +7,17 @@ from urllib.parse import urlsplit
 
 from flask import g, has_request_context, request
 from flask_wtf import FlaskForm
+from flask_wtf.form import SUBMIT_METHODS
 from werkzeug.datastructures import ImmutableMultiDict
 from wtforms import EmailField, StringField, TextAreaField, URLField
-from wtforms.validators import Email, InputRequired, Length, Optional, ValidationError
+from wtforms.validators import (
+    DataRequired,
+    Email,
+    InputRequired,
+    Length,
+    Optional,
+    ValidationError,
+)
 
 from core.urls import is_web_link
 
@@ -44,12 +52,12 @@ class Form(FlaskForm):
 
     class Meta(FlaskForm.Meta):
         def wrap_formdata(self, form, formdata):
-            wrapped = super().wrap_formdata(form, formdata)
-            # Our forms take form posts only: a JSON body would reach validators as raw
-            # numbers and lists.
-            if wrapped is not None and request.is_json:
-                return ImmutableMultiDict()
-            return wrapped
+            # Our forms take form posts only. A JSON body, whatever its shape (a list, a
+            # number, nesting too deep to parse), counts as an empty post, so it gets the
+            # form's own errors.
+            if formdata is not None and has_request_context() and request.is_json:
+                return ImmutableMultiDict() if request.method in SUBMIT_METHODS else None
+            return super().wrap_formdata(form, formdata)
 
     def validate(self, extra_validators: Any = None) -> bool:
         valid = super().validate(extra_validators)
@@ -103,10 +111,12 @@ def _text(
     minimum: int = 1,
     help: str = "",
     required: bool = True,
+    missing: str = "",
     autocomplete: str | None = None,
 ):
+    # Checked after trimming, so that spaces alone count as nothing written.
     validators = [
-        InputRequired(f"Please fill in {label.lower()}.") if required else Optional(),
+        DataRequired(missing or f"Please fill in {label.lower()}.") if required else Optional(),
         Length(
             min=minimum,
             max=maximum,

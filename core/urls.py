@@ -24,7 +24,12 @@ WEB_SCHEMES = ("http", "https")
 def is_web_link(value: str | None) -> bool:
     """Whether ``value`` is an absolute http(s) link with a host: never ``javascript:`` or
     another scheme a browser would run or hand to a program."""
-    if not value:
+    value = (value or "").strip()
+    if not value or any(character.isspace() for character in value):
         return False
-    parts = urlsplit(value.strip())
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - reading it checks the port is a number in range
+    except ValueError:  # a broken host (``http://[``) or port
+        return False
     return parts.scheme.lower() in WEB_SCHEMES and bool(parts.hostname)

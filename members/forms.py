@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from wtforms import BooleanField, PasswordField, StringField
-from wtforms.validators import EqualTo, InputRequired, Length
+from wtforms.validators import DataRequired, EqualTo, InputRequired, Length
 
 from core.forms import Form, email_field, strip_whitespace, text_field
 
@@ -37,7 +37,7 @@ def _display_name_field() -> StringField:
         description="Shown on your profile and beside what you start.",
         filters=[strip_whitespace],
         validators=[
-            InputRequired("Please enter a name to show."),
+            DataRequired("Please enter a name to show."),
             Length(max=80, message="A display name can be at most 80 characters."),
         ],
         render_kw={"autocomplete": "name"},
@@ -50,7 +50,7 @@ def _city_field() -> StringField:
         description="We show you what is happening there first.",
         filters=[strip_whitespace],
         validators=[
-            InputRequired("Please enter your city."),
+            DataRequired("Please enter your city."),
             Length(max=80, message="A city name can be at most 80 characters."),
         ],
         render_kw={"autocomplete": "address-level2"},

@@ -38,6 +38,7 @@ class PetitionForm(Form):
         "What should the decision-maker do?",
         5000,
         minimum=30,
+        missing="Please say what the decision-maker should do.",
         help="The text people sign. You can use **bold**, *italics*, lists and links.",
     )
     decision_maker_name = text_field(
@@ -81,7 +82,7 @@ class PetitionForm(Form):
 
 
 class _SignatureOptions(Form):
-    comment = text_area("Why are you signing? (optional, shown publicly)", 500, required=False)
+    comment = text_area("Why are you signing? (shown publicly)", 500, required=False)
     show_name = BooleanField("Show my name on the petition")
     wants_updates = BooleanField("Email me updates from the organiser of this petition")
     # Hidden from people; bots fill it in.
@@ -104,7 +105,13 @@ class UpdateForm(Form):
 
 
 class VictoryForm(Form):
-    note = text_area("What was won?", 2000, minimum=20, help="Shown on the petition page.")
+    note = text_area(
+        "What was won?",
+        2000,
+        minimum=20,
+        missing="Please say what was won.",
+        help="Shown on the petition page.",
+    )
 
 
 class HideForm(Form):

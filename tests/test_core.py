@@ -14,6 +14,7 @@ from werkzeug.routing import AnyConverter, IntegerConverter
 
 from core.db import built_once, on_commit
 from core.extensions import db, redis_store
+from core.urls import is_web_link
 from members.models import Member
 from notifications.services import requeue_stalled
 from petitions.models import Petition
@@ -131,11 +132,41 @@ def test_no_form_route_answers_500_to_junk(app, any_client):
         for body, content_type in [
             (b"\xff\xfe\xfa", "application/x-www-form-urlencoded"),
             (b'{"email": [1, 2]}', "application/json"),
+            (b"[1]", "application/json"),
+            (b'"x"', "application/json"),
+            (b"true", "application/json"),
+            (b"[" * 5000 + b"]" * 5000, "application/json"),
             (b"--broken", "multipart/form-data; boundary=zz"),
             (b"a=" + b"%" * 10, "application/x-www-form-urlencoded"),
         ]:
             response = any_client.post(url, data=body, content_type=content_type)
             assert response.status_code < 500, (url, body, response.status_code)
+
+
+@pytest.mark.parametrize(
+    ("link", "is_link"),
+    [
+        ("https://example.org/meet", True),
+        ("  http://example.org:8080/x  ", True),
+        ("javascript:alert(1)", False),
+        ("https://", False),
+        ("http://[", False),
+        ("https://[::1", False),
+        ("http://\u2100.com", False),
+        ("https://example.org:99999/x", False),
+        ("https://ex ample.org", False),
+        ("https://example.org/a b", False),
+    ],
+)
+def test_only_a_whole_web_link_counts_as_one(link, is_link):
+    assert is_web_link(link) is is_link
+
+
+def test_a_json_body_on_a_form_gets_the_forms_errors(client):
+    for body in (b"[1]", b'"x"', b"1", b"{}"):
+        response = client.post("/login", data=body, content_type="application/json")
+        assert response.status_code == 422, body
+        assert "Please enter your email address." in response.text
 
 
 def test_no_page_answers_500_to_junk_in_the_url(app, any_client):

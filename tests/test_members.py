@@ -117,6 +117,8 @@ GOOD = {
         ({"password": "short", "confirm": "short"}, "password", "10 to 128 characters"),
         ({"confirm": "something else entirely"}, "confirm", "do not match"),
         ({"city": ""}, "city", "Please enter your city."),
+        ({"display_name": "   "}, "display_name", "Please enter a name to show."),
+        ({"city": " \t "}, "city", "Please enter your city."),
         ({"city": "Lis\x00bon"}, "city", "unusual characters"),
     ],
 )

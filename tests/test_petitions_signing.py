@@ -267,7 +267,8 @@ def test_launching_needs_a_login(client):
     ("change", "field", "message"),
     [
         ({"title": "short"}, "title", "10 to 150 characters"),
-        ({"ask": ""}, "ask", "Please fill in"),
+        ({"ask": ""}, "ask", "Please say what the decision-maker should do."),
+        ({"title": "      "}, "title", "Please fill in title."),
         ({"ask": "x" * 5001}, "ask", "30 to 5000 characters"),
         ({"decision_maker_name": ""}, "decision_maker_name", "Please fill in"),
         ({"topic": "crypto"}, "topic", "Not a valid choice"),
