@@ -100,13 +100,19 @@ def milestone_message(payload: dict, delivery: Delivery) -> dict | None:
 
 @message("petition_update", category=Category.PETITIONS)
 def update_message(payload: dict, delivery: Delivery) -> dict | None:
-    """The organiser's news, to a signer who asked for updates."""
+    """The organiser's news, to a signer who still asks for updates of a petition still
+    public (moderators may hide it after the news was written)."""
     news = db.session.get(PetitionUpdate, payload["update_id"])
     if news is None:
         return None
+    petition = db.session.get(Petition, news.petition_id)
+    if petition is None or not petition.is_public:
+        return None
+    if not services.still_wants_updates(petition.id, delivery.email, delivery.member_id):
+        return None
     return {
         "update": news,
-        "petition": db.session.get(Petition, news.petition_id),
+        "petition": petition,
         "petition_link": external_url("petitions.show", petition_id=news.petition_id),
     }
 

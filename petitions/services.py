@@ -1047,6 +1047,27 @@ def update_audience(update_id: int) -> Select:
     )
 
 
+def still_wants_updates(petition_id: int, email: str, member_id: int | None) -> bool:
+    """Whether this reader still has a confirmed signature on the petition that asks for
+    updates: news held for a digest, or retried, stops once they withdrew."""
+    whose = Signature.email_key == normalise_signer_email(email)
+    if member_id is not None:
+        whose = or_(whose, Signature.member_id == member_id)
+    return (
+        db.session.scalar(
+            select(Signature.id)
+            .where(
+                Signature.petition_id == petition_id,
+                whose,
+                Signature.state == SignatureState.CONFIRMED,
+                Signature.wants_updates.is_(True),
+            )
+            .limit(1)
+        )
+        is not None
+    )
+
+
 # --- members' profiles, data and deletion ------------------------------------------------
 
 

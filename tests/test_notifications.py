@@ -640,6 +640,28 @@ def test_a_digest_another_run_sent_a_moment_before_leaves_what_it_lacks_held(
         assert update_delivery_state("Afternoon update") == DeliveryState.DIGEST
 
 
+def test_held_petition_news_is_dropped_once_the_signer_withdrew_or_the_petition_was_hidden(
+    app, client, auth, outbox, run_jobs
+):
+    petition_id = member_on_daily_digests(app, client, auth, outbox, run_jobs)
+    other_id = petition_with_signers(app, 0)
+    sign_for_updates(client, other_id)
+    run_jobs()
+    outbox.clear()
+    post_update(app, petition_id, title="News of a petition about to be hidden")
+    post_update(app, other_id, title="News for someone about to withdraw")
+    run_jobs()
+    with app.app_context():
+        petitions.hide(db.session.get(Petition, petition_id), "Breaks the house rules")
+        mine = select(Signature).where(Signature.petition_id == other_id)
+        assert petitions.withdraw_signature(db.session.scalar(mine))
+        assert services.send_daily_digests() == 0
+        assert update_delivery_state("about to be hidden") == DeliveryState.SKIPPED
+        assert update_delivery_state("about to withdraw") == DeliveryState.SKIPPED
+    run_jobs()
+    assert outbox.to("ana@example.org") == []
+
+
 def update_delivery_state(title: str) -> str:
     return db.session.scalar(
         select(Delivery.state).join(Notification).where(Notification.title.endswith(title))
@@ -1482,7 +1504,7 @@ def test_a_broken_message_fails_alone_and_the_batch_goes_on(app, outbox, run_job
                 "petition_id": petition_id,
                 "name": "Broken",
                 "email": "bad\nheader@example.org",
-                "email_key": "bad-header@example.org",
+                "email_key": "bad\nheader@example.org",
                 "city": "Lisbon",
                 "city_slug": "lisbon",
                 "show_name": False,
