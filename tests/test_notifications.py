@@ -566,7 +566,14 @@ def test_off_means_nothing_and_daily_means_one_digest(app, client, auth, outbox,
     digest = outbox.last_to("ana@example.org")
     assert len(outbox.messages()) == 1
     text = digest.get_body(("plain",)).get_content()
-    assert "First update" in text and "Second update" in text
+    # Each item on lines of its own: its headline, then its link.
+    lines = text.splitlines()
+    items = [(line, lines[n + 1]) for n, line in enumerate(lines) if line.startswith("- ")]
+    assert [title for title, _ in items] == [
+        "- Fair pay for couriers: First update",
+        "- Fair pay for couriers: Second update",
+    ], text
+    assert all(link.startswith("  http://localhost/petitions/") for _, link in items)
     assert digest["List-Unsubscribe"] is not None
 
     # Held for tomorrow's digest, then turned off before it goes: nothing is sent.
