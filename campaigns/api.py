@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from campaigns import bp, services
-from campaigns.models import Campaign
+from campaigns.models import FORMER_MEMBER, Campaign, CampaignOrganiser
 from core.api import (
     LINKS_SCHEMA,
     ApiProblem,
@@ -27,7 +27,14 @@ ADVOCACY_CAMPAIGN = schema(
     "AdvocacyCampaign",
     {
         "type": "object",
-        "required": ["identifiers", "title", "targets", "status", "industry_backed"],
+        "required": [
+            "identifiers",
+            "title",
+            "targets",
+            "status",
+            "industry_backed",
+            "organisers",
+        ],
         "properties": {
             "identifiers": {"type": "array", "items": {"type": "string"}},
             "origin_system": {"type": "string"},
@@ -54,6 +61,46 @@ ADVOCACY_CAMPAIGN = schema(
             "funding": {"type": "string", "nullable": True},
             "funders": {"type": "array", "items": {"type": "object"}},
             "industry_backed": {"type": "boolean"},
+            "organisers": {
+                "type": "array",
+                "description": (
+                    "Who runs the campaign and their declared ties to sharing-economy "
+                    "companies, as its page shows them."
+                ),
+                "items": {
+                    "type": "object",
+                    "required": ["name", "owner", "declared", "declared_date", "ties"],
+                    "properties": {
+                        "name": {
+                            "type": "string",
+                            "description": f'Display name, or "{FORMER_MEMBER}".',
+                        },
+                        "owner": {"type": "boolean"},
+                        "declared": {
+                            "type": "boolean",
+                            "description": "False while their declaration is pending.",
+                        },
+                        "declared_date": {
+                            "type": "string",
+                            "format": "date-time",
+                            "nullable": True,
+                        },
+                        "ties": {
+                            "type": "array",
+                            "description": "Empty when they declared no paid relationship.",
+                            "items": {
+                                "type": "object",
+                                "required": ["company", "topic", "details"],
+                                "properties": {
+                                    "company": {"type": "string"},
+                                    "topic": {"type": "string", "nullable": True},
+                                    "details": {"type": "string", "nullable": True},
+                                },
+                            },
+                        },
+                    },
+                },
+            },
             "total_supporters": {"type": "integer", "minimum": 0},
             "browser_url": {"type": "string"},
             "_links": LINKS_SCHEMA,
@@ -61,6 +108,26 @@ ADVOCACY_CAMPAIGN = schema(
     },
 )
 ADVOCACY_CAMPAIGNS = collection_schema("AdvocacyCampaigns", ADVOCACY_CAMPAIGN)
+
+
+def represent_organiser(organiser: CampaignOrganiser) -> dict[str, Any]:
+    """An organiser as the disclosure on the campaign's page shows them."""
+    ties = []
+    if organiser.affiliation_company:
+        ties.append(
+            {
+                "company": organiser.affiliation_company,
+                "topic": organiser.affiliation_topic,
+                "details": organiser.affiliation_details,
+            }
+        )
+    return {
+        "name": organiser.member.display_name if organiser.member else FORMER_MEMBER,
+        "owner": organiser.is_owner,
+        "declared": organiser.has_declared,
+        "declared_date": iso(organiser.affiliation_declared_at),
+        "ties": ties,
+    }
 
 
 def represent_campaign(campaign: Campaign) -> dict[str, Any]:
@@ -84,6 +151,7 @@ def represent_campaign(campaign: Campaign) -> dict[str, Any]:
             {"name": f.name, "kind": f.kind, "amount_band": f.amount_band} for f in campaign.funders
         ],
         "industry_backed": campaign.industry_backed,
+        "organisers": [represent_organiser(o) for o in campaign.organisers],
         "total_supporters": services.follower_count(campaign),
         "browser_url": link("campaigns.show", campaign_id=campaign.id)["href"],
         "_links": {"self": link("campaigns.api_campaign", campaign_id=campaign.id)},

@@ -13,13 +13,21 @@ from notifications.services import Category, Delivery, audience, message
 
 @message("campaign_update", category=Category.CAMPAIGNS)
 def update_message(payload: dict, delivery: Delivery) -> dict | None:
-    """An organiser's update, to a follower."""
+    """An organiser's update, to a follower; nothing once they have unfollowed or the
+    campaign is no longer public.
+
+    Built again when a digest is sent, so news held for one is checked then too."""
     news = db.session.get(CampaignUpdate, payload["update_id"])
     if news is None:
         return None
+    campaign = db.session.get(Campaign, news.campaign_id)
+    if campaign is None or not campaign.is_published:
+        return None
+    if not services.still_follows(campaign, delivery.member_id, delivery.email):
+        return None
     return {
         "update": news,
-        "campaign": db.session.get(Campaign, news.campaign_id),
+        "campaign": campaign,
         "campaign_link": external_url("campaigns.show", campaign_id=news.campaign_id),
     }
 

@@ -103,6 +103,11 @@ class Campaign(Timestamped, db.Model):
     def owner(self) -> CampaignOrganiser | None:
         return next((o for o in self.organisers if o.is_owner), None)
 
+    @property
+    def is_abandoned(self) -> bool:
+        """Whether every organiser has left Groundswell, so that no one runs the campaign."""
+        return all(o.member_id is None for o in self.organisers)
+
     def organiser_for(self, member: Member | None) -> CampaignOrganiser | None:
         if member is None or not getattr(member, "is_authenticated", False):
             return None
@@ -174,6 +179,29 @@ class Campaign(Timestamped, db.Model):
         if status == self.status:
             raise CampaignError(f"The campaign is already {status}.")
         self.status, self.status_note = status, note
+
+    def remove_co_organiser(self, organiser: CampaignOrganiser) -> None:
+        """Take a co-organiser off the campaign; the owner always stays."""
+        if organiser not in self.organisers:
+            raise CampaignError("That person does not organise this campaign.")
+        if organiser.is_owner:
+            raise CampaignError("The owner cannot be removed.")
+        self.organisers.remove(organiser)
+
+    def hand_over(self, leaving: CampaignOrganiser) -> CampaignOrganiser | None:
+        """The owner is leaving Groundswell: the campaign passes to the longest-standing
+        co-organiser who has declared their ties, or failing that to the longest-standing
+        one (who declares before running a public campaign). Returns the new owner, or
+        None when no co-organiser is left; the campaign then has no owner."""
+        if not leaving.is_owner:
+            raise CampaignError("Only the owner hands the campaign over.")
+        others = [o for o in self.organisers if o is not leaving and o.member_id is not None]
+        # Organisers are kept in the order they joined, so the first is the longest-standing.
+        successor = next((o for o in others if o.has_declared), None) or next(iter(others), None)
+        leaving.is_owner = False
+        if successor is not None:
+            successor.is_owner = True
+        return successor
 
 
 class CampaignOrganiser(db.Model):

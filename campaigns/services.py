@@ -346,9 +346,21 @@ def remove_organiser(campaign: Campaign, organiser_id: int) -> None:
     organiser = next((o for o in campaign.organisers if o.id == organiser_id), None)
     if organiser is None:
         raise CampaignError("That person does not organise this campaign.")
+    campaign.remove_co_organiser(organiser)
+    _record_disclosure(campaign)
+
+
+def step_down(campaign: Campaign, member: Member) -> None:
+    """A co-organiser stops organising the campaign. Their lines stay in the disclosure
+    history; to come back they need the owner's invitation again. The owner cannot step
+    down, since the campaign must keep someone able to invite and remove organisers."""
+    _lock_disclosure(campaign)
+    organiser = campaign.organiser_for(member)
+    if organiser is None:
+        raise CampaignError("You no longer organise this campaign.")
     if organiser.is_owner:
-        raise CampaignError("The owner cannot be removed.")
-    campaign.organisers.remove(organiser)
+        raise CampaignError("As the campaign's owner you cannot step down.")
+    campaign.remove_co_organiser(organiser)
     _record_disclosure(campaign)
 
 
@@ -576,6 +588,27 @@ def follower_audience(update_id: int) -> Select:
             Follower.confirmed_at.is_not(None),
         )
     )
+
+
+def still_follows(campaign: Campaign, member_id: int | None, email: str) -> bool:
+    """Whether a message recorded for ``member_id`` at ``email`` still has a confirmed
+    follow of the campaign behind it: the member's own, or a guest follow of the address.
+
+    Mail recorded at fan-out is sent later, or held for a digest, so an unfollow in
+    between must still stop it."""
+    mine = [Follower.email_key == _email_key(email)]
+    if member_id is not None:
+        mine.append(Follower.member_id == member_id)
+    found = db.session.scalar(
+        select(Follower.id)
+        .where(
+            Follower.campaign_id == campaign.id,
+            Follower.confirmed_at.is_not(None),
+            or_(*mine),
+        )
+        .limit(1)
+    )
+    return found is not None
 
 
 def follower_count(campaign: Campaign) -> int:
@@ -986,6 +1019,56 @@ def forget_member_in_campaigns(sender, member: Member, **extra) -> None:
     _anonymise_disclosures(member)
     if key := invitation_key(member):
         db.session.execute(delete(CampaignInvitation).where(CampaignInvitation.email_key == key))
+
+
+# The status note of a published campaign archived because no one is left to run it.
+ABANDONED_NOTE = "Its last organiser left Groundswell."
+
+
+@account_deleting.connect
+def hand_over_owned_campaigns(sender, member: Member, **extra) -> None:
+    """Leave no campaign stuck without an owner when its owner deletes their account.
+
+    Each passes to its longest-standing co-organiser (see ``Campaign.hand_over``). With no
+    co-organiser left, a draft goes with the account, since no one else could ever see or
+    publish it; a published campaign stays public as a record, archived unless it had
+    already ended, so its page and the listings say that no one runs it, and its pending
+    invitations go, as no one is left to stand behind them.
+
+    Only flushed: the deletion commits everything at once.
+    """
+    owned = db.session.scalars(
+        select(Campaign)
+        .join(CampaignOrganiser)
+        .where(CampaignOrganiser.member_id == member.id, CampaignOrganiser.is_owner)
+        .order_by(Campaign.id)  # locked in one order
+    ).all()
+    for campaign in owned:
+        _lock_disclosure(campaign)
+        leaving = campaign.organiser_for(member)
+        if leaving is None or not leaving.is_owner:
+            continue
+        if campaign.hand_over(leaving) is None:
+            _abandon(campaign)
+    db.session.flush()
+
+
+def _abandon(campaign: Campaign) -> None:
+    """Deal with a campaign its last organiser is leaving (see hand_over_owned_campaigns)."""
+    if not campaign.is_published:
+        db.session.delete(campaign)
+        return
+    db.session.execute(
+        delete(CampaignInvitation).where(
+            CampaignInvitation.campaign_id == campaign.id,
+            CampaignInvitation.state == InvitationState.PENDING,
+        )
+    )
+    if campaign.status in (Status.ACTIVE, Status.PAUSED):
+        campaign.change_status(Status.ARCHIVED, ABANDONED_NOTE)
+        db.session.add(
+            StatusChange(campaign_id=campaign.id, status=Status.ARCHIVED, note=ABANDONED_NOTE)
+        )
 
 
 def _anonymise_disclosures(member: Member) -> None:

@@ -95,22 +95,29 @@ def new():
     return form_page("campaigns/new.html", form)
 
 
+def _disclosure_context(campaign: Campaign) -> dict:
+    """What the "Who is behind this campaign" card needs."""
+    return {
+        "campaign": campaign,
+        "history": services.disclosure_history(campaign),
+        "funder_kinds": FUNDER_KIND_LABELS,
+        "amount_bands": AMOUNT_BANDS,
+    }
+
+
 def _page_context(campaign: Campaign, **forms) -> dict:
     return {
         "follow_form": FollowForm(formdata=None),
         "attach_form": AttachForm(formdata=None),
         **forms,
-        "campaign": campaign,
+        **_disclosure_context(campaign),
         "topic_label": topic_label(campaign.topic),
         "is_organiser": campaign.is_organised_by(_viewer()),
-        "history": services.disclosure_history(campaign),
         "statuses": services.status_history(campaign),
         "updates": services.updates_for(campaign),
         "followers": services.follower_count(campaign),
         "following": services.is_following(campaign, _viewer()),
         "linked": services.linked_summaries(campaign),
-        "funder_kinds": FUNDER_KIND_LABELS,
-        "amount_bands": AMOUNT_BANDS,
         "action_form": ActionForm(formdata=None),
         "invitation": services.invitation_to(campaign, _viewer()),
     }
@@ -148,6 +155,7 @@ FORM_PREFIXES = {
     "maker_form": "new-maker",
     "status_form": "status",
     "update_form": "update",
+    "attach_form": "attach",
 }
 
 
@@ -387,6 +395,40 @@ def detach(campaign_id: int, link_id: int):
     return _organiser_action(campaign_id, "action_form", act)
 
 
+@bp.post("/campaigns/<id:campaign_id>/manage/links")
+@login_required
+def attach_organised(campaign_id: int):
+    """Attach from the manage page, which works before publishing too; a refusal is shown
+    there, beside the form's fields."""
+
+    def act(campaign, form):
+        services.attach_work(campaign, form.kind.data, form.target_id.data, current_user)
+        return f"The {form.kind.data} is attached to the campaign."
+
+    return _organiser_action(campaign_id, "attach_form", act)
+
+
+@bp.route("/campaigns/<id:campaign_id>/step-down", methods=["GET", "POST"])
+@login_required
+def step_down(campaign_id: int):
+    """A co-organiser confirms with the page's button that they step down."""
+    campaign = _organised_or_403(campaign_id)
+    if campaign.organiser_for(current_user).is_owner:
+        abort(403)
+    form = ActionForm()
+    if form.validate_on_submit():
+        try:
+            services.step_down(campaign, current_user)
+        except CampaignError as error:
+            form.form_errors.append(str(error))
+        else:
+            flash(f"You no longer co-organise {campaign.title}.", "info")
+            if campaign.is_published:
+                return _back(campaign)
+            return redirect(url_for("campaigns.index"))
+    return form_page("campaigns/step_down.html", form, campaign=campaign)
+
+
 MANAGE_FORMS["action_form"] = ActionForm
 
 
@@ -406,8 +448,8 @@ def invitation(invitation_id: int):
     return render_template(
         "campaigns/invitation.html",
         invitation=found,
-        campaign=campaign,
         organising=campaign.is_organised_by(current_user),
+        **_disclosure_context(campaign),
     )
 
 

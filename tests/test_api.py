@@ -13,6 +13,7 @@ import json
 import re
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
+from unittest.mock import ANY
 
 import pytest
 import schemathesis
@@ -54,6 +55,7 @@ from petitions.models import Petition, Signature, SignatureState
 from tests.conftest import _empty_tables
 from tests.factories import (
     PASSWORD,
+    add_co_organiser,
     add_signature,
     make_campaign,
     make_chapter,
@@ -483,6 +485,61 @@ def test_a_campaign_counts_as_modified_when_its_disclosure_changes(app, client):
     [changed] = modified_since_2024()
     assert changed["identifiers"][0].endswith(f"-{campaign_id}")
     assert changed["industry_backed"] is True
+
+
+def test_a_campaign_in_the_api_lists_its_organisers_and_their_ties_as_its_page_does(app, client):
+    """The API says why a campaign is industry-backed: each organiser, named as on the
+    page (or as a former member), whether they have declared, and their ties."""
+    from campaigns import services as campaign_services
+
+    with app.app_context():
+        olga = make_member(ORGANISER, "Olga Organiser")
+        pia = make_member("pia@example.org", "Pia Lima")
+        gone = make_member("gone@example.org", "Gone Member")
+        campaign = make_campaign(olga, publish=False)
+        campaign_services.set_funding(campaign, campaign_services.Funding.VOLUNTEER)
+        campaign_services.declare_affiliation(
+            campaign.organisers[0],
+            company="RideCo",
+            topic="short-term-rentals",
+            details="Paid consultant",
+        )
+        add_co_organiser(campaign, gone)
+        campaign_services.publish(campaign)
+        add_co_organiser(campaign, pia, declare=False)
+        member_services.delete_account(gone)
+        campaign_id = campaign.id
+        declared_at = campaign.organisers[0].affiliation_declared_at
+
+    body = client.get(f"/api/v1/advocacy_campaigns/{campaign_id}").get_json()
+    assert body["industry_backed"] is True
+    assert body["organisers"] == [
+        {
+            "name": "Olga Organiser",
+            "owner": True,
+            "declared": True,
+            "declared_date": api.iso(declared_at),
+            "ties": [
+                {"company": "RideCo", "topic": "short-term-rentals", "details": "Paid consultant"}
+            ],
+        },
+        {
+            "name": "A former member",
+            "owner": False,
+            "declared": True,
+            "declared_date": ANY,
+            "ties": [],
+        },
+        {"name": "Pia Lima", "owner": False, "declared": False, "declared_date": None, "ties": []},
+    ]
+    page = client.get(f"/campaigns/{campaign_id}").text
+    for organiser in body["organisers"]:
+        assert organiser["name"] in page
+    listed = client.get("/api/v1/advocacy_campaigns").get_json()
+    assert listed["_embedded"]["osdi:advocacy_campaigns"][0]["organisers"] == body["organisers"]
+    documented = client.get("/api/v1/openapi.json").get_json()["components"]["schemas"]
+    organisers = documented["AdvocacyCampaign"]["properties"]["organisers"]
+    assert set(organisers["items"]["properties"]) == set(body["organisers"][0])
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from campaigns.forms import NewCampaignForm
 from campaigns.models import (
     INVITATION_LIFETIME,
     Campaign,
+    CampaignError,
     CampaignInvitation,
     CampaignOrganiser,
     CampaignUpdate,
@@ -2664,3 +2665,467 @@ def test_the_follow_form_lets_browsers_fill_in_the_followers_own_details(app):
         form = FollowForm()
         assert 'autocomplete="name"' in form.name()
         assert 'autocomplete="email"' in form.email()
+
+
+# --- 21. when the owner leaves, and co-organisers stepping down ---------------------------------
+
+
+def owner_flags(app: Flask, campaign_id: int) -> list[tuple]:
+    """Each organiser row as (member id, owner?), in the order they joined."""
+    return [(o[0], o[1]) for o in snapshot(app, campaign_id)["organisers"]]
+
+
+def test_when_the_owner_deletes_their_account_a_co_organiser_takes_the_campaign_over(app):
+    """Pia, the one co-organiser left, owns the campaign: she invites and removes
+    co-organisers, and the page names her as its owner."""
+    campaign_id = launch(app)
+    pia_id = member(app, CO, "Pia Petitioner")
+    with_co_organiser(app, campaign_id)
+    quim_row = with_co_organiser(app, campaign_id, "quim@example.org")
+    delete_own_account(log_in(app, OWNER))
+
+    assert owner_flags(app, campaign_id) == [(None, False), (pia_id, True), (ANY, False)]
+    pia = log_in(app, CO)
+    assert "Invite a co-organiser" in pia.get(f"/campaigns/{campaign_id}/manage").text
+    assert invite(pia, campaign_id, OTHER).status_code == 302
+    assert organise(pia, campaign_id, f"organisers/{quim_row}/remove", {}).status_code == 302
+    assert [flag[0] for flag in owner_flags(app, campaign_id)] == [None, pia_id]
+    card = text_of(disclosure_card(public_page(app, campaign_id).text))
+    assert "Pia Petitioner (owner): none." in card
+    assert "A former member: none." in card
+
+
+def test_the_campaign_passes_to_the_longest_standing_co_organiser_who_has_declared(app):
+    """Pia joined first but has not declared yet; Quim and then Rui have: Quim takes over.
+    With no one declared, the longest-standing co-organiser would."""
+    campaign_id = launch(app)
+    other_id = launch(app, title="Keep the tram lines running")
+    pia_id = member(app, CO, "Pia Petitioner")
+    quim_id = member(app, "quim@example.org", "Quim")
+    member(app, OTHER, "Rui")
+    with_co_organiser(app, campaign_id, declare=False)
+    with_co_organiser(app, campaign_id, "quim@example.org")
+    with_co_organiser(app, campaign_id, OTHER)
+    with_co_organiser(app, other_id, declare=False)
+    with_co_organiser(app, other_id, "quim@example.org", declare=False)
+    delete_own_account(log_in(app, OWNER))
+
+    assert [flag for flag in owner_flags(app, campaign_id) if flag[1]] == [(quim_id, True)]
+    assert [flag for flag in owner_flags(app, other_id) if flag[1]] == [(pia_id, True)]
+
+
+def test_a_published_campaign_left_with_no_organiser_is_archived_and_says_so(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    member(app, CO, "Pia Petitioner")
+    invite(log_in(app, OWNER), campaign_id, CO)
+    delete_own_account(log_in(app, OWNER))
+
+    after = snapshot(app, campaign_id)
+    assert after["published"] is not None
+    assert after["status"] == ("archived", "Its last organiser left Groundswell.")
+    assert after["statuses"] == 1
+    assert after["organisers"] == [(None, False, None, ANY)]
+    page = public_page(app, campaign_id)
+    assert page.status_code == 200
+    assert "No one runs this campaign any more" in text_of(page.text)
+    # No one is left to stand behind the invitation.
+    assert invitation_rows(app) == []
+    assert log_in(app, CO).get(f"/campaigns/{campaign_id}").status_code == 200
+
+
+def test_a_campaign_that_ended_keeps_its_outcome_when_its_last_organiser_leaves(app):
+    campaign_id = launch(app)
+    with app.app_context():
+        campaign = db.session.get(Campaign, campaign_id)
+        campaign_services.change_status(campaign, Status.WON, "The council passed the cap.")
+    delete_own_account(log_in(app, OWNER))
+    assert snapshot(app, campaign_id)["status"] == ("won", "The council passed the cap.")
+    assert "No one runs this campaign any more" in text_of(public_page(app, campaign_id).text)
+
+
+def test_a_draft_no_one_else_organises_goes_with_its_owners_account(app):
+    draft_id = launch(app, publish=False)
+    shared_id = launch(app, publish=False, title="Keep the tram lines running")
+    pia_id = member(app, CO, "Pia Petitioner")
+    with_co_organiser(app, shared_id)
+    delete_own_account(log_in(app, OWNER))
+    with app.app_context():
+        assert db.session.get(Campaign, draft_id) is None
+        # Its disclosure history and everything else of it go too.
+        kept = select(func.count()).where(DisclosureRecord.campaign_id == draft_id)
+        assert db.session.scalar(kept) == 0
+    assert owner_flags(app, shared_id) == [(None, False), (pia_id, True)]
+
+
+def test_the_migration_gives_campaigns_stranded_without_an_owner_one(app, tmp_path):
+    """Campaigns whose owner left before the hand-over existed get their successor, or
+    are archived when no one is left."""
+    migrated = create_app(
+        {
+            "TESTING": True,
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'stranded.db'}",
+            "REDIS_URL": app.config["REDIS_URL"],
+            "MAIL_URL": "outbox",
+            "BASE_URL": "http://localhost",
+        }
+    )
+    with migrated.app_context():
+        upgrade()
+        olga = make_member(OWNER, "Olga Organiser")
+        shared = make_campaign(olga)
+        pia = make_member(CO, "Pia Petitioner")
+        quim = make_member("quim@example.org", "Quim")
+        shared.organisers.append(CampaignOrganiser(member_id=pia.id))
+        shared.organisers.append(
+            CampaignOrganiser(member_id=quim.id, affiliation_declared_at=utcnow())
+        )
+        alone = make_campaign(olga, title="Keep the tram lines running")
+        ids = shared.id, alone.id, quim.id
+        # The state an owner's deletion used to leave: their row, nameless, still owning.
+        db.session.execute(
+            text("UPDATE campaign_organisers SET member_id = NULL WHERE member_id = :id"),
+            {"id": olga.id},
+        )
+        db.session.commit()
+        db.session.remove()
+
+        downgrade(revision="-1")
+        upgrade()
+        shared, alone = db.session.get(Campaign, ids[0]), db.session.get(Campaign, ids[1])
+        assert [(o.member_id, o.is_owner) for o in shared.organisers if o.is_owner] == [
+            (ids[2], True)
+        ]
+        assert (alone.status, alone.status_note) == (
+            "archived",
+            "Its last organiser left Groundswell.",
+        )
+        assert [o.is_owner for o in alone.organisers] == [False]
+        db.session.remove()
+        db.engine.dispose()
+
+
+def step_down_page(client, campaign_id: int):
+    return client.get(f"/campaigns/{campaign_id}/step-down")
+
+
+def test_a_co_organiser_steps_down_after_confirming_with_a_button(app):
+    campaign_id = launch(app)
+    pia_row = with_co_organiser(app, campaign_id)
+    pia = log_in(app, CO)
+    manage = pia.get(f"/campaigns/{campaign_id}/manage").text
+    assert f'href="/campaigns/{campaign_id}/step-down"' in manage
+    entries_before = len(public_history(app, campaign_id))
+
+    page = step_down_page(pia, campaign_id)
+    assert page.status_code == 200
+    assert "Step down from this campaign" in page.text
+    assert organiser_ids(app, campaign_id) == [member(app, OWNER), member(app, CO)]
+    # Without the page's token nothing happens.
+    forged = pia.post(f"/campaigns/{campaign_id}/step-down", data={})
+    assert forged.status_code == 422
+    assert len(organiser_ids(app, campaign_id)) == 2
+
+    done = pia.post(
+        f"/campaigns/{campaign_id}/step-down", data={"csrf_token": csrf_token(page.text)}
+    )
+    assert done.status_code == 302
+    assert done.headers["Location"].endswith(f"/campaigns/{campaign_id}")
+    assert organiser_ids(app, campaign_id) == [member(app, OWNER)]
+    assert pia.get(f"/campaigns/{campaign_id}/manage").status_code == 403
+    shown = public_history(app, campaign_id)
+    assert len(shown) == entries_before + 1
+    assert "Pia Petitioner" not in shown[0] and "Pia Petitioner" in shown[1]
+    assert (
+        "Pia Petitioner"
+        not in text_of(disclosure_card(public_page(app, campaign_id).text)).split(
+            "History of this disclosure"
+        )[0]
+    )
+    with app.app_context():
+        assert db.session.get(CampaignOrganiser, pia_row) is None
+
+
+def test_an_undeclared_co_organiser_may_step_down_from_a_published_campaign(app):
+    campaign_id = launch(app)
+    with_co_organiser(app, campaign_id, declare=False)
+    pia = log_in(app, CO)
+    response = post_with_token(pia, f"/campaigns/{campaign_id}/step-down")
+    assert response.status_code == 302
+    assert organiser_ids(app, campaign_id) == [member(app, OWNER)]
+
+
+def test_the_owner_and_outsiders_cannot_step_down(app):
+    campaign_id = launch(app)
+    with_co_organiser(app, campaign_id)
+    member(app, OTHER, "Rui Outsider")
+    olga = log_in(app, OWNER)
+    assert "/step-down" not in olga.get(f"/campaigns/{campaign_id}/manage").text
+    assert step_down_page(olga, campaign_id).status_code == 403
+    assert post_with_token(olga, f"/campaigns/{campaign_id}/step-down").status_code == 403
+    rui = log_in(app, OTHER)
+    assert post_with_token(rui, f"/campaigns/{campaign_id}/step-down").status_code == 403
+    assert len(organiser_ids(app, campaign_id)) == 2
+    with app.app_context():
+        campaign = db.session.get(Campaign, campaign_id)
+        with pytest.raises(CampaignError, match="owner you cannot step down"):
+            campaign_services.step_down(campaign, member_by_email(OWNER))
+
+
+def test_a_co_organiser_who_stepped_down_of_a_draft_is_sent_to_the_campaigns_list(app):
+    campaign_id = launch(app, publish=False)
+    with_co_organiser(app, campaign_id)
+    pia = log_in(app, CO)
+    response = post_with_token(pia, f"/campaigns/{campaign_id}/step-down")
+    assert response.status_code == 302 and response.headers["Location"].endswith("/campaigns")
+    assert pia.get(f"/campaigns/{campaign_id}").status_code == 404
+
+
+def test_the_owner_can_invite_back_a_co_organiser_who_stepped_down(app, outbox, run_jobs):
+    campaign_id = launch(app)
+    with_co_organiser(app, campaign_id)
+    pia = log_in(app, CO)
+    assert post_with_token(pia, f"/campaigns/{campaign_id}/step-down").status_code == 302
+    assert invite(log_in(app, OWNER), campaign_id, CO).status_code == 302
+    run_jobs()
+    assert answer(pia, invitation_path(outbox, CO), "accept").status_code == 302
+    assert member(app, CO) in organiser_ids(app, campaign_id)
+
+
+# --- 22. updates reach only those who still follow a public campaign ---------------------------
+
+
+def test_an_update_held_for_a_digest_is_dropped_once_its_reader_unfollows(app, outbox, run_jobs):
+    from notifications import services as notification_services
+
+    campaign_id = launch(app)
+    ana_id = member(app, "ana@example.org", "Ana")
+    rui_id = member(app, OTHER, "Rui")
+    for email in ("ana@example.org", OTHER):
+        assert (
+            post_with_token(log_in(app, email), f"/campaigns/{campaign_id}/follow").status_code
+            == 302
+        )
+    with app.app_context():
+        for member_id in (ana_id, rui_id):
+            notification_services.set_member_preferences(
+                db.session.get(Member, member_id), {Category.CAMPAIGNS: Frequency.DAILY}
+            )
+    update = {"title": "Secret plan headline", "body": "We meet the mayor next week, come along."}
+    assert organise(log_in(app, OWNER), campaign_id, "updates", update).status_code == 302
+    run_jobs()
+    assert outbox.messages() == []
+    ana = log_in(app, "ana@example.org")
+    assert post_with_token(ana, f"/campaigns/{campaign_id}/unfollow").status_code == 302
+
+    with app.app_context():
+        notification_services.send_daily_digests()
+    run_jobs()
+    assert [m["To"] for m in outbox.messages()] == [OTHER]
+    assert "Secret plan headline" in text_body(outbox.last_to(OTHER))
+
+
+def test_an_update_sent_late_skips_whoever_unfollowed_or_a_campaign_no_longer_public(
+    app, outbox, run_jobs
+):
+    """The update is recorded for every follower at once; by the time it is sent, Ana has
+    unfollowed, and for the second update the campaign is no longer public."""
+    from notifications import services as notification_services
+
+    campaign_id = launch(app)
+    member(app, "ana@example.org", "Ana")
+    member(app, OTHER, "Rui")
+    for email in ("ana@example.org", OTHER):
+        assert (
+            post_with_token(log_in(app, email), f"/campaigns/{campaign_id}/follow").status_code
+            == 302
+        )
+    rui_guest = guest_follows(app, campaign_id, "Bea Guest", "bea@example.org")
+    run_jobs()
+    submit(rui_guest, confirm_link(outbox, "bea@example.org"), {})
+    outbox.clear()
+
+    def post_and_record(title: str) -> list[int]:
+        with app.app_context():
+            campaign = db.session.get(Campaign, campaign_id)
+            news = campaign_services.post_update(
+                campaign, title=title, body="We meet the mayor next week, come along."
+            )
+            notification = db.session.scalar(
+                select(Notification).where(Notification.key == f"campaign-update:{news.id}")
+            )
+            notification_services.fan_out(notification.id)  # recorded now, sent below
+            return [
+                d.id
+                for d in db.session.scalars(
+                    select(notification_services.Delivery).where(
+                        notification_services.Delivery.notification_id == notification.id
+                    )
+                )
+            ]
+
+    from core.queue import all_queues
+
+    def forget_queued_jobs() -> None:
+        with app.app_context():
+            for queue in all_queues():
+                queue.empty()
+
+    first = post_and_record("Headline for followers")
+    forget_queued_jobs()
+    assert (
+        post_with_token(
+            log_in(app, "ana@example.org"), f"/campaigns/{campaign_id}/unfollow"
+        ).status_code
+        == 302
+    )
+    with app.app_context():
+        notification_services.deliver(first)
+    assert sorted(m["To"] for m in outbox.messages()) == ["bea@example.org", OTHER]
+
+    outbox.clear()
+    second = post_and_record("Another headline here")
+    forget_queued_jobs()
+    with app.app_context():
+        db.session.get(Campaign, campaign_id).published_at = None
+        db.session.commit()
+        notification_services.deliver(second)
+    assert outbox.messages() == []
+
+
+# --- 23. the invitation shows who is behind the campaign ----------------------------------------
+
+
+def test_an_invitee_sees_who_funds_the_campaign_and_its_organisers_ties_before_answering(
+    app, outbox, run_jobs
+):
+    campaign_id = launch(app, publish=False)
+    member(app, CO, "Pia Petitioner")
+    with app.app_context():
+        campaign = db.session.get(Campaign, campaign_id)
+        campaign_services.add_funder(
+            campaign, name="MegaRentals Ltd", kind="company", amount_band="over-50k"
+        )
+        campaign_services.declare_affiliation(
+            campaign.organisers[0], company="HostAway", topic="home-sharing", details="Adviser"
+        )
+    invite(log_in(app, OWNER), campaign_id, CO)
+    run_jobs()
+    path = invitation_path(outbox, CO)
+    pia = log_in(app, CO)
+
+    page = pia.get(path)
+    assert page.status_code == 200
+    card = text_of(disclosure_card(page.text))
+    assert "Industry-backed" in card
+    funders = disclosure_card(page.text).split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    assert re.findall(r"<td>(.*?)</td>", funders) == ["MegaRentals Ltd", "Company", "Over €50,000"]
+    assert "Olga Organiser (owner): paid relationship with HostAway (Adviser)." in card
+    assert "History of this disclosure" in card
+    # Once declined, the draft's disclosure is no longer the invitee's to see.
+    answer(pia, path, "decline")
+    assert 'id="disclosure-heading"' not in pia.get(path).text
+
+
+# --- 24. the manage page's buttons and attaching before publishing -------------------------------
+
+
+def button_names(page_html: str) -> list[str]:
+    """The accessible name of every button on a page: its text, hidden parts included."""
+    return [text_of(label) for label in re.findall(r"<button[^>]*>(.*?)</button>", page_html, re.S)]
+
+
+def test_every_button_in_the_manage_pages_lists_names_its_own_entry(app):
+    campaign_id = launch(app)
+    member(app, "quim@example.org", "Quim")
+    with_co_organiser(app, campaign_id)
+    with_co_organiser(app, campaign_id, "quim@example.org")
+    with app.app_context():
+        campaign = db.session.get(Campaign, campaign_id)
+        for name in ("Tenants Fund", "Residents Trust"):
+            campaign_services.add_funder(
+                campaign, name=name, kind="foundation", amount_band="1k-10k"
+            )
+        campaign_services.add_decision_maker(
+            campaign, name="Rui Mayor", role="Mayor", body="Lisbon City Council"
+        )
+        pia = member_by_email(CO)
+        for title in ("Cap holiday lets in Alfama", "Register every holiday let"):
+            petition = factories.make_petition(pia, title=title)
+            campaign_services.attach_work(campaign, "petition", petition.id, pia)
+    olga = log_in(app, OWNER)
+    for email in ("a@example.org", "b@example.org"):
+        assert invite(olga, campaign_id, email).status_code == 302
+
+    names = button_names(olga.get(f"/campaigns/{campaign_id}/manage").text)
+    repeated = [name for name, count in Counter(names).items() if count > 1]
+    assert repeated == []
+    for expected in [
+        "Remove Tenants Fund from the funders",
+        "Remove Residents Trust from the funders",
+        "Remove Pia Petitioner as co-organiser",
+        "Remove Quim as co-organiser",
+        "Withdraw the invitation to a@example.org",
+        "Withdraw the invitation to b@example.org",
+        "Update stance of Filipa Matos",
+        "Update stance of Rui Mayor",
+        "Detach Cap holiday lets in Alfama",
+        "Detach Register every holiday let",
+    ]:
+        assert expected in names, expected
+    # What is read beyond the visible word is hidden from sight only.
+    assert '>Remove<span class="visually-hidden"> Tenants Fund from the funders</span>' in (
+        olga.get(f"/campaigns/{campaign_id}/manage").text
+    )
+
+
+def test_organisers_attach_petitions_to_a_draft_from_the_manage_page(app):
+    campaign_id = launch(app, publish=False)
+    with app.app_context():
+        petition_id = factories.make_petition(
+            member_by_email(OWNER), title="Cap holiday lets in Alfama"
+        ).id
+    olga = log_in(app, OWNER)
+    manage = olga.get(f"/campaigns/{campaign_id}/manage").text
+    parsed = assert_ids_are_unique_and_labels_match(manage)
+    action = f"/campaigns/{campaign_id}/manage/links"
+    fields = parsed.form(action)["fields"]
+    assert {"attach-kind", "attach-target_id"} <= set(fields)
+
+    not_a_number = olga.post(action, data={**fields, "attach-target_id": "twelve"})
+    assert not_a_number.status_code == 422
+    assert "Please enter" in field_error(not_a_number.text, "attach-target_id")
+    assert_ids_are_unique_and_labels_match(not_a_number.text)
+    missing = olga.post(action, data={**fields, "attach-target_id": "99999"})
+    assert missing.status_code == 422
+    assert "There is no public petition with that number." in error_summary(missing.text)
+
+    attached = olga.post(action, data={**fields, "attach-target_id": str(petition_id)})
+    assert attached.status_code == 302
+    assert attached.headers["Location"].endswith(f"/campaigns/{campaign_id}/manage")
+    with app.app_context():
+        assert db.session.scalars(select(LinkedWork.target_id)).all() == [petition_id]
+    manage = olga.get(f"/campaigns/{campaign_id}/manage").text
+    assert "Cap holiday lets in Alfama" in manage.split('id="attached-heading"', 1)[1]
+
+
+def test_only_the_campaigns_organisers_attach_from_the_manage_page(app):
+    campaign_id = launch(app)
+    member(app, OTHER, "Rui Outsider")
+    with app.app_context():
+        petition_id = factories.make_petition(member_by_email(OTHER)).id
+    rui = log_in(app, OTHER)
+    data = {"attach-kind": "petition", "attach-target_id": str(petition_id)}
+    response = post_with_token(rui, f"/campaigns/{campaign_id}/manage/links", data)
+    assert response.status_code == 403
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(LinkedWork)) == 0
+
+
+def test_a_refused_attach_on_a_drafts_own_page_is_shown_beside_its_field(app):
+    campaign_id = launch(app, publish=False)
+    olga = log_in(app, OWNER)
+    url = f"/campaigns/{campaign_id}"
+    assert 'id="attach-heading"' in olga.get(url).text
+    refused = submit(olga, url, {"kind": "petition", "target_id": "twelve"}, action=f"{url}/links")
+    assert refused.status_code == 422
+    assert "Please enter" in field_error(refused.text, "target_id")
