@@ -72,6 +72,19 @@ def invitation_message(payload: dict, delivery: Delivery) -> dict | None:
     }
 
 
+@message("campaign_step_down")  # news for the owner about their own campaign
+def step_down_message(payload: dict, delivery: Delivery) -> dict | None:
+    """To the owner: a co-organiser stepped down; nothing once the campaign is gone."""
+    campaign = db.session.get(Campaign, payload["campaign_id"])
+    if campaign is None:
+        return None
+    return {
+        "campaign": campaign,
+        "organiser_name": payload["organiser_name"],
+        "manage_link": external_url("campaigns.manage", campaign_id=campaign.id),
+    }
+
+
 @periodic(interval=3600)
 def forget_lapsed_invitations() -> int:
     """Delete invitations to co-organise that lapsed unanswered or were answered long ago."""

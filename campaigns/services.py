@@ -361,7 +361,22 @@ def step_down(campaign: Campaign, member: Member) -> None:
     if organiser.is_owner:
         raise CampaignError("As the campaign's owner you cannot step down.")
     campaign.remove_co_organiser(organiser)
+    _tell_owner_of_step_down(campaign, member)
     _record_disclosure(campaign)
+
+
+def _tell_owner_of_step_down(campaign: Campaign, member: Member) -> None:
+    owner = campaign.owner.member if campaign.owner else None
+    if owner is None:
+        return
+    notify(
+        "campaign_step_down",
+        title=f"{member.display_name} stepped down from {campaign.title}",
+        link=external_url("campaigns.manage", campaign_id=campaign.id),
+        payload={"campaign_id": campaign.id, "organiser_name": member.display_name},
+        recipients=[Recipient(owner.email, owner.id, owner.display_name)],
+        commit=False,  # told once the step down is saved, with the disclosure
+    )
 
 
 def publish(campaign: Campaign) -> None:

@@ -2808,7 +2808,7 @@ def step_down_page(client, campaign_id: int):
     return client.get(f"/campaigns/{campaign_id}/step-down")
 
 
-def test_a_co_organiser_steps_down_after_confirming_with_a_button(app):
+def test_a_co_organiser_steps_down_after_confirming_with_a_button(app, outbox, run_jobs):
     campaign_id = launch(app)
     pia_row = with_co_organiser(app, campaign_id)
     pia = log_in(app, CO)
@@ -2843,6 +2843,14 @@ def test_a_co_organiser_steps_down_after_confirming_with_a_button(app):
     )
     with app.app_context():
         assert db.session.get(CampaignOrganiser, pia_row) is None
+
+    # The owner hears of it, by email and in the app.
+    outbox.clear()
+    run_jobs()
+    [told] = outbox.to(OWNER)
+    assert told["Subject"].startswith("Pia Petitioner stepped down from ")
+    assert f"/campaigns/{campaign_id}/manage" in told.get_body(("html",)).get_content()
+    assert outbox.to(CO) == []
 
 
 def test_an_undeclared_co_organiser_may_step_down_from_a_published_campaign(app):
