@@ -31,7 +31,13 @@ from campaigns.models import (
     Stance,
     Status,
 )
-from core.forms import INVALID_FORM_STATUS, ActionForm, form_page, refused_page
+from core.forms import (
+    INVALID_FORM_STATUS,
+    ActionForm,
+    form_page,
+    refused_page,
+    require_action_token,
+)
 from core.hooks import city_sections, home_sections
 from core.topics import TOPICS, topic_label
 from members.signals import profile_sections
@@ -457,8 +463,7 @@ def invitation(invitation_id: int):
 @login_required
 def answer_invitation(invitation_id: int, answer: str):
     found = _invitation_or_404(invitation_id)
-    if not ActionForm().validate():
-        abort(400)
+    require_action_token()
     campaign = found.campaign
     try:
         if answer == "decline":
@@ -486,9 +491,7 @@ def follow(campaign_id: int):
     if not campaign.is_published:
         abort(404)
     if current_user.is_authenticated:
-        form = ActionForm()
-        if not form.validate():
-            abort(400)
+        form = require_action_token()
         if current_user.is_confirmed:
             services.follow_as_member(campaign, current_user)
             flash("You follow this campaign. Its updates will reach you.", "success")
@@ -517,8 +520,7 @@ def follow(campaign_id: int):
 @login_required
 def unfollow(campaign_id: int):
     campaign = _campaign_or_404(campaign_id)
-    if not ActionForm().validate():
-        abort(400)
+    require_action_token()
     services.unfollow(campaign, current_user)
     flash("You no longer follow this campaign.", "info")
     return _back(campaign)

@@ -15,6 +15,11 @@ MESSAGES = {
     404: ("Not found", "We could not find that page. It may have moved or never existed."),
     405: ("Not allowed", "That page does not accept this kind of request."),
     413: ("Too large", "What you sent is larger than we accept."),
+    # Forms answer with their own page; this is a button whose page had gone stale.
+    422: (
+        "Nothing was changed",
+        "The page you came from was out of date. Go back, reload it and try again.",
+    ),
     429: ("Slow down", "Too many attempts. Please wait a little and try again."),
     500: ("Something went wrong", "An error on our side stopped this page. It has been logged."),
     503: (
@@ -35,7 +40,10 @@ def render_error(error: HTTPException):
         page = render_template("errors/error.html", code=code, title=title, message=message)
     except Exception:
         # The page itself may need the service that just failed (the signed-in member, say).
-        page = f"<!doctype html><title>{title}</title><h1>{title}</h1><p>{message}</p>"
+        page = (
+            f'<!doctype html><html lang="en"><title>{title}</title>'
+            f"<h1>{title}</h1><p>{message}</p></html>"
+        )
     response.set_data(page)
     response.content_type = "text/html; charset=utf-8"
     return response

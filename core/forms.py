@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from flask import g, has_request_context, request
+from flask import abort, g, has_request_context, request
 from flask_wtf import FlaskForm
 from flask_wtf.form import SUBMIT_METHODS
 from werkzeug.datastructures import ImmutableMultiDict
@@ -145,6 +145,16 @@ def text_area(label: str, maximum: int, **options) -> TextAreaField:
 
 class ActionForm(Form):
     """A form with nothing but its CSRF token, for buttons that change state."""
+
+
+def require_action_token() -> ActionForm:
+    """Refuse a button's post whose CSRF token is missing or stale, before anything
+    changes: the error page says to reload and try again. Returns the checked form, for
+    a refusal to be shown with."""
+    form = ActionForm()
+    if not form.validate():
+        abort(INVALID_FORM_STATUS)
+    return form
 
 
 def form_page(template: str, form: FlaskForm, status: int | None = None, **context: Any):

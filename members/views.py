@@ -18,7 +18,14 @@ from flask import (
 from flask_login import current_user, login_required, login_user, logout_user
 
 from core.extensions import db, login_manager
-from core.forms import INVALID_FORM_STATUS, ActionForm, form_page, refused_page, safe_next
+from core.forms import (
+    INVALID_FORM_STATUS,
+    ActionForm,
+    form_page,
+    refused_page,
+    require_action_token,
+    safe_next,
+)
 from members import bp, services
 from members.forms import (
     ApiTokenForm,
@@ -254,8 +261,7 @@ def change_password():
 @bp.post("/account/resend-confirmation")
 @login_required
 def resend_confirmation():
-    if not ActionForm().validate():
-        abort(400)
+    require_action_token()
     if current_user.email_awaiting_confirmation:
         services.send_confirmation(current_user)
         flash("We sent a new confirmation link.", "info")
@@ -295,8 +301,7 @@ def create_api_token():
 @bp.post("/account/api-tokens/<id:token_id>/revoke")
 @login_required
 def revoke_api_token(token_id: int):
-    if not ActionForm().validate():
-        abort(400)
+    require_action_token()
     if not services.revoke_api_token(current_user, token_id):
         abort(404)
     flash("The token is revoked; programs using it no longer get in.", "success")

@@ -8,7 +8,7 @@ from functools import partial
 from flask import abort, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 
-from core.forms import ActionForm, form_page
+from core.forms import ActionForm, form_page, require_action_token
 from notifications import bp, services
 from notifications.forms import PreferencesForm
 from notifications.models import Category, Frequency
@@ -35,8 +35,7 @@ def index():
 @bp.post("/notifications/<id:notice_id>/read")
 @login_required
 def mark_read(notice_id: int):
-    if not ActionForm().validate():
-        abort(400)
+    require_action_token()
     link = services.notice_link(current_user, notice_id)
     if request.form.get("open") and link:
         return redirect(link)
@@ -46,8 +45,7 @@ def mark_read(notice_id: int):
 @bp.post("/notifications/read-all")
 @login_required
 def mark_all_read():
-    if not ActionForm().validate():
-        abort(400)
+    require_action_token()
     services.mark_read(current_user)
     flash("All notifications are marked as read.", "info")
     return redirect(url_for("notifications.index"))

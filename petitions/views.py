@@ -9,7 +9,7 @@ from flask_login import current_user, login_required
 
 from core import pagecache
 from core.db import reads_from_replica
-from core.forms import INVALID_FORM_STATUS, ActionForm, form_page
+from core.forms import INVALID_FORM_STATUS, ActionForm, form_page, require_action_token
 from core.headers import content_security_policy
 from core.hooks import city_sections, home_sections
 from core.topics import TOPICS, topic_label
@@ -285,8 +285,7 @@ def edit(petition_id: int):
 
 def _state_change(petition_id: int, change, message: str):
     petition = _organised_or_403(petition_id)
-    if not ActionForm().validate():
-        abort(400)
+    require_action_token()
     try:
         change(petition)
     except PetitionError as error:

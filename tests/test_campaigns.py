@@ -2215,7 +2215,7 @@ def test_only_the_invited_member_can_see_or_answer_an_invitation(app, client, ou
     assert invitation_rows(app) == [(campaign_id, CO, CO, "pending")]
     # Without its token, the invitee's own answer is refused.
     pia = log_in(app, CO)
-    assert pia.post(f"{path}/accept").status_code == 400
+    assert pia.post(f"{path}/accept").status_code == 422
     assert invitation_rows(app) == [(campaign_id, CO, CO, "pending")]
 
 

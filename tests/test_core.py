@@ -169,6 +169,28 @@ def test_a_json_body_on_a_form_gets_the_forms_errors(client):
         assert "Please enter your email address." in response.text
 
 
+def test_a_button_posted_from_a_stale_page_changes_nothing_and_says_to_reload(client, auth):
+    auth.member()
+    for data in ({}, {"csrf_token": "from-a-page-long-gone"}):
+        response = client.post("/notifications/read-all", data=data)
+        assert response.status_code == 422
+        assert "Go back, reload it and try again." in response.text
+
+
+def test_the_plain_error_page_for_when_the_page_itself_fails_names_its_language(
+    app, client, monkeypatch
+):
+    import core.errors
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the template needs what just failed")
+
+    monkeypatch.setattr(core.errors, "render_template", broken)
+    response = client.get("/no-such-page")
+    assert response.status_code == 404
+    assert response.text.startswith('<!doctype html><html lang="en">')
+
+
 def test_no_page_answers_500_to_junk_in_the_url(app, any_client):
     for url in _routes(app, "GET"):
         for query in ("", "?next=//evil.example&page=-5&q=%00", "?page=abc&per_page=99999999"):
