@@ -97,10 +97,16 @@ def _proposal_context(payload: dict) -> dict | None:
     }
 
 
+def _still_in_chapter(chapter_id: int, delivery: Delivery) -> bool:
+    """Whether the reader is still a member: news of a chapter they have left, sent late or
+    held for a digest, is no longer theirs."""
+    return services.is_member(chapter_id, delivery.member_id)
+
+
 @message("chapter_active", category=Category.MEETUPS)
 def chapter_active_message(payload: dict, delivery: Delivery) -> dict | None:
     chapter = db.session.get(Chapter, payload["chapter_id"])
-    if chapter is None:
+    if chapter is None or not _still_in_chapter(chapter.id, delivery):
         return None
     return {
         "chapter": chapter,
@@ -111,23 +117,30 @@ def chapter_active_message(payload: dict, delivery: Delivery) -> dict | None:
 
 @message("meetup_new", category=Category.MEETUPS)
 def new_meetup_message(payload: dict, delivery: Delivery) -> dict | None:
-    context = _meetup_context(payload)
-    if context is None or context["meetup"].is_cancelled:
-        return None
-    return context
+    return _current_meetup_news(payload, delivery)
 
 
 @message("meetup_changed", category=Category.MEETUPS)
 def changed_meetup_message(payload: dict, delivery: Delivery) -> dict | None:
+    return _current_meetup_news(payload, delivery)
+
+
+def _current_meetup_news(payload: dict, delivery: Delivery) -> dict | None:
+    """News of a meetup still on, for a reader still in its chapter."""
     context = _meetup_context(payload)
     if context is None or context["meetup"].is_cancelled:
+        return None
+    if not _still_in_chapter(context["chapter"].id, delivery):
         return None
     return context
 
 
 @message("meetup_cancelled", category=Category.MEETUPS)
 def cancelled_meetup_message(payload: dict, delivery: Delivery) -> dict | None:
-    return _meetup_context(payload)
+    context = _meetup_context(payload)
+    if context is None or not _still_in_chapter(context["chapter"].id, delivery):
+        return None
+    return context
 
 
 @message("meetup_reminder", category=Category.MEETUPS)
@@ -152,9 +165,10 @@ def reminder_message(payload: dict, delivery: Delivery) -> dict | None:
 
 @message("meetup_promoted", transactional=True)
 def promoted_message(payload: dict, delivery: Delivery) -> dict | None:
-    """Told at once: a place opened and the first on the waitlist has it."""
+    """Told at once: a place opened and the first on the waitlist has it. Once the meetup
+    has begun the news is too late, and places are no longer given."""
     context = _meetup_context(payload)
-    if context is None or not _still_going(payload, delivery):
+    if context is None or context["meetup"].has_started or not _still_going(payload, delivery):
         return None
     return context
 
@@ -174,6 +188,8 @@ def new_proposal_message(payload: dict, delivery: Delivery) -> dict | None:
     context = _proposal_context(payload)
     if context is None or not context["proposal"].is_open:
         return None
+    if not _still_in_chapter(context["chapter"].id, delivery):
+        return None
     return context
 
 
@@ -185,13 +201,15 @@ def closing_soon_message(payload: dict, delivery: Delivery) -> dict | None:
         return None
     if services.has_voted(payload["proposal_id"], delivery.member_id):
         return None
+    if not _still_in_chapter(context["chapter"].id, delivery):  # they can no longer vote
+        return None
     return context
 
 
 @message("proposal_outcome", category=Category.DECISIONS)
 def outcome_message(payload: dict, delivery: Delivery) -> dict | None:
     context = _proposal_context(payload)
-    if context is None:
+    if context is None or not _still_in_chapter(context["chapter"].id, delivery):
         return None
     proposal = context["proposal"]
     return {**context, "tally": services.tally(proposal)}

@@ -20,7 +20,15 @@ from members.models import Answerable, InvitationState, Member
 
 
 class ChapterError(Exception):
-    """A change the current state of a chapter, meetup or proposal does not allow."""
+    """A change the current state of a chapter, meetup or proposal does not allow.
+
+    ``field`` names the form field the refusal is about, if any, so that a form shows the
+    message beside it.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ChapterState(StrEnum):
@@ -155,7 +163,21 @@ class Meetup(Timestamped, db.Model):
 
     @property
     def is_open_for_rsvp(self) -> bool:
+        """Answers and the waitlist close at the start: who came is history by then."""
+        return not self.is_cancelled and not self.has_started
+
+    @property
+    def can_be_changed(self) -> bool:
+        """Details may change (and the meetup be cancelled) until it is over."""
         return not self.is_cancelled and not self.has_ended
+
+    def is_run_by(self, member: Member | None) -> bool:
+        """Whether ``member`` may edit and cancel it: the chapter's organisers, and the
+        member who scheduled it while they remain in the chapter."""
+        membership = self.chapter.membership_of(member)
+        if membership is None:
+            return False
+        return membership.role == Role.ORGANISER or membership.member_id == self.created_by_id
 
     @property
     def place(self) -> str:
@@ -167,7 +189,7 @@ class Meetup(Timestamped, db.Model):
 
     def set_times(self, starts_at: datetime, ends_at: datetime) -> None:
         if ends_at <= starts_at:
-            raise ChapterError("A meetup must end after it starts.")
+            raise ChapterError("A meetup must end after it starts.", field="ends")
         self.starts_at, self.ends_at = starts_at, ends_at
 
     def cancel(self) -> None:

@@ -201,6 +201,12 @@ def _moment(data: dict, key: str, *, required: bool = True) -> datetime | None:
     return moment
 
 
+def _minute_of(data: dict, key: str) -> datetime:
+    """A meetup time to the minute, as forms take and show times: a start kept with its
+    seconds would move to the whole minute when the meetup is next edited."""
+    return _moment(data, key).replace(second=0, microsecond=0)
+
+
 def _word(value: Any) -> str | None:
     """A value used as a lookup key: only text counts."""
     return value if isinstance(value, str) else None
@@ -238,6 +244,7 @@ class ImportedChapter:
 def import_chapter(importer: Member, data: Any) -> ImportedChapter:
     """Recreate an exported chapter here, with the importer as an organiser, and invite
     everyone else the file lists."""
+    services.require_confirmed(importer)
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ChapterImportError("This is not a Groundswell chapter export.")
     group = data.get("osdi:group")
@@ -344,7 +351,11 @@ def _import_meetup(chapter: Chapter, event: dict, importer: Member, own_refs: se
         if event.get("status") == "cancelled"
         else MeetupState.SCHEDULED,
     )
-    meetup.set_times(_moment(event, "start_date"), _moment(event, "end_date"))
+    starts, ends = _minute_of(event, "start_date"), _minute_of(event, "end_date")
+    try:
+        meetup.set_times(starts, ends)
+    except ChapterError as error:  # the file's times, not a form's
+        raise ChapterImportError(f"{meetup.title}: {error}") from None
     db.session.add(meetup)
     db.session.flush()
     # An RSVP is a member's place here, so only the importer's own comes along.

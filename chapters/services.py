@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -61,6 +61,21 @@ REMINDER_WINDOWS = {"24h": timedelta(hours=2), "1h": timedelta(minutes=30)}
 SCHEDULER_SLACK = timedelta(minutes=1)
 
 
+# Anyone can register with any address, so taking part waits until the address is
+# confirmed, as signing in one click and following do: otherwise an account made with
+# someone else's address could join, vote, and have them mailed meetup news.
+NOT_CONFIRMED = (
+    "Please confirm your email address first: follow the link we emailed you, or have it "
+    "sent again from your account page."
+)
+
+
+def require_confirmed(member: Member) -> None:
+    """Refuse a member whose email address is not confirmed yet."""
+    if not member.is_confirmed:
+        raise ChapterError(NOT_CONFIRMED)
+
+
 SHORTEST_VOTE = timedelta(hours=1)
 LONGEST_VOTE = timedelta(days=90)
 CLOSING_SOON_BEFORE = timedelta(hours=24)
@@ -77,10 +92,11 @@ def local_to_utc(local: datetime, zone: ZoneInfo, was: datetime | None = None) -
     """A wall-clock time in ``zone`` as UTC; refuses a time the clocks skip over, and one
     outside the years a chapter deals in.
 
-    A time that reads as ``was`` does keeps that instant: in an hour the clocks repeat,
-    the wall clock alone would take its first occurrence and move a time left unchanged.
+    A time that reads as ``was`` does, to the minute the form shows, keeps that instant:
+    in an hour the clocks repeat, the wall clock alone would take its first occurrence and
+    move a time left unchanged, and a stored time with seconds would lose them.
     """
-    if was is not None and was.astimezone(zone).replace(tzinfo=None) == local:
+    if was is not None and _to_the_minute(was.astimezone(zone)) == _to_the_minute(local):
         return was
     if not FIRST_YEAR <= local.year <= LAST_YEAR:
         raise ChapterError(f"Please give a date between the years {FIRST_YEAR} and {LAST_YEAR}.")
@@ -92,6 +108,11 @@ def local_to_utc(local: datetime, zone: ZoneInfo, was: datetime | None = None) -
             "the clocks go forward then. Please choose another time."
         )
     return aware.astimezone(UTC)
+
+
+def _to_the_minute(moment: datetime) -> datetime:
+    """The wall-clock minute of ``moment``, as a form shows and sends it."""
+    return moment.replace(tzinfo=None, second=0, microsecond=0)
 
 
 def local_time(moment: datetime, zone: ZoneInfo) -> str:
@@ -140,8 +161,9 @@ def create_chapter(
     returns the one already founded. When another founder takes the same address at the
     same moment, this chapter gets the next free one.
     """
+    require_confirmed(founder)
     if time_zone not in TIME_ZONES:
-        raise ChapterError("Please choose a time zone from the list.")
+        raise ChapterError("Please choose a time zone from the list.", field="time_zone")
     for _ in range(FOUNDING_ATTEMPTS):
         if (founded := chapter_just_founded(founder, name, city)) is not None:
             return founded
@@ -197,16 +219,30 @@ def find_chapters(*, q: str = "", city: str = "", page: int = 1) -> Page:
     query = select(Chapter)
     if city:
         query = query.where(Chapter.city_slug == city_slug(city))
-    if q:
-        pattern = f"%{q.lower()}%"
+    if q:  # "%" and "_" are searched for as themselves, not as wildcards
         query = query.where(
-            or_(func.lower(Chapter.name).like(pattern), func.lower(Chapter.city).like(pattern))
+            or_(
+                Chapter.name.icontains(q, autoescape=True),
+                Chapter.city.icontains(q, autoescape=True),
+            )
         )
     return paginate(query, [members.desc(), Chapter.id], page, PER_PAGE)
 
 
 def member_count(chapter: Chapter) -> int:
     return db.session.scalar(select(func.count()).where(Membership.chapter_id == chapter.id)) or 0
+
+
+def is_member(chapter_id: int, member_id: int | None) -> bool:
+    """Whether the member is in the chapter now, for news built after a wait."""
+    return member_id is not None and (
+        db.session.scalar(
+            select(Membership.id).where(
+                Membership.chapter_id == chapter_id, Membership.member_id == member_id
+            )
+        )
+        is not None
+    )
 
 
 def member_counts(chapter_ids: list[int]) -> dict[int, int]:
@@ -292,6 +328,7 @@ def join(chapter: Chapter, member: Member) -> bool:
 
     Whoever joins a chapter that has no organiser left becomes its organiser.
     """
+    require_confirmed(member)
     try:
         joined = _enrol(chapter, member, Role.MEMBER)
     except IntegrityError:  # joined twice at once
@@ -426,7 +463,7 @@ def decline_invitation(invitation: ChapterInvitation) -> None:
 def update_settings(chapter: Chapter, **settings: Any) -> None:
     """Change the description, time zone, who may schedule, and the quorum."""
     if settings.get("time_zone") not in TIME_ZONES:
-        raise ChapterError("Please choose a time zone from the list.")
+        raise ChapterError("Please choose a time zone from the list.", field="time_zone")
     for name, value in settings.items():
         setattr(chapter, name, value)
     db.session.commit()
@@ -490,8 +527,9 @@ def schedule_meetup(chapter: Chapter, member: Member, details: MeetupDetails) ->
     """
     if not chapter.may_schedule(member):
         raise ChapterError("Only this chapter's organisers can schedule meetups.")
+    require_confirmed(member)
     if details.starts_at <= utcnow():
-        raise ChapterError("A new meetup must start in the future.")
+        raise ChapterError("A new meetup must start in the future.", field="starts")
     _hold_chapter(chapter)
     if (scheduled := _recent_meetup(chapter, member, details)) is not None:
         db.session.commit()
@@ -541,7 +579,7 @@ def _recent_meetup(chapter: Chapter, member: Member, details: MeetupDetails) -> 
 
 def _apply(meetup: Meetup, details: MeetupDetails) -> None:
     if not (details.venue or details.address or details.online_link):
-        raise ChapterError("Please give a venue, an address or an online link.")
+        raise ChapterError("Please give a venue, an address or an online link.", field="venue")
     meetup.set_times(details.starts_at, details.ends_at)
     meetup.title, meetup.description = details.title, details.description
     meetup.venue, meetup.address = details.venue, details.address
@@ -558,7 +596,7 @@ def edit_meetup(meetup: Meetup, details: MeetupDetails) -> bool:
     _refuse_closed_meetup_changes(meetup)  # it may have been cancelled while we waited
     if details.starts_at != meetup.starts_at and details.starts_at <= utcnow():
         db.session.rollback()
-        raise ChapterError("A meetup can only be moved to a time in the future.")
+        raise ChapterError("A meetup can only be moved to a time in the future.", field="starts")
     before = (meetup.starts_at, meetup.ends_at, meetup.place)
     _apply(meetup, details)
     moved = (meetup.starts_at, meetup.ends_at) != before[:2]
@@ -580,7 +618,7 @@ def edit_meetup(meetup: Meetup, details: MeetupDetails) -> bool:
 
 
 def _refuse_closed_meetup_changes(meetup: Meetup) -> None:
-    if meetup.is_cancelled or meetup.has_ended:
+    if not meetup.can_be_changed:
         db.session.rollback()
         raise ChapterError("A cancelled or finished meetup cannot be changed.")
 
@@ -708,17 +746,16 @@ def _tell_promoted(meetup: Meetup, promoted: list[Rsvp], version: int) -> None:
     """Record one notification for everyone promoted under one lock of the meetup's
     RSVPs. It is queued once the caller commits, and forgotten with the places if the
     caller rolls back."""
-    if not promoted:
+    # Places still go in turn; the email only to those who confirmed their address.
+    told = [rsvp.member for rsvp in promoted if rsvp.member.is_confirmed]
+    if not told:
         return
     notify(
         "meetup_promoted",
         title=f"You have a place at {meetup.title}",
         link=external_url("chapters.meetup", meetup_id=meetup.id),
         payload={"meetup_id": meetup.id, "rsvp_ids": [rsvp.id for rsvp in promoted]},
-        recipients=[
-            Recipient(rsvp.member.email, rsvp.member.id, rsvp.member.display_name)
-            for rsvp in promoted
-        ],
+        recipients=[Recipient(member.email, member.id, member.display_name) for member in told],
         key=f"meetup-places:{meetup.id}:{version}",
         commit=False,
     )
@@ -740,7 +777,12 @@ def _refuse_closed_rsvps(meetup: Meetup) -> None:
 
 def respond(meetup: Meetup, member: Member, going: bool) -> RsvpStatus:
     """Record going or not going. A full meetup waitlists newcomers first come, first
-    served; a place given up goes at once to the first on the waitlist, who is told."""
+    served; a place given up goes at once to the first on the waitlist, who is told.
+
+    Answers close when the meetup starts; taking a place needs a confirmed address.
+    """
+    if going:
+        require_confirmed(member)
     _refuse_closed_rsvps(meetup)
     version = _lock_rsvps(meetup)
     _refuse_closed_rsvps(meetup)  # it may have been cancelled while we waited
@@ -760,6 +802,9 @@ def respond(meetup: Meetup, member: Member, going: bool) -> RsvpStatus:
         else:
             rsvp.status = RsvpStatus.GOING
     else:
+        if rsvp is not None and rsvp.attended:  # a meetup moved after it began, say
+            db.session.rollback()
+            raise ChapterError("You were marked as present at this meetup.")
         was_going = rsvp is not None and rsvp.status == RsvpStatus.GOING
         if rsvp is None:
             rsvp = Rsvp(meetup_id=meetup.id, member_id=member.id)
@@ -799,7 +844,7 @@ def _meetups_with_places_of(member: Member, chapter_id: int | None = None) -> li
             Rsvp.member_id == member.id,
             Rsvp.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED]),
             Meetup.state == MeetupState.SCHEDULED,
-            Meetup.ends_at > utcnow(),
+            Meetup.starts_at > utcnow(),  # once begun, who was going is history
         )
         .order_by(Meetup.id)
     )
@@ -861,11 +906,15 @@ def rsvp_counts(meetup_ids: list[int]) -> dict[int, Counter]:
 
 
 def attendee_audience(meetup_id: int, statuses: tuple[RsvpStatus, ...]) -> Select:
-    """People with an RSVP in ``statuses``, for fan-out."""
+    """People with an RSVP in ``statuses`` and a confirmed address, for fan-out."""
     return (
         _recipients(Rsvp.id)
         .join(Member, Member.id == Rsvp.member_id)
-        .where(Rsvp.meetup_id == meetup_id, Rsvp.status.in_(statuses))
+        .where(
+            Rsvp.meetup_id == meetup_id,
+            Rsvp.status.in_(statuses),
+            Member.email_confirmed_at.is_not(None),
+        )
     )
 
 
@@ -970,7 +1019,7 @@ def send_due_reminders() -> int:
 # --- calendars ---------------------------------------------------------------------------
 
 
-def _event_for(meetup: Meetup) -> Event:
+def _event_for(meetup: Meetup, waitlisted: bool = False) -> Event:
     event = Event()
     event.add("uid", f"meetup-{meetup.id}@{current_app.config['SERVER_NAME'] or 'groundswell'}")
     event.add("dtstamp", meetup.updated_at or utcnow())
@@ -981,20 +1030,30 @@ def _event_for(meetup: Meetup) -> Event:
     event.add("url", external_url("chapters.meetup", meetup_id=meetup.id))
     if meetup.place:
         event.add("location", vText(meetup.place))
-    event.add("status", "CANCELLED" if meetup.is_cancelled else "CONFIRMED")
+    event.add("status", _event_status(meetup, waitlisted))
     event.add("sequence", int(meetup.updated_at.timestamp()) if meetup.updated_at else 0)
     return event
 
 
-def calendar_for(meetups: list[Meetup], name: str) -> bytes:
-    """An iCalendar file of ``meetups`` that calendar applications import or subscribe to."""
+def _event_status(meetup: Meetup, waitlisted: bool) -> str:
+    if meetup.is_cancelled:
+        return "CANCELLED"
+    # Someone still waiting for a place may not be coming: their calendar says so.
+    return "TENTATIVE" if waitlisted else "CONFIRMED"
+
+
+def calendar_for(
+    meetups: list[Meetup], name: str, waitlisted: Collection[int] = frozenset()
+) -> bytes:
+    """An iCalendar file of ``meetups`` that calendar applications import or subscribe to;
+    those whose ids are in ``waitlisted`` are tentative."""
     calendar = Calendar()
     calendar.add("prodid", "-//Groundswell//Meetups//EN")
     calendar.add("version", "2.0")
     calendar.add("calscale", "GREGORIAN")
     calendar.add("x-wr-calname", name)
     for meetup in meetups:
-        calendar.add_component(_event_for(meetup))
+        calendar.add_component(_event_for(meetup, meetup.id in waitlisted))
     return calendar.to_ical()
 
 
@@ -1012,20 +1071,30 @@ def calendar_meetups(chapter: Chapter) -> list[Meetup]:
     )
 
 
+def _member_meetups(member: Member) -> Select:
+    """Meetups the member is going to or waiting for, recent and coming, with the answer."""
+    return (
+        select(Meetup, Rsvp.status)
+        .join(Rsvp, Rsvp.meetup_id == Meetup.id)
+        .where(
+            Rsvp.member_id == member.id,
+            Rsvp.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED]),
+            Meetup.starts_at > utcnow() - timedelta(days=90),
+        )
+        .order_by(Meetup.starts_at)
+    )
+
+
 def member_meetups(member: Member) -> list[Meetup]:
     """Meetups the member is going to or waiting for, recent and coming."""
-    return list(
-        db.session.scalars(
-            select(Meetup)
-            .join(Rsvp, Rsvp.meetup_id == Meetup.id)
-            .where(
-                Rsvp.member_id == member.id,
-                Rsvp.status.in_([RsvpStatus.GOING, RsvpStatus.WAITLISTED]),
-                Meetup.starts_at > utcnow() - timedelta(days=90),
-            )
-            .order_by(Meetup.starts_at)
-        )
-    )
+    return list(db.session.scalars(_member_meetups(member)))
+
+
+def member_calendar(member: Member) -> bytes:
+    """The member's personal feed: their meetups, tentative while they wait for a place."""
+    rows = db.session.execute(_member_meetups(member)).all()
+    waiting = {meetup.id for meetup, status in rows if status == RsvpStatus.WAITLISTED}
+    return calendar_for([meetup for meetup, _ in rows], "My Groundswell meetups", waiting)
 
 
 def calendar_secret(member: Member) -> str:
@@ -1077,13 +1146,14 @@ def open_proposal(
     """
     if chapter.membership_of(member) is None:
         raise ChapterError("Only members of this chapter can open proposals.")
+    require_confirmed(member)
     if not chapter.is_active:
         raise ChapterError("Proposals open once the chapter is active.")
     now = utcnow()
     if closes_at < now + SHORTEST_VOTE:
-        raise ChapterError("Give members at least an hour to vote.")
+        raise ChapterError("Give members at least an hour to vote.", field="closes")
     if closes_at > now + LONGEST_VOTE:
-        raise ChapterError("A vote can last at most 90 days.")
+        raise ChapterError("A vote can last at most 90 days.", field="closes")
     _hold_chapter(chapter)
     if (opened := _recent_proposal(chapter, member, title, details, closes_at)) is not None:
         db.session.commit()
@@ -1144,26 +1214,43 @@ def schedule_closing(proposal: Proposal, opened: datetime) -> None:
         current_app.logger.warning("proposal %s closes through the sweep", proposal.id)
 
 
+VOTING_ATTEMPTS = 3
+VOTING_CLOSED = "Voting on this proposal has closed."
+
+
 def cast_vote(proposal: Proposal, member: Member, choice: Choice, reason: str | None) -> Vote:
-    """Record or change a member's vote while the proposal is open."""
+    """Record or change a member's vote while the proposal is open.
+
+    When the same member's other vote is saved at the same moment, this one is recorded
+    over it, after checking again that voting is open and they are still a member.
+    """
+    require_confirmed(member)
+    for _ in range(VOTING_ATTEMPTS):
+        vote = _record_vote(proposal, member, choice, reason)
+        try:
+            db.session.commit()
+        except IntegrityError:  # the other vote is in now: start again from it
+            db.session.rollback()
+            continue
+        return vote
+    raise ChapterError("Your vote could not be recorded just now. Please send it again.")
+
+
+def _record_vote(proposal: Proposal, member: Member, choice: Choice, reason: str | None) -> Vote:
+    """Add or change the member's vote under the proposal's lock; the caller commits."""
     # Read the state under the row lock that closing takes, so no vote lands after it.
     db.session.refresh(proposal, with_for_update={"of": Proposal})
     if not proposal.is_open or proposal.closes_at <= utcnow():
-        raise ChapterError("Voting on this proposal has closed.")
-    if proposal.chapter.membership_of(member) is None:
+        db.session.rollback()
+        raise ChapterError(VOTING_CLOSED)
+    if not is_member(proposal.chapter_id, member.id):  # read now, not as first loaded
+        db.session.rollback()
         raise ChapterError("Only members of this chapter can vote.")
     vote = vote_of(proposal, member)
     if vote is None:
         vote = Vote(proposal_id=proposal.id, member_id=member.id)
         db.session.add(vote)
     vote.choice, vote.reason = choice, reason or None
-    try:
-        db.session.commit()
-    except IntegrityError:  # the same member voted twice at once: keep one vote, this one
-        db.session.rollback()
-        vote = vote_of(proposal, member)
-        vote.choice, vote.reason = choice, reason or None
-        db.session.commit()
     return vote
 
 
@@ -1224,8 +1311,13 @@ def _withdraw_open_votes(member: Member, chapter_id: int | None = None) -> None:
 
 def close_proposal(proposal_id: int) -> Outcome | None:
     """Close a proposal whose time has come and tell the chapter the outcome."""
+    # populate_existing: a proposal this session loaded before (the sweep lists them) is
+    # read again under the lock, so one closed meanwhile is not closed a second time.
     proposal = db.session.scalar(
-        select(Proposal).where(Proposal.id == proposal_id).with_for_update(of=Proposal)
+        select(Proposal)
+        .where(Proposal.id == proposal_id)
+        .with_for_update(of=Proposal)
+        .execution_options(populate_existing=True)
     )
     if proposal is None or not proposal.is_open or proposal.closes_at > utcnow():
         db.session.rollback()

@@ -42,7 +42,13 @@ from chapters.models import (
 )
 from core.db import reads_from_replica
 from core.extensions import db
-from core.forms import INVALID_FORM_STATUS, ActionForm, form_page, refused_page
+from core.forms import (
+    INVALID_FORM_STATUS,
+    ActionForm,
+    form_page,
+    refused_page,
+    require_action_token,
+)
 from core.hooks import city_sections, collect, home_sections
 from members.signals import profile_sections
 
@@ -71,6 +77,22 @@ def _meetup_or_404(meetup_id: int) -> Meetup:
 
 def _proposal_or_404(proposal_id: int) -> Proposal:
     return db.session.get(Proposal, proposal_id) or abort(404)
+
+
+def _refuse(form, error: ChapterError) -> None:
+    """Show a service's refusal beside the field it is about, or above the form."""
+    if error.field and error.field in form:
+        form[error.field].errors = [*form[error.field].errors, str(error)]
+    else:
+        form.form_errors.append(str(error))
+
+
+def _in_utc(field, chapter: Chapter, was: datetime | None = None) -> datetime:
+    """A form's local time in UTC; a time the clocks skip is refused beside its field."""
+    try:
+        return services.local_to_utc(field.data, chapter.zone, was)
+    except ChapterError as error:
+        raise ChapterError(str(error), field=field.name) from None
 
 
 def _page_number() -> int:
@@ -130,7 +152,7 @@ def new():
                 description=form.description.data,
             )
         except ChapterError as error:
-            form.form_errors.append(str(error))
+            _refuse(form, error)
         else:
             flash("Your chapter is founded. Invite people to join it.", "success")
             return redirect(url_for("chapters.show", slug=chapter.slug))
@@ -174,9 +196,7 @@ def show(slug: str):
 
 def _act(action: Callable[[], str], back: str):
     """Run a button's action after checking its CSRF token; flash its message or error."""
-    form = ActionForm()
-    if not form.validate():
-        abort(400)
+    require_action_token()
     try:
         flash(action(), "success")
     except ChapterError as error:
@@ -269,7 +289,7 @@ def settings(slug: str):
                 quorum_minimum=form.quorum_minimum.data,
             )
         except ChapterError as error:
-            form.form_errors.append(str(error))
+            _refuse(form, error)
         else:
             flash("The chapter's settings are saved.", "success")
             return redirect(url_for("chapters.manage", slug=slug))
@@ -320,9 +340,12 @@ def import_chapter():
         try:
             data = portability.read_export(form.export.data.read())
             imported = portability.import_chapter(current_user, data)
-        except ChapterError as error:
+        except portability.ChapterImportError as error:  # what is wrong with the file
             db.session.rollback()
             form.export.errors.append(str(error))
+        except ChapterError as error:
+            db.session.rollback()
+            form.form_errors.append(str(error))
         else:
             flash(_imported_message(imported), "success")
             return redirect(url_for("chapters.show", slug=imported.chapter.slug))
@@ -352,8 +375,8 @@ def _meetup_details(
     return services.MeetupDetails(
         title=form.title.data,
         description=form.description.data,
-        starts_at=services.local_to_utc(form.starts.data, chapter.zone, was[0]),
-        ends_at=services.local_to_utc(form.ends.data, chapter.zone, was[1]),
+        starts_at=_in_utc(form.starts, chapter, was[0]),
+        ends_at=_in_utc(form.ends, chapter, was[1]),
         venue=form.venue.data or None,
         address=form.address.data or None,
         online_link=form.online_link.data or None,
@@ -370,7 +393,7 @@ def _save_meetup(
     try:
         return save(_meetup_details(form, chapter, meetup))
     except ChapterError as error:
-        form.form_errors.append(str(error))
+        _refuse(form, error)
         return None
 
 
@@ -405,6 +428,7 @@ def meetup(meetup_id: int):
         waitlist_place=services.waitlist_place(waitlist, rsvp),
         membership=chapter.membership_of(_viewer()),
         is_organiser=chapter.is_organised_by(_viewer()),
+        runs_it=meetup.is_run_by(_viewer()),
         going=services.attendees(meetup, RsvpStatus.GOING),
         waitlist=waitlist,
         action_form=ActionForm(formdata=None),
@@ -424,11 +448,11 @@ def _local_form_values(meetup: Meetup) -> dict:
 def edit_meetup(meetup_id: int):
     meetup = _meetup_or_404(meetup_id)
     chapter = meetup.chapter
-    if not chapter.is_organised_by(current_user):
+    if not meetup.is_run_by(current_user):
         abort(403)
     form = MeetupForm(obj=meetup, **_local_form_values(meetup))
     if request.method == "POST":
-        if meetup.is_cancelled or meetup.has_ended:
+        if not meetup.can_be_changed:
             form.form_errors.append("A cancelled or finished meetup cannot be changed.")
             return form_page("chapters/meetup_form.html", form, 409, chapter=chapter, meetup=meetup)
         saved = _save_meetup(
@@ -449,7 +473,7 @@ def edit_meetup(meetup_id: int):
 @login_required
 def cancel_meetup(meetup_id: int):
     meetup = _meetup_or_404(meetup_id)
-    if not meetup.chapter.is_organised_by(current_user):
+    if not meetup.is_run_by(current_user):
         abort(403)
 
     def action() -> str:
@@ -539,8 +563,7 @@ def chapter_ics(slug: str):
 @reads_from_replica
 def member_ics(secret: str):
     member = services.member_for_calendar(secret) or abort(404)
-    body = services.calendar_for(services.member_meetups(member), "My Groundswell meetups")
-    return _ics(body, "my-meetups.ics")
+    return _ics(services.member_calendar(member), "my-meetups.ics")
 
 
 @bp.get("/calendar")
@@ -582,10 +605,10 @@ def new_proposal(slug: str):
                 current_user,
                 title=form.title.data,
                 details=form.details.data,
-                closes_at=services.local_to_utc(form.closes.data, chapter.zone),
+                closes_at=_in_utc(form.closes, chapter),
             )
         except ChapterError as error:
-            form.form_errors.append(str(error))
+            _refuse(form, error)
         else:
             flash("Your proposal is open and the chapter's members have been told.", "success")
             return redirect(url_for("chapters.proposal", proposal_id=proposal.id))
@@ -631,15 +654,17 @@ def vote(proposal_id: int):
     if proposal.chapter.membership_of(current_user) is None:
         abort(403)
     form = VoteForm()
-    if form.validate():
-        try:
-            services.cast_vote(proposal, current_user, Choice(form.choice.data), form.reason.data)
-        except ChapterError as error:
-            form.form_errors.append(str(error))
-            return _proposal_page(proposal, form, 409)
-        flash("Your vote is recorded. You can change it until voting closes.", "success")
-        return redirect(url_for("chapters.proposal", proposal_id=proposal_id))
-    return _proposal_page(proposal, form, INVALID_FORM_STATUS)
+    if not form.validate():
+        if not proposal.is_open:  # the page no longer holds the form: say why first
+            form.form_errors.append(services.VOTING_CLOSED)
+        return _proposal_page(proposal, form, INVALID_FORM_STATUS)
+    try:
+        services.cast_vote(proposal, current_user, Choice(form.choice.data), form.reason.data)
+    except ChapterError as error:
+        form.form_errors.append(str(error))
+        return _proposal_page(proposal, form, 409)
+    flash("Your vote is recorded. You can change it until voting closes.", "success")
+    return redirect(url_for("chapters.proposal", proposal_id=proposal_id))
 
 
 # --- chapters on shared pages ------------------------------------------------------------

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
 from chapters import jobs as chapter_jobs
 from chapters import services
@@ -25,6 +25,7 @@ from notifications.models import Category, Delivery, DeliveryState, Frequency, N
 from notifications.services import send_daily_digests, set_preferences, subscriber_of
 from tests.factories import PASSWORD, make_chapter, make_member, member_by_email
 from tests.helpers import csrf_token, scheduled_jobs, submit
+from tests.test_chapters import once_a_statement_runs
 
 ORGANISER = "olga@example.org"
 SLUG = "lisbon-hosts-and-riders"
@@ -179,6 +180,12 @@ def field_error(response, field_id: str) -> str:
     page = response.get_data(as_text=True)
     assert f'id="{field_id}-error"' in page, f"no error beside {field_id}"
     return html.unescape(page.split(f'id="{field_id}-error">', 1)[1].split("</p>", 1)[0])
+
+
+def closes_input(response) -> str:
+    """The closing time's input element."""
+    page = response.get_data(as_text=True)
+    return re.search(r'<input[^>]*id="closes"[^>]*>', page).group(0)
 
 
 def local_input(moment_from_now: timedelta, zone: str = "Europe/Lisbon") -> str:
@@ -556,6 +563,75 @@ def test_a_vote_after_the_closing_time_is_refused_before_the_job_runs(app):
     assert count(app, Vote) == 0
 
 
+def test_a_vote_without_a_choice_on_a_proposal_closed_meanwhile_says_voting_closed(app, run_jobs):
+    """The page no longer holds the vote form, so it says why the vote was not recorded."""
+    chapter_id, members = chapter_with(app, 3)
+    proposal_id = open_proposal(app, chapter_id)
+    client = log_in(app, members[1])
+    form = client.get(f"/proposals/{proposal_id}").text  # as the voter saw it, open
+    close_through_job(app, run_jobs, proposal_id)
+    refused = client.post(f"/proposals/{proposal_id}/vote", data={"csrf_token": csrf_token(form)})
+    assert refused.status_code == 422
+    page = refused.get_data(as_text=True)
+    summary = page.split('class="error-summary"', 1)[1].split("</div>", 1)[0]
+    assert "Your vote was not recorded" in summary
+    assert "Voting on this proposal has closed." in summary
+    assert count(app, Vote) == 0
+
+
+def test_a_proposal_closed_after_the_sweep_listed_it_is_not_closed_again(app, outbox, run_jobs):
+    """The sweep has read a due proposal when its scheduled job closes it: the sweep reads
+    it again under its lock and leaves the recorded result alone."""
+    chapter_id, members = chapter_with(app, 4)
+    proposal_id = open_proposal(app, chapter_id)
+    cast(app, proposal_id, *((email, Choice.AGREE) for email in members[:3]))
+    make_due(app, proposal_id)
+    with app.app_context():
+        listed = db.session.get(Proposal, proposal_id)  # as the sweep's list reads it
+        assert listed.is_open
+        with app.app_context():  # the scheduled job, in a session of its own
+            assert services.close_proposal(proposal_id) == Outcome.PASSED
+        assert services.close_proposal(proposal_id) is None
+    closed = proposal_row(app, proposal_id)
+    assert (closed.outcome, closed.members_at_close) == (Outcome.PASSED, 4)
+    assert count(app, Notification, Notification.kind == "proposal_outcome") == 1
+
+
+def test_a_vote_that_meets_the_members_other_vote_is_checked_again_before_it_is_saved(app):
+    """Ana's vote from another tab is saved, and the vote closes, while this one is being
+    saved: this one is refused, and the vote recorded before the close stays as it was."""
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            pytest.skip("the proposal's row lock keeps the other vote waiting for this one")
+    chapter_id, members = chapter_with(app, 3)
+    proposal_id = open_proposal(app, chapter_id)
+    with app.app_context():
+        ana_id = member_by_email(members[1]).id
+
+    def voted_and_closed_elsewhere() -> None:
+        with app.app_context(), db.engine.begin() as connection:
+            connection.execute(
+                insert(Vote).values(proposal_id=proposal_id, member_id=ana_id, choice="agree")
+            )
+            connection.execute(
+                update(Proposal)
+                .where(Proposal.id == proposal_id)
+                .values(state=ProposalState.CLOSED, outcome=Outcome.NO_QUORUM, closed_at=utcnow())
+            )
+
+    with app.app_context():
+        proposal = db.session.get(Proposal, proposal_id)
+        ana = member_by_email(members[1])
+        other_tab = once_a_statement_runs(
+            "^INSERT INTO proposal_votes", "before", voted_and_closed_elsewhere
+        )
+        with other_tab, pytest.raises(services.ChapterError, match="has closed"):
+            services.cast_vote(proposal, ana, Choice.BLOCK, "Not like this")
+    with app.app_context():
+        votes = db.session.execute(select(Vote.member_id, Vote.choice, Vote.reason)).all()
+        assert votes == [(ana_id, Choice.AGREE, None)]
+
+
 # --- who may do what ---------------------------------------------------------------------
 
 
@@ -716,7 +792,8 @@ def test_a_proposal_form_with_a_bad_field_is_refused_beside_the_field(app, case)
 
 @pytest.mark.parametrize("case", PROPOSAL_TIME_ERRORS, ids=list(PROPOSAL_TIME_ERRORS))
 def test_a_closing_time_outside_the_allowed_range_is_refused(app, case):
-    """A vote must last from an hour to 90 days; the form says so and nothing is saved."""
+    """A vote must last from an hour to 90 days; the form says so beside the closing time
+    and nothing is saved."""
     from_now, message = PROPOSAL_TIME_ERRORS[case]
     _, members = chapter_with(app, 3)
     client = log_in(app, members[1])
@@ -725,7 +802,8 @@ def test_a_closing_time_outside_the_allowed_range_is_refused(app, case):
     )
     assert response.status_code == 422
     assert "Please check the form" in text_of(response)
-    assert message in text_of(response)
+    assert field_error(response, "closes") == message
+    assert 'aria-invalid="true"' in closes_input(response)
     assert count(app, Proposal) == 0
     assert count(app, Notification, Notification.kind == "proposal_new") == 0
     assert scheduled_jobs(app) == {}
@@ -752,7 +830,10 @@ def test_a_closing_time_the_clocks_skip_is_refused(app):
         proposal_form(closes=skipped.strftime("%Y-%m-%dT%H:%M")),
     )
     assert response.status_code == 422
-    assert "does not exist in Europe/Lisbon: the clocks go forward then." in text_of(response)
+    assert "does not exist in Europe/Lisbon: the clocks go forward then." in field_error(
+        response, "closes"
+    )
+    assert 'aria-invalid="true"' in closes_input(response)
     assert count(app, Proposal) == 0
 
 
@@ -982,6 +1063,37 @@ def test_a_closing_soon_reminder_held_for_a_digest_is_left_out_once_the_vote_clo
     digest = outbox.last_to(daily).get_body(("plain",)).get_content()
     assert f"- {TITLE}: " in digest  # the outcome
     assert "New proposal" not in digest and CLOSING_SOON not in digest
+
+
+@pytest.mark.parametrize("news", ["new proposal", "closing soon", "outcome"])
+def test_decision_news_held_for_a_digest_is_left_out_once_the_reader_left(
+    app, outbox, run_jobs, news
+):
+    """A daily-digest member leaves the chapter before the digest goes: the chapter's
+    decisions are no longer theirs to vote on or hear of, so no digest goes."""
+    chapter_id, members = chapter_with(app, 4)
+    daily = members[2]
+    with app.app_context():
+        member = member_by_email(daily)
+        set_preferences(subscriber_of(member.id, daily), {Category.DECISIONS: Frequency.DAILY})
+    proposal_id = open_proposal(app, chapter_id, closes_in=timedelta(hours=30))
+    run_jobs()
+    if news == "closing soon":
+        with app.app_context():
+            assert services.send_closing_soon(proposal_id) is True
+        run_jobs()
+    elif news == "outcome":
+        close_through_job(app, run_jobs, proposal_id)
+    with app.app_context():
+        held = select(Notification.kind).join(Delivery)
+        held = held.where(Delivery.email == daily, Delivery.state == DeliveryState.DIGEST)
+        assert db.session.scalars(held).all()
+    outbox.clear()
+    leave(app, chapter_id, daily)
+    with app.app_context():
+        assert send_daily_digests() == 0
+    run_jobs()
+    assert outbox.to(daily) == []
 
 
 def test_the_sweep_closes_a_proposal_whose_job_was_lost(app, redis, outbox, run_jobs):
