@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import select
 
 from chapters import services
@@ -43,6 +44,7 @@ from chapters.models import (
 from core.api import iso, person
 from core.db import utcnow
 from core.extensions import db
+from core.forms import unusual_characters
 from core.places import city_slug
 from core.urls import is_web_link
 from members.models import Member, normalise_account_email
@@ -149,14 +151,21 @@ def _export_proposal(proposal: Proposal, sharing: set[int]) -> dict[str, Any]:
 # --- import ------------------------------------------------------------------------------
 
 
-def _text(data: dict, key: str, maximum: int, *, required: bool = True) -> str | None:
+def _text(
+    data: dict, key: str, maximum: int, *, required: bool = True, one_line: bool = True
+) -> str | None:
+    """Text held to what the forms take: bounded, without control characters, and on
+    one line unless it is a description or a reason."""
     value = data.get(key)
     if value in (None, ""):
         if required:
             raise ChapterImportError(f"The file has no '{key}'.")
         return None
-    if not isinstance(value, str) or len(value) > maximum or "\x00" in value:
+    if not isinstance(value, str) or len(value) > maximum:
         raise ChapterImportError(f"'{key}' must be text of at most {maximum} characters.")
+    if unusual_characters(one_line).intersection(value):
+        where = "control characters" if not one_line else "line breaks or control characters"
+        raise ChapterImportError(f"'{key}' holds {where}, which it may not.")
     return value
 
 
@@ -225,6 +234,10 @@ def _address_of(entry: dict) -> str:
     email = _text(emails[0], "address", 254) if emails else None
     if email is None:
         raise ChapterImportError("Every person needs an email address.")
+    try:
+        validate_email(email.strip(), check_deliverability=False)
+    except EmailNotValidError:
+        raise ChapterImportError(f"{email!r} is not an email address.") from None
     return email
 
 
@@ -260,7 +273,7 @@ def import_chapter(importer: Member, data: Any) -> ImportedChapter:
         city=city,
         city_slug=city_slug(city),
         time_zone=time_zone,
-        description=_text(group, "description", 5000) or "",
+        description=_text(group, "description", 5000, one_line=False) or "",
         members_can_schedule=bool(group.get("groundswell:members_can_schedule")),
         quorum_percent=_bounded(group.get("groundswell:quorum_percent"), 0, 100, 20),
         quorum_minimum=_bounded(group.get("groundswell:quorum_minimum"), 1, 10000, 3),
@@ -340,7 +353,7 @@ def _import_meetup(chapter: Chapter, event: dict, importer: Member, own_refs: se
     meetup = Meetup(
         chapter_id=chapter.id,
         title=_text(event, "title", 150),
-        description=_text(event, "description", 5000, required=False) or "",
+        description=_text(event, "description", 5000, required=False, one_line=False) or "",
         venue=_text(location, "venue", 150, required=False),
         address=_text(
             {"address_lines": lines[0] if lines else None}, "address_lines", 300, required=False
@@ -386,7 +399,7 @@ def _import_proposal(
     proposal = Proposal(
         chapter_id=chapter.id,
         title=_text(decision, "title", 150),
-        details=_text(decision, "details", 5000) or "",
+        details=_text(decision, "details", 5000, one_line=False) or "",
         closes_at=_moment(decision, "closes_date"),
         state=ProposalState.CLOSED if closed else ProposalState.OPEN,
         outcome=outcome if closed else None,
@@ -411,6 +424,6 @@ def _import_proposal(
                 proposal_id=proposal.id,
                 member_id=member_id,
                 choice=choice,
-                reason=_text(vote, "reason", 1000, required=False),
+                reason=_text(vote, "reason", 1000, required=False, one_line=False),
             )
         )

@@ -2544,7 +2544,41 @@ def test_an_import_whose_meetup_link_is_not_a_web_link_is_refused(app, link):
         assert db.session.scalar(select(func.count()).select_from(Meetup)) == 0
 
 
-@pytest.mark.parametrize("address", ["A" * 301, "A\x00B", 42])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda data: data["osdi:group"].update(name="Porto\r\nBcc: x@example.org"), "name"),
+        (lambda data: data["osdi:group"].update(locality="Porto\u0007"), "locality"),
+        (lambda data: data["osdi:events"][0].update(title="Night\x00"), "title"),
+        (
+            lambda data: data["osdi:people"].append(person_entry("p9", "http://[", "Zé")),
+            "&#39;http://[&#39; is not an email address.",
+        ),
+    ],
+)
+def test_an_import_holding_text_no_form_would_take_is_refused(app, change, message):
+    with app.app_context():
+        people("Ines")
+    data = export_file()
+    change(data)
+    response = upload(log_in(app, "Ines"), data)
+    assert response.status_code == 422
+    assert message in response.text
+    with app.app_context():
+        assert imported_chapter() is None
+
+
+def test_an_imported_description_keeps_its_line_breaks(app):
+    with app.app_context():
+        people("Ines")
+    data = export_file()
+    data["osdi:group"]["description"] = "Couriers in Porto.\n\nWe want fair pay."
+    assert upload(log_in(app, "Ines"), data).status_code == 302
+    with app.app_context():
+        assert imported_chapter().description == "Couriers in Porto.\n\nWe want fair pay."
+
+
+@pytest.mark.parametrize("address", ["A" * 301, 42])
 def test_an_import_whose_meetup_address_is_not_short_text_is_refused(app, address):
     with app.app_context():
         people("Ines")
