@@ -11,19 +11,26 @@ from members.models import normalise_account_email
 from notifications.services import Category, Delivery, audience, message
 
 
-@message("campaign_update", category=Category.CAMPAIGNS)
-def update_message(payload: dict, delivery: Delivery) -> dict | None:
-    """An organiser's update, to a follower; nothing once they have unfollowed or the
-    campaign is no longer public.
+def followers_still_following(payload: dict, deliveries: list[Delivery]) -> set[int]:
+    """The deliveries of an update whose readers still follow the campaign."""
+    news = db.session.get(CampaignUpdate, payload["update_id"])
+    if news is None:
+        return set()
+    readers = [(delivery.email, delivery.member_id) for delivery in deliveries]
+    following = services.still_following(news.campaign_id, readers)
+    return {d.id for d in deliveries if (d.email, d.member_id) in following}
 
-    Built again when a digest is sent, so news held for one is checked then too."""
+
+@message(
+    "campaign_update", category=Category.CAMPAIGNS, still_in_audience=followers_still_following
+)
+def update_message(payload: dict, delivery: Delivery) -> dict | None:
+    """An organiser's update, to a follower, while the campaign is still public."""
     news = db.session.get(CampaignUpdate, payload["update_id"])
     if news is None:
         return None
     campaign = db.session.get(Campaign, news.campaign_id)
     if campaign is None or not campaign.is_published:
-        return None
-    if not services.still_follows(campaign, delivery.member_id, delivery.email):
         return None
     return {
         "update": news,

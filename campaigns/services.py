@@ -605,25 +605,29 @@ def follower_audience(update_id: int) -> Select:
     )
 
 
-def still_follows(campaign: Campaign, member_id: int | None, email: str) -> bool:
-    """Whether a message recorded for ``member_id`` at ``email`` still has a confirmed
-    follow of the campaign behind it: the member's own, or a guest follow of the address.
-
-    Mail recorded at fan-out is sent later, or held for a digest, so an unfollow in
-    between must still stop it."""
-    mine = [Follower.email_key == _email_key(email)]
-    if member_id is not None:
-        mine.append(Follower.member_id == member_id)
-    found = db.session.scalar(
-        select(Follower.id)
-        .where(
-            Follower.campaign_id == campaign.id,
+def still_following(
+    campaign_id: int, readers: list[tuple[str, int | None]]
+) -> set[tuple[str, int | None]]:
+    """Of these readers (address, member id), those who still have a confirmed follow of
+    the campaign: their own as a member, or a guest follow of the address. Mail recorded
+    at fan-out is sent later, or held for a digest, so an unfollow in between still stops
+    it. One query for a whole batch."""
+    keys = {email: _email_key(email) for email, _ in readers}
+    member_ids = {member_id for _, member_id in readers if member_id is not None}
+    rows = db.session.execute(
+        select(Follower.email_key, Follower.member_id).where(
+            Follower.campaign_id == campaign_id,
             Follower.confirmed_at.is_not(None),
-            or_(*mine),
+            or_(Follower.email_key.in_(keys.values()), Follower.member_id.in_(member_ids)),
         )
-        .limit(1)
-    )
-    return found is not None
+    ).all()
+    followed_keys = {key for key, _ in rows}
+    following_members = {member_id for _, member_id in rows if member_id is not None}
+    return {
+        (email, member_id)
+        for email, member_id in readers
+        if keys[email] in followed_keys or member_id in following_members
+    }
 
 
 def follower_count(campaign: Campaign) -> int:

@@ -87,6 +87,9 @@ class Recipient:
 
 
 ContextBuilder = Callable[[dict[str, Any], Delivery], dict[str, Any] | None]
+# Given a notification's payload and some of its deliveries, the ids of those whose
+# readers are still in its audience.
+AudienceCheck = Callable[[dict[str, Any], list[Delivery]], set[int]]
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,7 @@ class MessageKind:
     build: ContextBuilder
     notice: bool  # also shown in members' notification centre
     bulk: bool  # carries one-click unsubscribe headers and the preferences footer
+    still_in_audience: AudienceCheck | None = None
 
 
 KINDS: dict[str, MessageKind] = {}
@@ -114,9 +118,14 @@ def message(
     transactional: bool = False,
     notice: bool = True,
     bulk: bool | None = None,
+    still_in_audience: AudienceCheck | None = None,
 ) -> Callable[[ContextBuilder], ContextBuilder]:
     """Declare a message. The builder runs in a worker, once per recipient, and returns the
     template context, or None when the message no longer applies (e.g. already confirmed).
+
+    News read from an audience may wait before it goes: in a digest for a day, or for a
+    retry. ``still_in_audience`` says which readers still belong to it then (a signer
+    who withdrew does not); it runs once per batch, not once per message.
 
     A message with a ``category`` is bulk mail: preferences apply and it can be
     unsubscribed from. One without a category or ``transactional`` is a personal notice
@@ -132,6 +141,7 @@ def message(
             build,
             notice and not transactional,
             bulk=category is not None if bulk is None else bulk,
+            still_in_audience=still_in_audience,
         )
         return build
 
@@ -561,12 +571,14 @@ class _Choices:
 
     failing: set[str]
     frequencies: dict[tuple[str, str], Frequency]
+    left_audience: set[int]  # deliveries whose readers have left the news's audience
 
     @classmethod
     def of(cls, deliveries: list[Delivery]) -> _Choices:
+        left = _left_audience(deliveries)
         deliveries = [d for d in deliveries if not d.notification.transactional]
         if not deliveries:  # transactional mail goes out whatever was chosen
-            return cls(set(), {})
+            return cls(set(), {}, left)
         emails = [delivery.email for delivery in deliveries]
         failing = set(
             db.session.scalars(select(FailingAddress.email).where(FailingAddress.email.in_(emails)))
@@ -577,7 +589,7 @@ class _Choices:
                 Preference.subscriber.in_(subscribers)
             )
         )
-        return cls(failing, {(s, category): Frequency(f) for s, category, f in chosen})
+        return cls(failing, {(s, category): Frequency(f) for s, category, f in chosen}, left)
 
     def instead_of_sending(self, delivery: Delivery, spec: MessageKind) -> DeliveryState | None:
         """What to do instead of sending now, if anything."""
@@ -594,6 +606,23 @@ class _Choices:
         return {Frequency.OFF: DeliveryState.SKIPPED, Frequency.DAILY: DeliveryState.DIGEST}.get(
             frequency
         )
+
+
+def _left_audience(deliveries: list[Delivery]) -> set[int]:
+    """The ids of deliveries whose readers have left their news's audience, asked once per
+    notification in the batch."""
+    by_notification: dict[int, list[Delivery]] = {}
+    for delivery in deliveries:
+        by_notification.setdefault(delivery.notification_id, []).append(delivery)
+    left: set[int] = set()
+    for group in by_notification.values():
+        notification = group[0].notification
+        spec = KINDS.get(notification.kind)
+        if spec is None or spec.still_in_audience is None:
+            continue
+        staying = spec.still_in_audience(notification.payload, group)
+        left.update(delivery.id for delivery in group if delivery.id not in staying)
+    return left
 
 
 def render(delivery: Delivery, spec: MessageKind, context: dict[str, Any]):
@@ -686,6 +715,9 @@ def _prepare(delivery: Delivery, spec: MessageKind, choices: _Choices, held: lis
     # Checked first, so that news already out of date is not held for a digest either.
     if delivery.notification.has_expired(utcnow()):
         delivery.state, delivery.error = DeliveryState.SKIPPED, EXPIRED
+        return None
+    if delivery.id in choices.left_audience:
+        delivery.state, delivery.error = DeliveryState.SKIPPED, NO_LONGER_APPLIES
         return None
     if (instead := choices.instead_of_sending(delivery, spec)) is not None:
         delivery.state = instead  # saved with the next commit; redone if the worker dies
@@ -1185,7 +1217,9 @@ def _still_applies(delivery: Delivery) -> bool:
     """Whether the held message would still be sent on its own now: a reminder of a
     meetup the reader left, say, or of a vote they have since cast, would not."""
     spec = KINDS.get(delivery.notification.kind)
-    return spec is not None and spec.build(delivery.notification.payload, delivery) is not None
+    if spec is None or delivery.id in _left_audience([delivery]):
+        return False
+    return spec.build(delivery.notification.payload, delivery) is not None
 
 
 def _turned_off(delivery: Delivery) -> bool:

@@ -98,17 +98,25 @@ def milestone_message(payload: dict, delivery: Delivery) -> dict | None:
     }
 
 
-@message("petition_update", category=Category.PETITIONS)
+def signers_still_asking(payload: dict, deliveries: list[Delivery]) -> set[int]:
+    """The deliveries of an update whose readers still ask for the petition's updates."""
+    news = db.session.get(PetitionUpdate, payload["update_id"])
+    if news is None:
+        return set()
+    readers = [(delivery.email, delivery.member_id) for delivery in deliveries]
+    asking = services.still_wanting_updates(news.petition_id, readers)
+    return {d.id for d in deliveries if (d.email, d.member_id) in asking}
+
+
+@message("petition_update", category=Category.PETITIONS, still_in_audience=signers_still_asking)
 def update_message(payload: dict, delivery: Delivery) -> dict | None:
-    """The organiser's news, to a signer who still asks for updates of a petition still
+    """The organiser's news, to a signer who asked for updates, while the petition is still
     public (moderators may hide it after the news was written)."""
     news = db.session.get(PetitionUpdate, payload["update_id"])
     if news is None:
         return None
     petition = db.session.get(Petition, news.petition_id)
     if petition is None or not petition.is_public:
-        return None
-    if not services.still_wants_updates(petition.id, delivery.email, delivery.member_id):
         return None
     return {
         "update": news,

@@ -1047,25 +1047,29 @@ def update_audience(update_id: int) -> Select:
     )
 
 
-def still_wants_updates(petition_id: int, email: str, member_id: int | None) -> bool:
-    """Whether this reader still has a confirmed signature on the petition that asks for
-    updates: news held for a digest, or retried, stops once they withdrew."""
-    whose = Signature.email_key == normalise_signer_email(email)
-    if member_id is not None:
-        whose = or_(whose, Signature.member_id == member_id)
-    return (
-        db.session.scalar(
-            select(Signature.id)
-            .where(
-                Signature.petition_id == petition_id,
-                whose,
-                Signature.state == SignatureState.CONFIRMED,
-                Signature.wants_updates.is_(True),
-            )
-            .limit(1)
+def still_wanting_updates(
+    petition_id: int, readers: list[tuple[str, int | None]]
+) -> set[tuple[str, int | None]]:
+    """Of these readers (address, member id), those who still have a confirmed signature
+    on the petition that asks for updates: news held for a digest, or retried, stops once
+    they withdrew. One query for a whole batch."""
+    keys = {email: normalise_signer_email(email) for email, _ in readers}
+    member_ids = {member_id for _, member_id in readers if member_id is not None}
+    rows = db.session.execute(
+        select(Signature.email_key, Signature.member_id).where(
+            Signature.petition_id == petition_id,
+            Signature.state == SignatureState.CONFIRMED,
+            Signature.wants_updates.is_(True),
+            or_(Signature.email_key.in_(keys.values()), Signature.member_id.in_(member_ids)),
         )
-        is not None
-    )
+    ).all()
+    signed_keys = {key for key, _ in rows}
+    signed_members = {member_id for _, member_id in rows if member_id is not None}
+    return {
+        (email, member_id)
+        for email, member_id in readers
+        if keys[email] in signed_keys or member_id in signed_members
+    }
 
 
 # --- members' profiles, data and deletion ------------------------------------------------

@@ -669,6 +669,22 @@ def test_held_petition_news_is_dropped_once_the_signer_withdrew_or_the_petition_
     assert outbox.to("ana@example.org") == []
 
 
+def test_an_update_recorded_before_a_signer_withdrew_is_not_sent_to_them(app, outbox, run_jobs):
+    petition_id = petition_with_signers(app, 3)
+    post_update(app, petition_id, title="Recorded for three")
+    with app.app_context():
+        services.fan_out(db.session.scalar(select(func.max(Notification.id))))
+        leaving = select(Signature).where(Signature.email == "s1@example.org")
+        assert petitions.withdraw_signature(db.session.scalar(leaving))
+    run_jobs()
+    assert sent_to(outbox) == ["s0@example.org", "s2@example.org"]
+    with app.app_context():
+        states = db.session.execute(
+            select(Delivery.email, Delivery.state, Delivery.error).order_by(Delivery.email)
+        ).all()
+        assert ("s1@example.org", DeliveryState.SKIPPED, services.NO_LONGER_APPLIES) in states
+
+
 def update_delivery_state(title: str) -> str:
     return db.session.scalar(
         select(Delivery.state).join(Notification).where(Notification.title.endswith(title))
