@@ -1021,30 +1021,39 @@ _WAITING = (DeliveryState.PENDING, DeliveryState.DIGEST)
 
 def _readdress_waiting_mail(member: Member) -> None:
     """Mail still waiting for the member follows them to the address they just confirmed:
-    the one they left may be someone else's by now. Where the new address already has
-    the same news, the copy for the old one is dropped. A message being sent right now
-    goes where it was going."""
+    the one they left may be someone else's by now. Each piece of news goes there once:
+    a copy the new address already has, or a second copy waiting at another old address,
+    is dropped. A message being sent right now goes where it was going."""
     address = member.email.lower()
-    elsewhere = and_(
-        Delivery.member_id == member.id,
-        Delivery.state.in_(_WAITING),
-        Delivery.email != address,
+
+    def waiting_elsewhere(delivery) -> Any:
+        return and_(
+            delivery.member_id == member.id,
+            delivery.state.in_(_WAITING),
+            delivery.email != address,
+        )
+
+    twin, earlier = aliased(Delivery), aliased(Delivery)
+    other_copies = (
+        # the new address has this news already
+        and_(twin.notification_id == Delivery.notification_id, twin.email == address),
+        # an earlier copy, waiting at another old address, moves instead
+        and_(
+            earlier.notification_id == Delivery.notification_id,
+            waiting_elsewhere(earlier),
+            earlier.id < Delivery.id,
+        ),
     )
-    twin = aliased(Delivery)
-    already_there = (
-        select(twin.id)
-        .where(twin.notification_id == Delivery.notification_id, twin.email == address)
-        .exists()
-    )
+    for copy in other_copies:
+        db.session.execute(
+            update(Delivery)
+            .where(waiting_elsewhere(Delivery), select(1).where(copy).exists())
+            .values(state=DeliveryState.SKIPPED, error=NO_LONGER_APPLIES)
+            .execution_options(synchronize_session=False)
+        )
     db.session.execute(
         update(Delivery)
-        .where(elsewhere, already_there)
-        .values(state=DeliveryState.SKIPPED, error=NO_LONGER_APPLIES)
-        .execution_options(synchronize_session=False)
-    )
-    db.session.execute(
-        update(Delivery)
-        .where(elsewhere)
+        .where(waiting_elsewhere(Delivery))
         .values(email=address)
         .execution_options(synchronize_session=False)
     )

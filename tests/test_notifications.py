@@ -891,14 +891,30 @@ def test_waiting_mail_the_new_address_already_has_is_not_sent_twice(app, outbox,
                 services.Recipient("ana.new@example.org", None, "Ana"),
             ],
         )
+        services.notify(
+            "already_registered",
+            title="One piece of news, to two of Ana's old addresses",
+            payload={"member_id": ana.id, "email": "ana.new@example.org"},
+            recipients=[
+                services.Recipient("ana@example.org", ana.id, "Ana"),
+                services.Recipient("ana.old@example.org", ana.id, "Ana"),
+            ],
+        )
         members.change_email(ana, "ana.new@example.org")
         assert members.confirm_email(members.confirmation_token(ana)) is not None
         news = select(Delivery.email, Delivery.state).join(Delivery.notification)
         assert sorted(
-            db.session.execute(news.where(Notification.kind == "already_registered")).all()
+            db.session.execute(
+                news.where(Notification.title.endswith("both of Ana's addresses"))
+            ).all()
         ) == [
             ("ana.new@example.org", DeliveryState.PENDING),
             ("ana@example.org", DeliveryState.SKIPPED),
+        ]
+        two_old = news.where(Notification.title.endswith("two of Ana's old addresses"))
+        assert sorted(db.session.execute(two_old).all()) == [
+            ("ana.new@example.org", DeliveryState.PENDING),
+            ("ana.old@example.org", DeliveryState.SKIPPED),
         ]
 
 
