@@ -125,7 +125,8 @@ def message(
 
     News read from an audience may wait before it goes: in a digest for a day, or for a
     retry. ``still_in_audience`` says which readers still belong to it then (a signer
-    who withdrew does not); it runs once per batch, not once per message.
+    who withdrew does not). A send asks it once per batch, not once per message; a
+    digest asks it about each item it holds.
 
     A message with a ``category`` is bulk mail: preferences apply and it can be
     unsubscribed from. One without a category or ``transactional`` is a personal notice
