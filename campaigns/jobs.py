@@ -8,17 +8,13 @@ from core.extensions import db
 from core.queue import periodic
 from core.urls import external_url
 from members.models import normalise_account_email
-from notifications.services import Category, Delivery, audience, message
+from notifications.services import Category, Delivery, Reader, audience, message
 
 
-def followers_still_following(payload: dict, deliveries: list[Delivery]) -> set[int]:
-    """The deliveries of an update whose readers still follow the campaign."""
+def followers_still_following(payload: dict, readers: list[Reader]) -> set[Reader]:
+    """The readers of an update who still follow the campaign."""
     news = db.session.get(CampaignUpdate, payload["update_id"])
-    if news is None:
-        return set()
-    readers = [(delivery.email, delivery.member_id) for delivery in deliveries]
-    following = services.still_following(news.campaign_id, readers)
-    return {d.id for d in deliveries if (d.email, d.member_id) in following}
+    return services.still_following(news.campaign_id, readers) if news else set()
 
 
 @message(

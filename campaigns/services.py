@@ -46,7 +46,7 @@ from core.topics import topic_label
 from core.urls import external_url
 from members.models import Member, invitation_key, normalise_account_email
 from members.signals import account_deleting, data_export
-from notifications.services import Recipient, address_confirmed, notify
+from notifications.services import Reader, Recipient, address_confirmed, notify, readers_found
 
 FOLLOW_PURPOSE = "confirm-follow"
 FOLLOW_MAX_AGE = 7 * 24 * 3600
@@ -605,29 +605,20 @@ def follower_audience(update_id: int) -> Select:
     )
 
 
-def still_following(
-    campaign_id: int, readers: list[tuple[str, int | None]]
-) -> set[tuple[str, int | None]]:
-    """Of these readers (address, member id), those who still have a confirmed follow of
-    the campaign: their own as a member, or a guest follow of the address. Mail recorded
-    at fan-out is sent later, or held for a digest, so an unfollow in between still stops
-    it. One query for a whole batch."""
-    keys = {email: _email_key(email) for email, _ in readers}
-    member_ids = {member_id for _, member_id in readers if member_id is not None}
-    rows = db.session.execute(
-        select(Follower.email_key, Follower.member_id).where(
+def still_following(campaign_id: int, readers: list[Reader]) -> set[Reader]:
+    """Of these readers, those who still have a confirmed follow of the campaign: their
+    own as a member, or a guest follow of the address. Mail recorded at fan-out is sent
+    later, or held for a digest, so an unfollow in between still stops it. One query for
+    a whole batch."""
+
+    def confirmed_followers(keys: set[str], member_ids: set[int]) -> Select:
+        return select(Follower.email_key, Follower.member_id).where(
             Follower.campaign_id == campaign_id,
             Follower.confirmed_at.is_not(None),
-            or_(Follower.email_key.in_(keys.values()), Follower.member_id.in_(member_ids)),
+            or_(Follower.email_key.in_(keys), Follower.member_id.in_(member_ids)),
         )
-    ).all()
-    followed_keys = {key for key, _ in rows}
-    following_members = {member_id for _, member_id in rows if member_id is not None}
-    return {
-        (email, member_id)
-        for email, member_id in readers
-        if keys[email] in followed_keys or member_id in following_members
-    }
+
+    return readers_found(readers, _email_key, confirmed_followers)
 
 
 def follower_count(campaign: Campaign) -> int:

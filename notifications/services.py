@@ -87,9 +87,10 @@ class Recipient:
 
 
 ContextBuilder = Callable[[dict[str, Any], Delivery], dict[str, Any] | None]
-# Given a notification's payload and some of its deliveries, the ids of those whose
-# readers are still in its audience.
-AudienceCheck = Callable[[dict[str, Any], list[Delivery]], set[int]]
+# Someone a delivery is for: their address, and their member id if they have an account.
+Reader = tuple[str, int | None]
+# Given a notification's payload and some of its readers, those still in its audience.
+AudienceCheck = Callable[[dict[str, Any], list[Reader]], set[Reader]]
 
 
 @dataclass(frozen=True)
@@ -621,9 +622,36 @@ def _left_audience(deliveries: list[Delivery]) -> set[int]:
         spec = KINDS.get(notification.kind)
         if spec is None or spec.still_in_audience is None:
             continue
-        staying = spec.still_in_audience(notification.payload, group)
-        left.update(delivery.id for delivery in group if delivery.id not in staying)
+        staying = spec.still_in_audience(notification.payload, [_reader(d) for d in group])
+        left.update(delivery.id for delivery in group if _reader(delivery) not in staying)
     return left
+
+
+def _reader(delivery: Delivery) -> Reader:
+    return delivery.email, delivery.member_id
+
+
+def readers_found(
+    readers: list[Reader],
+    key_of: Callable[[str], str],
+    still_there: Callable[[set[str], set[int]], Select],
+) -> set[Reader]:
+    """Of ``readers``, those an audience still holds, for a ``still_in_audience`` check.
+
+    ``still_there(keys, member_ids)`` selects the (address key, member id) rows of the
+    audience among those keys and members; ``key_of`` makes a reader's key from their
+    address. A reader counts by either: an account's mail may have moved address.
+    """
+    keys = {email: key_of(email) for email, _ in readers}
+    member_ids = {member_id for _, member_id in readers if member_id is not None}
+    rows = db.session.execute(still_there(set(keys.values()), member_ids)).all()
+    found_keys = {key for key, _ in rows}
+    found_members = {member_id for _, member_id in rows if member_id is not None}
+    return {
+        (email, member_id)
+        for email, member_id in readers
+        if keys[email] in found_keys or member_id in found_members
+    }
 
 
 def render(delivery: Delivery, spec: MessageKind, context: dict[str, Any]):

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from core.extensions import db
 from core.queue import periodic
 from core.urls import external_url
-from notifications.services import Category, Delivery, audience, message
+from notifications.services import Category, Delivery, Reader, audience, message
 from petitions import services
 from petitions.models import Petition, PetitionUpdate, Signature, SignatureState
 
@@ -98,14 +98,10 @@ def milestone_message(payload: dict, delivery: Delivery) -> dict | None:
     }
 
 
-def signers_still_asking(payload: dict, deliveries: list[Delivery]) -> set[int]:
-    """The deliveries of an update whose readers still ask for the petition's updates."""
+def signers_still_asking(payload: dict, readers: list[Reader]) -> set[Reader]:
+    """The readers of an update who still ask for the petition's updates."""
     news = db.session.get(PetitionUpdate, payload["update_id"])
-    if news is None:
-        return set()
-    readers = [(delivery.email, delivery.member_id) for delivery in deliveries]
-    asking = services.still_wanting_updates(news.petition_id, readers)
-    return {d.id for d in deliveries if (d.email, d.member_id) in asking}
+    return services.still_wanting_updates(news.petition_id, readers) if news else set()
 
 
 @message("petition_update", category=Category.PETITIONS, still_in_audience=signers_still_asking)

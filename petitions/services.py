@@ -39,7 +39,7 @@ from core.tokens import make_token, read_token
 from core.urls import external_url
 from members.models import Member
 from members.signals import account_deleting, data_export, email_confirmed
-from notifications.services import Recipient, address_confirmed, notify
+from notifications.services import Reader, Recipient, address_confirmed, notify, readers_found
 from petitions.models import (
     MILESTONES,
     PENDING_SIGNATURE_DAYS,
@@ -1047,29 +1047,20 @@ def update_audience(update_id: int) -> Select:
     )
 
 
-def still_wanting_updates(
-    petition_id: int, readers: list[tuple[str, int | None]]
-) -> set[tuple[str, int | None]]:
-    """Of these readers (address, member id), those who still have a confirmed signature
-    on the petition that asks for updates: news held for a digest, or retried, stops once
-    they withdrew. One query for a whole batch."""
-    keys = {email: normalise_signer_email(email) for email, _ in readers}
-    member_ids = {member_id for _, member_id in readers if member_id is not None}
-    rows = db.session.execute(
-        select(Signature.email_key, Signature.member_id).where(
+def still_wanting_updates(petition_id: int, readers: list[Reader]) -> set[Reader]:
+    """Of these readers, those who still have a confirmed signature on the petition that
+    asks for updates: news held for a digest, or retried, stops once they withdrew. One
+    query for a whole batch."""
+
+    def confirmed_and_asking(keys: set[str], member_ids: set[int]) -> Select:
+        return select(Signature.email_key, Signature.member_id).where(
             Signature.petition_id == petition_id,
             Signature.state == SignatureState.CONFIRMED,
             Signature.wants_updates.is_(True),
-            or_(Signature.email_key.in_(keys.values()), Signature.member_id.in_(member_ids)),
+            or_(Signature.email_key.in_(keys), Signature.member_id.in_(member_ids)),
         )
-    ).all()
-    signed_keys = {key for key, _ in rows}
-    signed_members = {member_id for _, member_id in rows if member_id is not None}
-    return {
-        (email, member_id)
-        for email, member_id in readers
-        if keys[email] in signed_keys or member_id in signed_members
-    }
+
+    return readers_found(readers, normalise_signer_email, confirmed_and_asking)
 
 
 # --- members' profiles, data and deletion ------------------------------------------------
