@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -17,6 +17,9 @@ from typing import NamedTuple
 from aiosmtpd.controller import Controller
 from flask import Flask
 from redis import Redis
+from sqlalchemy import event
+
+from core.extensions import db
 
 CSRF_PATTERN = re.compile(
     r'name="csrf_token" type="hidden" value="([^"]+)"|name="csrf_token" value="([^"]+)"'
@@ -245,3 +248,23 @@ def release_scheduled(app: Flask, job_ids: list[str] | None = None) -> int:
                 registry.remove(job_id)
                 released += 1
     return released
+
+
+@contextmanager
+def once_a_statement_runs(pattern: str, moment: str, action: Callable[[], None]):
+    """Run ``action`` the first time a statement matching ``pattern`` is sent, at
+    ``moment`` ("before" or "after" it): another request's change, landing mid-way."""
+    ran: list[bool] = []
+
+    def run_once(conn, cursor, statement, parameters, context, executemany):
+        if not ran and re.search(pattern, statement):
+            ran.append(True)
+            action()
+
+    name = f"{moment}_cursor_execute"
+    event.listen(db.engine, name, run_once)
+    try:
+        yield
+    finally:
+        event.remove(db.engine, name, run_once)
+    assert ran, f"no statement matched {pattern!r}"

@@ -10,6 +10,7 @@ import re
 from collections import Counter
 from datetime import datetime, timedelta
 from html.parser import HTMLParser
+from pathlib import Path
 from unittest.mock import ANY
 
 import pytest
@@ -2528,18 +2529,23 @@ def test_an_entry_kept_as_whole_text_loses_only_the_deleted_members_lines(app):
     assert public_history(app, campaign_id)[0] == old.replace("Ana: paid", "A former member: paid")
 
 
-def test_the_migration_keeps_older_entries_as_their_text_and_back(app, tmp_path):
-    """Upgrading keeps each existing entry's text as it was; downgrading writes every
-    entry back as one text, as shown."""
-    migrated = create_app(
+def app_with_own_database(app: Flask, path: Path) -> Flask:
+    """The app on an SQLite file of its own, for a migration to be run step by step."""
+    return create_app(
         {
             "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'migrated.db'}",
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{path}",
             "REDIS_URL": app.config["REDIS_URL"],
             "MAIL_URL": "outbox",
             "BASE_URL": "http://localhost",
         }
     )
+
+
+def test_the_migration_keeps_older_entries_as_their_text_and_back(app, tmp_path):
+    """Upgrading keeps each existing entry's text as it was; downgrading writes every
+    entry back as one text, as shown."""
+    migrated = app_with_own_database(app, tmp_path / "migrated.db")
     old = "Volunteer-run, no funding. Ana: not yet declared."
     with migrated.app_context():
         upgrade(revision="0013_campaign_invitations")
@@ -2760,15 +2766,7 @@ def test_a_draft_no_one_else_organises_goes_with_its_owners_account(app):
 def test_the_migration_gives_campaigns_stranded_without_an_owner_one(app, tmp_path):
     """Campaigns whose owner left before the hand-over existed get their successor, or
     are archived when no one is left."""
-    migrated = create_app(
-        {
-            "TESTING": True,
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'stranded.db'}",
-            "REDIS_URL": app.config["REDIS_URL"],
-            "MAIL_URL": "outbox",
-            "BASE_URL": "http://localhost",
-        }
-    )
+    migrated = app_with_own_database(app, tmp_path / "stranded.db")
     with migrated.app_context():
         upgrade()
         olga = make_member(OWNER, "Olga Organiser")

@@ -11,7 +11,6 @@ import json
 import re
 import threading
 from collections.abc import Callable
-from contextlib import contextmanager
 from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 from zoneinfo import ZoneInfo
@@ -19,7 +18,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from flask import Flask
 from icalendar import Calendar
-from sqlalchemy import event, func, select, update
+from sqlalchemy import func, select, update
 
 from campaigns import services as campaign_services
 from campaigns.models import CampaignError
@@ -62,6 +61,7 @@ from tests.factories import (
 )
 from tests.helpers import (
     csrf_token,
+    once_a_statement_runs,
     redis_down,
     release_scheduled,
     scheduled_jobs,
@@ -666,26 +666,6 @@ def test_an_answer_saved_while_a_member_leaves_gives_its_place_up_too(app, ctx):
     with pytest.raises(ChapterError, match="Join the chapter"):
         services.respond(meetup, members["Ana"], True)
     assert names(meetup, RsvpStatus.GOING) == []
-
-
-@contextmanager
-def once_a_statement_runs(pattern: str, moment: str, action: Callable[[], None]):
-    """Run ``action`` the first time a statement matching ``pattern`` is sent, at
-    ``moment`` ("before" or "after" it): another request's change, landing mid-way."""
-    ran: list[bool] = []
-
-    def run_once(conn, cursor, statement, parameters, context, executemany):
-        if not ran and re.search(pattern, statement):
-            ran.append(True)
-            action()
-
-    name = f"{moment}_cursor_execute"
-    event.listen(db.engine, name, run_once)
-    try:
-        yield
-    finally:
-        event.remove(db.engine, name, run_once)
-    assert ran, f"no statement matched {pattern!r}"
 
 
 def answered_elsewhere(app: Flask, meetup_id: int, member_id: int) -> Callable[[], None]:

@@ -24,8 +24,7 @@ from notifications import services as notification_services
 from notifications.models import Category, Delivery, DeliveryState, Frequency, Notification
 from notifications.services import send_daily_digests, set_preferences, subscriber_of
 from tests.factories import PASSWORD, make_chapter, make_member, member_by_email
-from tests.helpers import csrf_token, scheduled_jobs, submit
-from tests.test_chapters import once_a_statement_runs
+from tests.helpers import csrf_token, once_a_statement_runs, scheduled_jobs, submit
 
 ORGANISER = "olga@example.org"
 SLUG = "lisbon-hosts-and-riders"
