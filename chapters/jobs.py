@@ -166,11 +166,11 @@ def reminder_message(payload: dict, delivery: Delivery) -> dict | None:
 @message("meetup_promoted", transactional=True)
 def promoted_message(payload: dict, delivery: Delivery) -> dict | None:
     """Told at once: a place opened and the first on the waitlist has it. Once the meetup
-    has begun the news is too late, and places are no longer given."""
+    has begun or been called off the news is wrong, and places are no longer given."""
     context = _meetup_context(payload)
-    if context is None or context["meetup"].has_started or not _still_going(payload, delivery):
+    if context is None or context["meetup"].is_cancelled or context["meetup"].has_started:
         return None
-    return context
+    return context if _still_going(payload, delivery) else None
 
 
 def _still_going(payload: dict, delivery: Delivery) -> bool:

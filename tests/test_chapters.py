@@ -1105,6 +1105,23 @@ def test_leaving_the_waitlist_or_saying_no_twice_promotes_no_one(ctx, outbox, ru
     assert mail(outbox) == {email("Cara"): [PROMOTED_SUBJECT]}
 
 
+def test_a_place_given_just_before_the_meetup_is_cancelled_is_not_announced(
+    ctx, outbox, run_jobs
+):
+    """The news of a place waits for a worker; a cancellation landing first wins."""
+    chapter, members = chapter_of("Ana", "Ben", "Cara")
+    meetup = make_meetup(chapter, members["Olga"], capacity=2)
+    answer(meetup, members, True, "Ana", "Ben", "Cara")
+    run_jobs()
+    outbox.clear()
+
+    answer(meetup, members, False, "Ana")
+    assert names(meetup, RsvpStatus.GOING) == ["Ben", "Cara"]
+    services.cancel_meetup(meetup)
+    run_jobs()
+    assert mail(outbox)[email("Cara")] == [f"Cancelled: {meetup.title}"]
+
+
 # --- 5. concurrent changes ----------------------------------------------------------------------
 
 
