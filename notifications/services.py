@@ -831,7 +831,9 @@ def requeue_stalled(
 
     Fan-outs that stopped short carry on after their last recorded page; deliveries still
     pending are queued in batches, with those a dead worker claimed longer than ``lease``
-    ago (no job runs that long). Claims make a second queueing harmless.
+    ago (no job runs that long). A delivery a server deferred waits ``older_than`` after
+    its first try, then twice as long after each further one. Claims make a second
+    queueing harmless.
     """
     cutoff = utcnow() - older_than
     db.session.execute(
@@ -850,16 +852,34 @@ def requeue_stalled(
         queue = _queue_for(notification.transactional)
         _queue_fan_out(notification.id, queue, after=notification.fan_out_after)
     pending = db.session.execute(
-        select(Delivery.id, Notification.transactional)
+        select(Delivery.id, Notification.transactional, Delivery.attempts, Delivery.claimed_at)
         .join(Notification)
         .where(Delivery.state == DeliveryState.PENDING, Delivery.created_at < cutoff)
         .order_by(Delivery.id)
     ).all()
+    now = utcnow()
+    due = [row for row in pending if _due_again(row.attempts, row.claimed_at, now, older_than)]
     batches = 0
     for transactional in (True, False):
-        ids = [delivery_id for delivery_id, t in pending if t == transactional]
+        ids = [row.id for row in due if row.transactional == transactional]
         batches += _queue_batches(ids, "high" if transactional else "bulk")
     return len(stalled) + batches
+
+
+MAX_RETRY_PAUSE = timedelta(hours=6)
+
+
+def _due_again(
+    attempts: int, last_claimed: datetime | None, now: datetime, pause: timedelta
+) -> bool:
+    """Whether a pending delivery has waited long enough since it was last tried.
+
+    The pause doubles with each attempt, so a server deferring mail for a few hours
+    (greylisting, a rate limit) sees the message again before it is given up.
+    """
+    if last_claimed is None:
+        return True
+    return now - last_claimed >= min(pause * 2 ** max(attempts - 1, 0), MAX_RETRY_PAUSE)
 
 
 class _lazy_connection:

@@ -1105,9 +1105,7 @@ def test_leaving_the_waitlist_or_saying_no_twice_promotes_no_one(ctx, outbox, ru
     assert mail(outbox) == {email("Cara"): [PROMOTED_SUBJECT]}
 
 
-def test_a_place_given_just_before_the_meetup_is_cancelled_is_not_announced(
-    ctx, outbox, run_jobs
-):
+def test_a_place_given_just_before_the_meetup_is_cancelled_is_not_announced(ctx, outbox, run_jobs):
     """The news of a place waits for a worker; a cancellation landing first wins."""
     chapter, members = chapter_of("Ana", "Ben", "Cara")
     meetup = make_meetup(chapter, members["Olga"], capacity=2)
