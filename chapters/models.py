@@ -144,6 +144,7 @@ class Meetup(Timestamped, db.Model):
     capacity: Mapped[int | None]
     state: Mapped[str] = mapped_column(String(10), default=MeetupState.SCHEDULED)
     cancelled_at: Mapped[datetime | None]
+    time_set_at: Mapped[datetime | None]  # when it last moved; empty for one never moved
     # Bumped by every RSVP change: the UPDATE serialises changes to one meetup's list.
     rsvp_version: Mapped[int] = mapped_column(default=0)
 
@@ -152,6 +153,11 @@ class Meetup(Timestamped, db.Model):
     @property
     def is_cancelled(self) -> bool:
         return self.state == MeetupState.CANCELLED
+
+    @property
+    def time_announced_at(self) -> datetime:
+        """When people learnt of the current start time."""
+        return self.time_set_at or self.created_at
 
     @property
     def has_started(self) -> bool:
@@ -190,6 +196,8 @@ class Meetup(Timestamped, db.Model):
     def set_times(self, starts_at: datetime, ends_at: datetime) -> None:
         if ends_at <= starts_at:
             raise ChapterError("A meetup must end after it starts.", field="ends")
+        if self.starts_at is not None and starts_at != self.starts_at:
+            self.time_set_at = utcnow()
         self.starts_at, self.ends_at = starts_at, ends_at
 
     def cancel(self) -> None:

@@ -973,8 +973,8 @@ def reminder_is_due(meetup: Meetup, lead: str, now: datetime | None = None) -> b
     now = now or utcnow()
     opens = meetup.starts_at - REMINDER_LEADS[lead]
     closes = min(opens + REMINDER_WINDOWS[lead], meetup.starts_at)
-    # A meetup announced after this reminder's time gets only the reminders still ahead.
-    announced_late = meetup.created_at > opens + SCHEDULER_SLACK
+    # A meetup announced (or moved) after this reminder's time gets only those still ahead.
+    announced_late = meetup.time_announced_at > opens + SCHEDULER_SLACK
     return (
         not meetup.is_cancelled and not announced_late and opens - SCHEDULER_SLACK <= now < closes
     )

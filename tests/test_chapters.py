@@ -1792,6 +1792,36 @@ def test_a_meetup_scheduled_at_short_notice_gets_only_the_reminders_still_ahead(
     assert outbox.messages() == []
 
 
+def test_a_meetup_moved_to_short_notice_gets_only_the_reminders_still_ahead(
+    app, ctx, outbox, run_jobs
+):
+    """The news of the move tells the new time; no day-before reminder follows it."""
+    chapter, members = chapter_of("Ana")
+    meetup = make_meetup(chapter, members["Olga"], starts_in=timedelta(days=3))
+    db.session.execute(
+        update(Meetup).where(Meetup.id == meetup.id).values(created_at=utcnow() - timedelta(days=3))
+    )
+    db.session.commit()
+    answer(meetup, members, True, "Ana")
+    run_jobs()
+    outbox.clear()
+
+    soon = utcnow() + timedelta(hours=23)
+    services.edit_meetup(
+        meetup, details_of(meetup, starts_at=soon, ends_at=soon + timedelta(hours=2))
+    )
+    waiting = scheduled_jobs(app)
+    assert reminder_jobs(meetup.id)["24h"] not in waiting
+    assert reminder_jobs(meetup.id)["1h"] in waiting
+    assert services.send_due_reminders() == 0
+    run_jobs()
+    assert mail(outbox) == {email("Ana"): ["Changed: Planning night"]}
+
+    hour_before = soon - timedelta(hours=1)
+    assert services.reminder_is_due(meetup, "1h", now=hour_before)
+    assert not services.reminder_is_due(meetup, "24h", now=utcnow())
+
+
 # --- 8. time zones and the clock change ------------------------------------------------------
 
 
