@@ -160,7 +160,7 @@ def reminder_message(payload: dict, delivery: Delivery) -> dict | None:
     )
     if rsvp is None or rsvp.status != RsvpStatus.GOING:
         return None
-    return {**context, "lead": "tomorrow" if payload["lead"] == "24h" else "in an hour"}
+    return {**context, "lead": services.reminder_lead(context["meetup"], payload["lead"])}
 
 
 @message("meetup_promoted", transactional=True)

@@ -120,6 +120,23 @@ def local_time(moment: datetime, zone: ZoneInfo) -> str:
     return f"{moment.astimezone(zone):%A %-d %B %Y, %H:%M %Z}"
 
 
+def reminder_lead(meetup: Meetup, lead: str, now: datetime | None = None) -> str:
+    """How far off a reminded meetup is, in words true on the chapter's calendar.
+
+    A day-before reminder sent after local midnight, or across a clock change, may land on
+    the meetup's own day or two days before it.
+    """
+    if lead == "1h":
+        return "in an hour"
+    zone = meetup.chapter.zone
+    today = (now or utcnow()).astimezone(zone).date()
+    day = meetup.starts_at.astimezone(zone).date()
+    days = (day - today).days
+    if days <= 0:
+        return "today"
+    return "tomorrow" if days == 1 else f"on {day:%A}"
+
+
 def when_text(meetup: Meetup) -> str:
     """When a meetup happens, in its chapter's time zone."""
     zone = meetup.chapter.zone

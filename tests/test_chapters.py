@@ -1903,6 +1903,19 @@ def test_a_time_the_clocks_skip_is_refused(app, starts, ends, field, missing):
         assert meetup_count() == 0
 
 
+def test_a_day_before_reminder_names_the_day_as_the_chapters_calendar_has_it(ctx):
+    """Sent on time, after local midnight, or across the spring clock change."""
+    chapter, members = chapter_of("Ana")
+    monday_night = datetime.combine(SPRING + timedelta(days=1), time(0, 30), LISBON)
+    meetup = make_meetup(chapter, members["Olga"], starts_in=monday_night - utcnow())
+    on_time = meetup.starts_at - timedelta(hours=24)
+    assert on_time.astimezone(LISBON).date() == EVE  # Saturday, 23:30 WET
+    assert services.reminder_lead(meetup, "24h", now=on_time) == "on Monday"
+    assert services.reminder_lead(meetup, "24h", now=on_time + timedelta(hours=1)) == "tomorrow"
+    assert services.reminder_lead(meetup, "24h", now=meetup.starts_at) == "today"
+    assert services.reminder_lead(meetup, "1h", now=on_time) == "in an hour"
+
+
 def test_a_decided_proposal_is_dated_in_the_chapters_time_zone(app):
     """Closed late in the evening UTC, a proposal of an Auckland chapter is dated the next
     day on the chapter page, as on the proposal's own page."""
