@@ -10,9 +10,9 @@ from core.forms import Form, email_field, strip_whitespace, text_field
 PASSWORD_HELP = "At least 10 characters. A few unrelated words make a strong password."
 
 
-def _new_password_fields() -> tuple[PasswordField, PasswordField]:
+def _new_password_fields(label: str = "Password") -> tuple[PasswordField, PasswordField]:
     password = PasswordField(
-        "Password",
+        label,
         description=PASSWORD_HELP,
         validators=[
             InputRequired("Please choose a password."),
@@ -21,7 +21,7 @@ def _new_password_fields() -> tuple[PasswordField, PasswordField]:
         render_kw={"autocomplete": "new-password"},
     )
     confirm = PasswordField(
-        "Repeat the password",
+        f"Repeat the {label.lower()}",
         validators=[
             InputRequired("Please repeat the password."),
             EqualTo("password", message="The two passwords do not match."),
@@ -89,7 +89,7 @@ class ResetRequestForm(Form):
 
 
 class ResetPasswordForm(Form):
-    password, confirm = _new_password_fields()
+    password, confirm = _new_password_fields("New password")
 
 
 class ProfileForm(Form):
@@ -104,7 +104,7 @@ class ChangeEmailForm(Form):
 
 class ChangePasswordForm(Form):
     current_password = _current_password_field("password")
-    password, confirm = _new_password_fields()
+    password, confirm = _new_password_fields("New password")
 
 
 class DeleteAccountForm(Form):

@@ -68,6 +68,9 @@ def test_register_confirm_logout_login_and_reset(app, client, auth, outbox, run_
     assert "Check your email" in reset.text
     run_jobs()
     reset_link = path_of(links_in(outbox.last_to("ana@example.org"))[0])
+    assert page_title(reset.text) == "Check your email to reset your password · Groundswell"
+    reset_page = client.get(reset_link).text
+    assert '<label for="password">New password</label>' in reset_page
     new_password = "a brand new passphrase"
     changed = submit(client, reset_link, {"password": new_password, "confirm": new_password})
     assert changed.status_code == 302
@@ -308,6 +311,11 @@ def test_account_settings_change_name_city_and_password(app, client, auth):
     )
     assert too_long.status_code == 422
     assert page_title(too_long.text) == "Error: Your account · Groundswell"
+    # The refused form sits below others: the top of the page points to its errors.
+    notice = too_long.text.index('<a href="#form-errors">Nothing was saved')
+    assert notice < too_long.text.index('id="profile-heading"')
+    assert too_long.text.count('id="form-errors"') == 1
+    assert "#form-errors" not in client.get("/account").text
 
     other_device = app.test_client()
     assert (
