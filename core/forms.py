@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 from flask import abort, g, has_request_context, request
 from flask_wtf import FlaskForm
 from flask_wtf.form import SUBMIT_METHODS
-from werkzeug.datastructures import ImmutableMultiDict
-from wtforms import EmailField, StringField, TextAreaField, URLField
+from werkzeug.datastructures import CombinedMultiDict, ImmutableMultiDict, MultiDict
+from wtforms import EmailField, FileField, StringField, TextAreaField, URLField
 from wtforms.validators import (
     DataRequired,
     Email,
@@ -57,7 +57,10 @@ class Form(FlaskForm):
             # form's own errors.
             if formdata is not None and has_request_context() and request.is_json:
                 return ImmutableMultiDict() if request.method in SUBMIT_METHODS else None
-            return super().wrap_formdata(form, formdata)
+            wrapped = super().wrap_formdata(form, formdata)
+            if isinstance(wrapped, CombinedMultiDict):
+                return _files_for_file_fields_only(form)
+            return wrapped
 
     def validate(self, extra_validators: Any = None) -> bool:
         valid = super().validate(extra_validators)
@@ -68,6 +71,16 @@ class Form(FlaskForm):
         if not valid and has_request_context():
             g.form_refused = True  # the page's title says so, whichever form it was
         return valid
+
+
+def _files_for_file_fields_only(form: FlaskForm):
+    """The posted data, with uploads kept only where the form takes a file: a file sent
+    for a text field then counts as that field left empty."""
+    takes_files = {field.name for field in form._fields.values() if isinstance(field, FileField)}
+    files = MultiDict(
+        (name, upload) for name, upload in request.files.items(multi=True) if name in takes_files
+    )
+    return CombinedMultiDict((files, request.form)) if files else request.form
 
 
 def email_field(label: str = "Email address", description: str = "") -> EmailField:

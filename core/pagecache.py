@@ -18,7 +18,9 @@ from redis.exceptions import RedisError
 
 from core.extensions import redis_store
 
-PLACEHOLDER = "__csrf_token__"
+# Written with a "<", which escaping turns into "&lt;" in any text a visitor wrote, so
+# only the token's own place in the page can hold it.
+PLACEHOLDER = "<csrf>"
 
 
 def _cacheable() -> bool:

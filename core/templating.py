@@ -6,10 +6,11 @@ from datetime import datetime
 from functools import lru_cache
 
 import nh3
-from flask import Flask, current_app
+from flask import Flask, current_app, url_for
 from flask_wtf.csrf import generate_csrf
 from markdown_it import MarkdownIt
 from markupsafe import Markup
+from werkzeug.datastructures import MultiDict
 
 # A small, safe subset: text formatting, lists, quotes and links; no raw HTML, no images.
 MARKDOWN_TAGS = {"p", "br", "strong", "em", "ul", "ol", "li", "blockquote", "a", "code", "h3", "h4"}
@@ -57,10 +58,22 @@ def site_links() -> list[tuple[str, str]]:
     ]
 
 
+def page_url(endpoint: str, args: MultiDict, page: int) -> str:
+    """A list's address on another page, keeping the filters the visitor chose."""
+    # Names url_for keeps for itself (endpoint, _anchor, _scheme...) are no filter of ours.
+    query = {name: value for name, value in args.items() if not _reserved(name)}
+    return url_for(endpoint, **{**query, "page": page})
+
+
+def _reserved(name: str) -> bool:
+    return name == "endpoint" or name.startswith("_")
+
+
 def register(app: Flask) -> None:
     """Install the filters and globals on ``app``."""
     app.jinja_env.globals["csrf_token"] = generate_csrf
     app.jinja_env.globals["site_links"] = site_links
+    app.jinja_env.globals["page_url"] = page_url
     app.jinja_env.filters["markdown"] = render_markdown
     app.jinja_env.filters["datetime"] = format_datetime
     app.jinja_env.filters["date"] = format_date

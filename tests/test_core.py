@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from datetime import timedelta
 from itertools import pairwise
@@ -141,6 +142,9 @@ def test_no_form_route_answers_500_to_junk(app, any_client):
         ]:
             response = any_client.post(url, data=body, content_type=content_type)
             assert response.status_code < 500, (url, body, response.status_code)
+        files = {name: (io.BytesIO(b"text"), "f.txt") for name in _field_names(app)}
+        response = any_client.post(url, data={"csrf_token": token, **files})
+        assert response.status_code < 500, (url, "every field a file", response.status_code)
 
 
 @pytest.mark.parametrize(
@@ -167,6 +171,14 @@ def test_a_json_body_on_a_form_gets_the_forms_errors(client):
         response = client.post("/login", data=body, content_type="application/json")
         assert response.status_code == 422, body
         assert "Please enter your email address." in response.text
+
+
+def test_a_file_sent_for_a_text_field_counts_as_that_field_left_empty(client):
+    token = csrf_token(client.get("/login").text)
+    upload = (io.BytesIO(b"ana@example.org"), "address.txt")
+    response = client.post("/login", data={"csrf_token": token, "email": upload})
+    assert response.status_code == 422
+    assert "Please enter your email address." in response.text
 
 
 def test_a_button_posted_from_a_stale_page_changes_nothing_and_says_to_reload(client, auth):
