@@ -157,13 +157,21 @@ def chapters_in_city(city: str) -> list[Chapter]:
     )
 
 
+# Words that name pages under /chapters/ rather than a chapter.
+RESERVED_SLUGS = frozenset({"new", "import", "invitations"})
+
+
 def unique_slug(name: str, city: str) -> str:
     base = slugify(name, max_length=100) or slugify(city, max_length=100) or "chapter"
     slug, n = base, 1
-    while db.session.scalar(select(Chapter.id).where(Chapter.slug == slug)) is not None:
+    while slug in RESERVED_SLUGS or _slug_taken(slug):
         n += 1
         slug = f"{base}-{n}"
     return slug
+
+
+def _slug_taken(slug: str) -> bool:
+    return db.session.scalar(select(Chapter.id).where(Chapter.slug == slug)) is not None
 
 
 FOUNDING_ATTEMPTS = 3
@@ -182,7 +190,8 @@ def create_chapter(
     if time_zone not in TIME_ZONES:
         raise ChapterError("Please choose a time zone from the list.", field="time_zone")
     for _ in range(FOUNDING_ATTEMPTS):
-        if (founded := chapter_just_founded(founder, name, city)) is not None:
+        details = {"name": name, "city": city, "time_zone": time_zone, "description": description}
+        if (founded := chapter_just_founded(founder, **details)) is not None:
             return founded
         try:
             chapter = _found(founder, name, city, time_zone, description)
@@ -211,13 +220,24 @@ def _found(founder: Member, name: str, city: str, time_zone: str, description: s
     return chapter
 
 
-def chapter_just_founded(founder: Member, name: str, city: str) -> Chapter | None:
-    """The chapter of this name and city that ``founder`` founded within REPOST_WINDOW."""
+def chapter_just_founded(
+    founder: Member, *, name: str, city: str, time_zone: str, description: str
+) -> Chapter | None:
+    """The chapter ``founder`` founded with these very details within REPOST_WINDOW.
+
+    A form sent again with any detail changed is not a double submit: its details are
+    not dropped in favour of the first chapter's.
+    """
     organised = select(Membership.chapter_id).where(
         Membership.member_id == founder.id, Membership.role == Role.ORGANISER
     )
     return first_copy(
-        Chapter, Chapter.id.in_(organised), Chapter.name == name, Chapter.city == city
+        Chapter,
+        Chapter.id.in_(organised),
+        Chapter.name == name,
+        Chapter.city == city,
+        Chapter.time_zone == time_zone,
+        Chapter.description == description,
     )
 
 

@@ -139,18 +139,13 @@ def new():
     existing = services.chapters_in_city(form.city.data) if form.city.data else []
     second = request.form.get("second_chapter") == "yes"
     if form.validate_on_submit():
-        resent = services.chapter_just_founded(current_user, form.name.data, form.city.data)
+        details = {name: form[name].data for name in ("name", "city", "time_zone", "description")}
+        resent = services.chapter_just_founded(current_user, **details)
         if existing and not second and resent is None:
             # Point the founder to the chapters already there before making another.
             return form_page("chapters/new.html", form, 409, existing=existing)
         try:
-            chapter = services.create_chapter(
-                current_user,
-                name=form.name.data,
-                city=form.city.data,
-                time_zone=form.time_zone.data,
-                description=form.description.data,
-            )
+            chapter = services.create_chapter(current_user, **details)
         except ChapterError as error:
             _refuse(form, error)
         else:

@@ -382,6 +382,44 @@ def test_a_chapter_form_sent_twice_founds_one_chapter(app):
         assert db.session.scalar(select(func.count()).select_from(Chapter)) == 1
 
 
+def test_a_chapter_form_sent_again_with_changes_is_not_taken_for_the_first(app):
+    """The founder who changes a detail and sends again is shown the chapter already in the
+    city, with the new details still in the form, not told the first one was founded."""
+    with app.app_context():
+        people("Olga")
+    olga = log_in(app, "Olga")
+    token = csrf_token(olga.get("/chapters/new").text)
+    assert (
+        olga.post("/chapters/new", data={"csrf_token": token, **chapter_form()}).status_code == 302
+    )
+    changed = chapter_form(time_zone="Atlantic/Azores", description="Hosts of the islands.")
+    again = olga.post("/chapters/new", data={"csrf_token": token, **changed})
+    assert again.status_code == 409
+    assert "Hosts of the islands." in again.text
+    assert '<option selected value="Atlantic/Azores">' in again.text
+    with app.app_context():
+        assert db.session.scalars(select(Chapter.time_zone)).all() == ["Europe/Lisbon"]
+
+
+@pytest.mark.parametrize("name", ["New", "Import"])
+def test_a_chapter_named_like_a_page_of_chapters_gets_an_address_of_its_own(app, name):
+    with app.app_context():
+        people("Olga")
+    olga = log_in(app, "Olga")
+    founded = submit(olga, "/chapters/new", chapter_form(name=name))
+    assert founded.headers["Location"] == f"/chapters/{name.lower()}-2"
+    assert f"<h1>{name}</h1>" in olga.get(founded.headers["Location"]).text
+
+
+def test_every_fixed_page_under_chapters_is_a_reserved_address(app):
+    fixed = {
+        rule.rule.split("/")[2]
+        for rule in app.url_map.iter_rules()
+        if rule.rule.startswith("/chapters/") and "<" not in rule.rule.split("/")[2]
+    }
+    assert fixed == services.RESERVED_SLUGS
+
+
 def found_meanwhile(app: Flask, monkeypatch, founder_email: str) -> None:
     """Once the next founding has picked its address, ``founder_email`` founds the same
     chapter and commits first, as the other of two requests at once would."""
