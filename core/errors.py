@@ -56,8 +56,18 @@ def refuse_nul_bytes() -> None:
         abort(400)
 
 
+def refuse_unreadable_host() -> None:
+    """A host name that cannot be decoded (``xn--`` and nothing after) cannot be written
+    into a link back to this page, such as the one the login page returns to."""
+    try:
+        request.url  # noqa: B018 (decoding it is the check)
+    except UnicodeError:
+        abort(400)
+
+
 def register(app: Flask) -> None:
     """Install the handlers on ``app``."""
+    app.before_request(refuse_unreadable_host)
     app.before_request(refuse_nul_bytes)
     app.before_request(guard_api_request)
     app.register_error_handler(HTTPException, render_error)

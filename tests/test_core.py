@@ -12,6 +12,7 @@ import pytest
 from redis import Redis
 from sqlalchemy import bindparam, func, select
 from werkzeug.routing import AnyConverter, IntegerConverter
+from werkzeug.test import EnvironBuilder, run_wsgi_app
 
 from core.db import built_once, on_commit
 from core.extensions import db, redis_store
@@ -208,6 +209,15 @@ def test_no_page_answers_500_to_junk_in_the_url(app, any_client):
         for query in ("", "?next=//evil.example&page=-5&q=%00", "?page=abc&per_page=99999999"):
             response = any_client.get(url + query)
             assert response.status_code < 500, (url, query, response.status_code)
+
+
+@pytest.mark.parametrize("host", ["xn--", "xn--a", "xn--zz.com"])
+def test_a_host_name_that_cannot_be_decoded_is_a_bad_request(app, host):
+    for url in ("/account", "/petitions", "/"):
+        # Straight to the app: the test client cannot decode such a host either.
+        environ = EnvironBuilder(path=url, headers={"Host": host}).get_environ()
+        _, status, _ = run_wsgi_app(app, environ, buffered=True)
+        assert status.startswith("400 "), (url, status)
 
 
 def _field_names(app) -> set[str]:
