@@ -48,7 +48,7 @@ from core.places import city_slug
 from core.queue import cancel_job, enqueue
 from core.urls import external_url
 from members.models import Member, invitation_key
-from members.signals import account_deleting, data_export
+from members.signals import account_deleting, data_export, password_changed
 from notifications.services import Recipient, notify
 
 PER_PAGE = 20
@@ -1152,6 +1152,13 @@ def reset_calendar_secret(member: Member) -> str:
     key.secret = secrets.token_urlsafe(32)
     db.session.commit()
     return key.secret
+
+
+@password_changed.connect
+def revoke_calendar_feed(sender, member: Member, **extra) -> None:
+    """Whoever knew the old password may have copied the feed's address: it stops working,
+    and the member's next visit to their calendar page makes a new one."""
+    db.session.execute(delete(CalendarKey).where(CalendarKey.member_id == member.id))
 
 
 def member_for_calendar(secret: str) -> Member | None:

@@ -29,6 +29,7 @@ from members.signals import (
     account_mail_wanted,
     data_export,
     email_confirmed,
+    password_changed,
     profile_sections,
 )
 
@@ -273,16 +274,19 @@ def change_email(member: Member, new_email: str) -> EmailChange:
 
 
 def change_password(member: Member, new_password: str) -> None:
-    """Set a new password; other sessions of this member end and API tokens are revoked."""
+    """Set a new password; other sessions of this member end, and API tokens and feed
+    addresses are revoked."""
     _set_new_password(member, new_password)
     db.session.commit()
 
 
 def _set_new_password(member: Member, password: str) -> None:
     # Whoever knew the old password may have made tokens or stayed logged in elsewhere;
-    # set_password ends those sessions, and the tokens go here (committed by the caller).
+    # set_password ends those sessions, and the tokens and what features keep go here
+    # (committed by the caller).
     member.set_password(password)
     db.session.execute(delete(ApiToken).where(ApiToken.member_id == member.id))
+    password_changed.send(_app(), member=member)
 
 
 def profile_html(member: Member) -> list[Any]:

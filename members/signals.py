@@ -5,6 +5,8 @@ Members never import the features; features connect receivers here:
 - ``data_export(member)``: return a dict merged into the member's data download;
 - ``account_deleting(member)``: anonymise or remove the member's rows before deletion;
 - ``email_confirmed(member)``: the member proved they read their address;
+- ``password_changed(member)``: revoke what whoever knew the old password could keep using
+  without it, such as a secret feed address (committed by the caller);
 - ``account_mail_wanted(member, kind)``: send ``confirm_account``, ``reset_password`` or
   ``already_registered`` to the member (the notifications package does).
 """
@@ -17,4 +19,5 @@ profile_sections = signals.signal("profile-sections")
 data_export = signals.signal("data-export")
 account_deleting = signals.signal("account-deleting")
 email_confirmed = signals.signal("email-confirmed")
+password_changed = signals.signal("password-changed")
 account_mail_wanted = signals.signal("account-mail-wanted")

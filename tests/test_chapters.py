@@ -45,7 +45,7 @@ from core.db import utcnow
 from core.extensions import db
 from core.queue import enqueue
 from members.models import Member
-from members.services import delete_account
+from members.services import change_password, delete_account
 from members.signals import account_deleting
 from notifications import services as notification_services
 from notifications.models import Category, Delivery, DeliveryState, Frequency, Notification
@@ -95,10 +95,10 @@ def chapter_of(*names: str, **fields) -> tuple[Chapter, dict[str, Member]]:
     return chapter, members
 
 
-def log_in(app: Flask, name: str):
+def log_in(app: Flask, name: str, password: str = PASSWORD):
     """A fresh test client logged in as ``name``."""
     client = app.test_client()
-    response = submit(client, "/login", {"email": email(name), "password": PASSWORD})
+    response = submit(client, "/login", {"email": email(name), "password": password})
     assert response.status_code == 302, response.status_code
     return client
 
@@ -2060,6 +2060,22 @@ def test_a_members_private_feed_lists_their_meetups_until_reset(app):
     new_path = feed_path(ana)
     assert new_path != path
     assert len(events_in(guest.get(new_path))) == 2
+
+
+def test_a_new_password_retires_the_feed_address_made_with_the_old_one(app):
+    """Whoever knew the old password may have copied the address: it stops working."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana")
+        services.respond(make_meetup(chapter, members["Olga"]), members["Ana"], True)
+    ana = log_in(app, "Ana")
+    path = feed_path(ana)
+    guest = app.test_client()
+    assert len(events_in(guest.get(path))) == 1
+    with app.app_context():
+        change_password(member_by_email(email("Ana")), "another long passphrase")
+    assert guest.get(path).status_code == 404
+    new_path = feed_path(log_in(app, "Ana", password="another long passphrase"))
+    assert new_path != path and len(events_in(guest.get(new_path))) == 1
 
 
 def test_a_members_feed_shows_a_meetup_they_wait_for_as_tentative(app):
