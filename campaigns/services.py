@@ -36,7 +36,7 @@ from campaigns.models import (
     StatusChange,
     member_follow_key,
 )
-from core import ratelimit
+from core import mail, ratelimit
 from core.db import Page, claim_unless_recent, first_copy, paginate, utcnow
 from core.extensions import db
 from core.hooks import WorkSummary, collect, linked_work, work_organised_by
@@ -702,8 +702,8 @@ def follow_as_member(campaign: Campaign, member: Member) -> bool:
     return True
 
 
-def _check_follow_limits(email_key: str, address: str) -> None:
-    """Refuse a burst of follows from one place, or for one inbox.
+def _check_follow_limits(email: str, address: str) -> None:
+    """Refuse a burst of follows from one place, or for one inbox however it is spelt.
 
     The limits are those of petition signing: both send a confirmation to whatever address
     a visitor types in.
@@ -712,7 +712,7 @@ def _check_follow_limits(email_key: str, address: str) -> None:
     retry_after = ratelimit.hit_all(
         [
             (config["SIGN_LIMIT_PER_ADDRESS"], f"follow:address:{address}"),
-            (config["SIGN_LIMIT_PER_EMAIL"], f"follow:email:{email_key}"),
+            (config["SIGN_LIMIT_PER_EMAIL"], f"follow:email:{mail.inbox_key(email)}"),
         ],
         allow_when_down=True,
     )
@@ -731,7 +731,7 @@ def follow_as_guest(campaign: Campaign, *, name: str, email: str, address: str) 
     ``address`` is where the request came from, for the rate limits (FollowRefused).
     """
     email_key = _email_key(email)
-    _check_follow_limits(email_key, address)
+    _check_follow_limits(email, address)
     if _followed_by_member_with_address(campaign, email_key):
         return False
     existing = _follower(campaign, email)
@@ -791,12 +791,17 @@ def _claim_resend(follower: Follower) -> bool:
 
 
 def follow_token(follower: Follower) -> str:
-    return make_token(FOLLOW_PURPOSE, follower.id)
+    # The address as well as the row: a row id can come back (SQLite reuses the last one
+    # after a deletion), and an old link must not confirm someone else's follow.
+    return make_token(FOLLOW_PURPOSE, [follower.id, follower.email_key])
 
 
 def follower_for_token(token: str) -> Follower | None:
-    follower_id = read_token(FOLLOW_PURPOSE, token, max_age=FOLLOW_MAX_AGE)
-    return db.session.get(Follower, follower_id) if isinstance(follower_id, int) else None
+    payload = read_token(FOLLOW_PURPOSE, token, max_age=FOLLOW_MAX_AGE)
+    if not (isinstance(payload, list) and len(payload) == 2 and isinstance(payload[0], int)):
+        return None
+    follower = db.session.get(Follower, payload[0])
+    return follower if follower is not None and follower.email_key == payload[1] else None
 
 
 def confirm_follow(follower: Follower) -> None:

@@ -117,6 +117,29 @@ def as_mailed(address: str) -> str:
     return checked.ascii_email or checked.normalized
 
 
+# Providers that deliver name+tag@ to name@, and those that also ignore dots.
+PLUS_TAG_DOMAINS = {
+    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com",
+    "fastmail.com", "protonmail.com", "proton.me", "icloud.com",
+}  # fmt: skip
+DOTLESS_DOMAINS = {"gmail.com", "googlemail.com"}
+DOMAIN_ALIASES = {"googlemail.com": "gmail.com"}
+
+
+def inbox_key(email: str) -> str:
+    """One key per inbox, whatever the spelling: case, and the tricks of big providers.
+
+    ``A.B+x@Gmail.com`` and ``ab@gmail.com`` reach the same inbox, so they share a key, as
+    do ``rui@exämple.org`` and ``rui@xn--exmple-cua.org``.
+    """
+    local, _, domain = as_mailed(email.strip()).lower().rpartition("@")
+    if domain in PLUS_TAG_DOMAINS:
+        local = local.split("+", 1)[0]
+    if domain in DOTLESS_DOMAINS:
+        local = local.replace(".", "")
+    return f"{local}@{DOMAIN_ALIASES.get(domain, domain)}"
+
+
 def _address_header(address: str) -> str:
     """An address header value; one that is not ASCII goes as raw UTF-8 (RFC 6532).
 

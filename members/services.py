@@ -13,7 +13,7 @@ from markupsafe import Markup
 from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 
-from core import ratelimit
+from core import mail, ratelimit
 from core.db import utcnow
 from core.extensions import db
 from core.hooks import collect
@@ -97,9 +97,24 @@ def send_confirmation(member: Member) -> None:
     if owner is not None and owner.id != member.id:
         tell_owner_address_in_use(owner)
         return
-    if not ratelimit.hit(ACCOUNT_MAIL_LIMIT, f"account-mail:{member.id}", allow_when_down=True):
+    if not _within_account_mail_limits(member, awaiting or member.email):
         return
     account_mail_wanted.send(_app(), member=member, kind="confirm_account")
+
+
+def _within_account_mail_limits(member: Member, address: str) -> bool:
+    """Counted per account and per inbox: accounts registered under many spellings of one
+    address (``ana+1@``, ``a.na@``) must not flood it."""
+    return (
+        ratelimit.hit_all(
+            [
+                (ACCOUNT_MAIL_LIMIT, f"account-mail:{member.id}"),
+                (ACCOUNT_MAIL_LIMIT, f"account-mail:inbox:{mail.inbox_key(address)}"),
+            ],
+            allow_when_down=True,
+        )
+        is None
+    )
 
 
 def confirmation_token(member: Member) -> str:

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from core import mail
 from core.cli import demo_seeder
 from core.db import utcnow
 from core.extensions import db
@@ -79,7 +80,7 @@ def _signatures(petition: Petition, count: int) -> list[Signature]:
                 petition_id=petition.id,
                 name=f"{SIGNER_NAMES[n % len(SIGNER_NAMES)]} {chr(65 + n % 26)}.",
                 email=email,
-                email_key=services.normalise_signer_email(email),
+                email_key=mail.inbox_key(email),
                 city=city,
                 city_slug=city_slug(city),
                 comment="This affects my street every day." if n % 7 == 0 else None,

@@ -62,29 +62,6 @@ ALREADY_SIGNED_LIMIT = "1 per 10 minutes"  # as often as RESEND_AFTER
 TALLY_DEBOUNCE_SECONDS = 60
 PER_PAGE = 20
 
-# Providers that deliver name+tag@ to name@, and those that also ignore dots.
-PLUS_TAG_DOMAINS = {
-    "gmail.com", "googlemail.com", "outlook.com", "hotmail.com", "live.com",
-    "fastmail.com", "protonmail.com", "proton.me", "icloud.com",
-}  # fmt: skip
-DOTLESS_DOMAINS = {"gmail.com", "googlemail.com"}
-DOMAIN_ALIASES = {"googlemail.com": "gmail.com"}
-
-
-def normalise_signer_email(email: str) -> str:
-    """The key that makes one signature per person: case, and the tricks of big providers.
-
-    ``A.B+x@Gmail.com`` and ``ab@gmail.com`` reach the same inbox, so they share a key, as
-    do ``rui@exämple.org`` and ``rui@xn--exmple-cua.org``.
-    """
-    local, _, domain = mail.as_mailed(email.strip()).lower().rpartition("@")
-    if domain in PLUS_TAG_DOMAINS:
-        local = local.split("+", 1)[0]
-    if domain in DOTLESS_DOMAINS:
-        local = local.replace(".", "")
-    return f"{local}@{DOMAIN_ALIASES.get(domain, domain)}"
-
-
 # --- launching and organising ---------------------------------------------------------
 
 
@@ -270,7 +247,7 @@ def sign(petition: Petition, details: SignerDetails, address: str) -> SignOutcom
     must be the same whatever it is, so that it tells nobody whether an address signed.
     """
     _require_open(petition)
-    email_key = normalise_signer_email(details.email)
+    email_key = mail.inbox_key(details.email)
     _check_limits(email_key, address)
     return _sign_as_guest(petition, details, email_key)
 
@@ -371,7 +348,7 @@ def sign_as_member(
     _require_open(petition)
     if not member.is_confirmed:
         raise SigningRefused("Please confirm your email address first; then one click signs.")
-    email_key = normalise_signer_email(member.email)
+    email_key = mail.inbox_key(member.email)
     _check_limits(email_key, address)
     details = SignerDetails(
         member.display_name, member.email, member.city, comment, show_name, wants_updates
@@ -1060,7 +1037,7 @@ def still_wanting_updates(petition_id: int, readers: list[Reader]) -> set[Reader
             or_(Signature.email_key.in_(keys), Signature.member_id.in_(member_ids)),
         )
 
-    return readers_found(readers, normalise_signer_email, confirmed_and_asking)
+    return readers_found(readers, mail.inbox_key, confirmed_and_asking)
 
 
 # --- members' profiles, data and deletion ------------------------------------------------
@@ -1082,7 +1059,7 @@ def _member_signatures(member: Member):
     # An address counts as the member's only once they have proved they read it.
     mine = Signature.member_id == member.id
     if member.is_confirmed:
-        mine = or_(mine, Signature.email_key == normalise_signer_email(member.email))
+        mine = or_(mine, Signature.email_key == mail.inbox_key(member.email))
     return select(Signature).where(mine)
 
 
@@ -1130,7 +1107,7 @@ def anonymise_member_signatures(sender, member: Member, **extra) -> None:
 def follow_members_new_address(sender, member: Member, **extra) -> None:
     """A member's signatures move with their confirmed address, so updates and receipts go
     where they read mail, not to an address that may now be someone else's."""
-    key = normalise_signer_email(member.email)
+    key = mail.inbox_key(member.email)
     mine = Signature.member_id == member.id
     db.session.execute(update(Signature).where(mine).values(email=member.email))
     # The new key too, except on a petition where that address signed apart already.

@@ -709,6 +709,17 @@ def test_notices_about_a_taken_address_leave_the_confirmation_allowance(
     assert subjects.count("You already have a Groundswell account") == 5
 
 
+def test_accounts_registered_under_spellings_of_one_inbox_do_not_flood_it(app, outbox, run_jobs):
+    spellings = [f"{'a.na' if n % 2 else 'ana'}+{n}@gmail.com" for n in range(8)]
+    for address in spellings:
+        submit(app.test_client(), "/register", {**GOOD, "email": address})
+    run_jobs()
+    assert member_count(app) == 8  # every account is made; only the mail is held back
+    sent = [message for address in spellings for message in outbox.to(address)]
+    assert len(sent) == 5  # ACCOUNT_MAIL_LIMIT
+    assert {m["Subject"] for m in sent} == {"Confirm your email for Groundswell"}
+
+
 def test_registering_an_address_taken_in_a_race_answers_as_usual(
     app, client, auth, outbox, run_jobs, monkeypatch
 ):
