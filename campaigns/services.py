@@ -41,7 +41,7 @@ from core.db import Page, claim_unless_recent, first_copy, paginate, utcnow
 from core.extensions import db
 from core.hooks import WorkSummary, collect, linked_work, work_organised_by
 from core.places import city_slug
-from core.tokens import make_token, read_token
+from core.tokens import make_token, read_token_issued
 from core.topics import topic_label
 from core.urls import external_url
 from members.models import Member, invitation_key, normalise_account_email
@@ -791,17 +791,21 @@ def _claim_resend(follower: Follower) -> bool:
 
 
 def follow_token(follower: Follower) -> str:
-    # The address as well as the row: a row id can come back (SQLite reuses the last one
-    # after a deletion), and an old link must not confirm someone else's follow.
-    return make_token(FOLLOW_PURPOSE, [follower.id, follower.email_key])
+    return make_token(FOLLOW_PURPOSE, follower.id)
 
 
 def follower_for_token(token: str) -> Follower | None:
-    payload = read_token(FOLLOW_PURPOSE, token, max_age=FOLLOW_MAX_AGE)
-    if not (isinstance(payload, list) and len(payload) == 2 and isinstance(payload[0], int)):
+    """The follow a confirmation link names, unless the link is older than the row: ids
+    can come back (SQLite reuses the last one after a deletion), and a link signed for a
+    follow since removed must not confirm the one that took its id."""
+    read = read_token_issued(FOLLOW_PURPOSE, token, max_age=FOLLOW_MAX_AGE)
+    if read is None or not isinstance(read[0], int):
         return None
-    follower = db.session.get(Follower, payload[0])
-    return follower if follower is not None and follower.email_key == payload[1] else None
+    follower_id, signed_at = read
+    follower = db.session.get(Follower, follower_id)
+    if follower is None or signed_at < follower.created_at.replace(microsecond=0):
+        return None
+    return follower
 
 
 def confirm_follow(follower: Follower) -> None:

@@ -189,12 +189,12 @@ def create_chapter(
     require_confirmed(founder)
     if time_zone not in TIME_ZONES:
         raise ChapterError("Please choose a time zone from the list.", field="time_zone")
+    details = {"name": name, "city": city, "time_zone": time_zone, "description": description}
     for _ in range(FOUNDING_ATTEMPTS):
-        details = {"name": name, "city": city, "time_zone": time_zone, "description": description}
         if (founded := chapter_just_founded(founder, **details)) is not None:
             return founded
         try:
-            chapter = _found(founder, name, city, time_zone, description)
+            chapter = _found(founder, **details)
         except IntegrityError:  # its address was taken meanwhile, maybe by this very form
             db.session.rollback()
             continue
@@ -204,7 +204,7 @@ def create_chapter(
     raise ChapterError("Another chapter took this name at the same moment. Please try again.")
 
 
-def _found(founder: Member, name: str, city: str, time_zone: str, description: str) -> Chapter:
+def _found(founder: Member, *, name: str, city: str, time_zone: str, description: str) -> Chapter:
     """Add the chapter with its founder as organiser; flushed, not committed."""
     chapter = Chapter(
         slug=unique_slug(name, city),

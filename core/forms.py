@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from flask import abort, g, has_request_context, request
 from flask_wtf import FlaskForm
 from flask_wtf.form import SUBMIT_METHODS
-from werkzeug.datastructures import CombinedMultiDict, ImmutableMultiDict, MultiDict
+from werkzeug.datastructures import CombinedMultiDict, FileStorage, ImmutableMultiDict, MultiDict
 from wtforms import EmailField, FileField, StringField, TextAreaField, URLField
 from wtforms.validators import (
     DataRequired,
@@ -59,7 +59,7 @@ class Form(FlaskForm):
                 return ImmutableMultiDict() if request.method in SUBMIT_METHODS else None
             wrapped = super().wrap_formdata(form, formdata)
             if isinstance(wrapped, CombinedMultiDict):
-                return _files_for_file_fields_only(form)
+                return _uploads_in_file_fields_only(form, wrapped)
             return wrapped
 
     def validate(self, extra_validators: Any = None) -> bool:
@@ -73,14 +73,15 @@ class Form(FlaskForm):
         return valid
 
 
-def _files_for_file_fields_only(form: FlaskForm):
-    """The posted data, with uploads kept only where the form takes a file: a file sent
-    for a text field then counts as that field left empty."""
+def _uploads_in_file_fields_only(form: FlaskForm, formdata: CombinedMultiDict) -> MultiDict:
+    """The posted data without uploads sent for fields that take text: such a field then
+    counts as left empty."""
     takes_files = {field.name for field in form._fields.values() if isinstance(field, FileField)}
-    files = MultiDict(
-        (name, upload) for name, upload in request.files.items(multi=True) if name in takes_files
+    return MultiDict(
+        (name, value)
+        for name, value in formdata.items(multi=True)
+        if name in takes_files or not isinstance(value, FileStorage)
     )
-    return CombinedMultiDict((files, request.form)) if files else request.form
 
 
 def email_field(label: str = "Email address", description: str = "") -> EmailField:

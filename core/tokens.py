@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import current_app
@@ -21,5 +22,15 @@ def read_token(purpose: str, token: str, max_age: int | None = None) -> Any | No
     """The payload of a valid token, or None if it is forged, mangled or older than ``max_age``."""
     try:
         return _serializer(purpose).loads(token, max_age=max_age)
+    except BadData:
+        return None
+
+
+def read_token_issued(
+    purpose: str, token: str, max_age: int | None = None
+) -> tuple[Any, datetime] | None:
+    """The payload of a valid token and when it was signed (to the second), or None."""
+    try:
+        return _serializer(purpose).loads(token, max_age=max_age, return_timestamp=True)
     except BadData:
         return None

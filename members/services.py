@@ -103,18 +103,14 @@ def send_confirmation(member: Member) -> None:
 
 
 def _within_account_mail_limits(member: Member, address: str) -> bool:
-    """Counted per account and per inbox: accounts registered under many spellings of one
-    address (``ana+1@``, ``a.na@``) must not flood it."""
-    return (
-        ratelimit.hit_all(
-            [
-                (ACCOUNT_MAIL_LIMIT, f"account-mail:{member.id}"),
-                (ACCOUNT_MAIL_LIMIT, f"account-mail:inbox:{mail.inbox_key(address)}"),
-            ],
-            allow_when_down=True,
-        )
-        is None
-    )
+    """Counted per account, and per inbox for other spellings of it: accounts registered
+    as ``ana+1@``, ``a.na@`` and so on must not flood one inbox, nor use up the allowance
+    of the account registered with the inbox's own address."""
+    limits = [(ACCOUNT_MAIL_LIMIT, f"account-mail:{member.id}")]
+    inbox = mail.inbox_key(address)
+    if inbox != mail.as_mailed(address.strip()).lower():
+        limits.append((ACCOUNT_MAIL_LIMIT, f"account-mail:inbox:{inbox}"))
+    return ratelimit.hit_all(limits, allow_when_down=True) is None
 
 
 def confirmation_token(member: Member) -> str:

@@ -380,13 +380,17 @@ def _queue_pending(notification: Notification, emails: list[str] | None) -> int:
     return _queue_batches(pending, _queue_for(notification.transactional))
 
 
-def _queue_batches(delivery_ids: Iterable[int], queue: str) -> int:
-    """Queue delivery jobs of up to BATCH_SIZE deliveries each; returns how many."""
+def _queue_batches(delivery_ids: Iterable[int], queue: str, *, retry: bool = True) -> int:
+    """Queue delivery jobs of up to BATCH_SIZE deliveries each; returns how many.
+
+    Without ``retry``, a delivery deferred again waits for the next sweep instead of
+    RQ's quick retries, which would spend its attempts within minutes.
+    """
     from notifications import jobs
 
     batches = 0
     for batch in _chunks(delivery_ids, BATCH_SIZE):
-        enqueue(jobs.deliver, batch, queue=queue, retry=default_retry())
+        enqueue(jobs.deliver, batch, queue=queue, retry=default_retry() if retry else None)
         batches += 1
     return batches
 
@@ -832,8 +836,8 @@ def requeue_stalled(
     Fan-outs that stopped short carry on after their last recorded page; deliveries still
     pending are queued in batches, with those a dead worker claimed longer than ``lease``
     ago (no job runs that long). A delivery a server deferred waits ``older_than`` after
-    its first try, then twice as long after each further one. Claims make a second
-    queueing harmless.
+    its first try, then twice as long after each further one (RQ's own retries count as
+    tries). Claims make a second queueing harmless.
     """
     cutoff = utcnow() - older_than
     db.session.execute(
@@ -862,7 +866,7 @@ def requeue_stalled(
     batches = 0
     for transactional in (True, False):
         ids = [row.id for row in due if row.transactional == transactional]
-        batches += _queue_batches(ids, "high" if transactional else "bulk")
+        batches += _queue_batches(ids, "high" if transactional else "bulk", retry=False)
     return len(stalled) + batches
 
 
