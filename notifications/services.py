@@ -839,10 +839,11 @@ def requeue_stalled(
     its first try, then twice as long after each further one (RQ's own retries count as
     tries). Claims make a second queueing harmless.
     """
-    cutoff = utcnow() - older_than
+    now = utcnow()
+    cutoff = now - older_than
     db.session.execute(
         update(Delivery)
-        .where(Delivery.state == DeliveryState.SENDING, Delivery.claimed_at < utcnow() - lease)
+        .where(Delivery.state == DeliveryState.SENDING, Delivery.claimed_at < now - lease)
         .values(state=DeliveryState.PENDING)
     )
     db.session.commit()
@@ -861,12 +862,11 @@ def requeue_stalled(
         .where(Delivery.state == DeliveryState.PENDING, Delivery.created_at < cutoff)
         .order_by(Delivery.id)
     ).all()
-    now = utcnow()
     due = [row for row in pending if _due_again(row.attempts, row.claimed_at, now, older_than)]
     batches = 0
     for transactional in (True, False):
         ids = [row.id for row in due if row.transactional == transactional]
-        batches += _queue_batches(ids, "high" if transactional else "bulk", retry=False)
+        batches += _queue_batches(ids, _queue_for(transactional), retry=False)
     return len(stalled) + batches
 
 
