@@ -229,15 +229,16 @@ def _list(data: dict, key: str) -> list[dict]:
 
 
 def _address_of(entry: dict) -> str:
-    """A person's email address as the file gives it."""
+    """A person's email address as the file spells it, without surrounding spaces."""
     emails = _list(entry, "email_addresses")
-    email = _text(emails[0], "address", 254) if emails else None
-    if email is None:
+    given = _text(emails[0], "address", 254) if emails else None
+    if given is None:
         raise ChapterImportError("Every person needs an email address.")
+    email = given.strip()
     try:
-        validate_email(email.strip(), check_deliverability=False)
+        validate_email(email, check_deliverability=False)
     except EmailNotValidError:
-        raise ChapterImportError(f"{email!r} is not an email address.") from None
+        raise ChapterImportError(f"{given!r} is not an email address.") from None
     return email
 
 

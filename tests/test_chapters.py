@@ -2858,7 +2858,8 @@ def roles_in_porto() -> dict[str, str]:
 
 def test_an_import_invites_everyone_else_in_the_file_and_enrols_no_one(app):
     """Each other address in the file, with or without an account, gets a pending
-    invitation with the file's role; the address is kept as given and matched lower-cased.
+    invitation with the file's role; the address keeps its spelling without the spaces
+    around it, and is matched lower-cased.
     The importer is not invited, and nobody but the importer is a member."""
     with app.app_context():
         people("Ines", "Vera")
@@ -2878,7 +2879,7 @@ def test_an_import_invites_everyone_else_in_the_file_and_enrols_no_one(app):
             ).order_by(ChapterInvitation.id)
         ).all()
         assert rows == [
-            (" Vera@Example.ORG ", email("Vera"), Role.ORGANISER, InvitationState.PENDING),
+            ("Vera@Example.ORG", email("Vera"), Role.ORGANISER, InvitationState.PENDING),
             ("nobody@example.org", "nobody@example.org", Role.MEMBER, InvitationState.PENDING),
         ]
         assert roles_in_porto() == {email("Ines"): Role.ORGANISER}
