@@ -380,7 +380,11 @@ def _tell_owner_of_step_down(campaign: Campaign, member: Member) -> None:
 
 
 def publish(campaign: Campaign) -> None:
-    """Make the campaign public; refused until its disclosure is complete."""
+    """Make the campaign public; refused until its disclosure is complete.
+
+    The check reads the disclosure under its lock, so a funder removed from the draft
+    meanwhile cannot leave a public campaign funded by no one."""
+    _lock_disclosure(campaign)
     campaign.publish()
     db.session.commit()
 

@@ -1806,6 +1806,26 @@ def test_two_funders_removed_at_once_leave_one_listed(app):
     assert snapshot(app, campaign_id)["funders"] == [("QuickStay Ltd", "union")]
 
 
+def test_a_draft_whose_last_funder_was_removed_meanwhile_is_not_published(app):
+    """Publishing reads the funders afresh under the campaign's lock: a funder another
+    organiser removed from the draft meanwhile leaves a disclosure that is incomplete."""
+    campaign_id = launch(app, publish=False)
+    olga = log_in(app, OWNER)
+    funder = {"name": "Tenants Fund", "kind": "foundation", "amount_band": "1k-10k"}
+    assert organise(olga, campaign_id, "funders", funder).status_code == 302
+    assert organise(olga, campaign_id, "affiliation", {"company": ""}).status_code == 302
+    with app.app_context():
+        campaign = db.session.get(Campaign, campaign_id)
+        assert campaign.disclosure_missing == []  # read before the other request
+        with app.app_context():
+            other = db.session.get(Campaign, campaign_id)
+            campaign_services.remove_funder(other, other.funders[0].id)
+        with pytest.raises(campaign_services.CampaignError, match="at least one funder"):
+            campaign_services.publish(campaign)
+    assert snapshot(app, campaign_id)["published"] is None
+    assert public_page(app, campaign_id).status_code == 404
+
+
 def test_a_published_volunteer_campaign_is_not_declared_funded_without_a_funder(app):
     campaign_id = launch(app)
     olga = log_in(app, OWNER)
