@@ -93,7 +93,13 @@ def _forget_page(petition_id: int) -> None:
 
 
 def edit_petition(petition: Petition, **fields: Any) -> None:
-    """Change a petition; raises PetitionError if a frozen field would change."""
+    """Change a petition; raises PetitionError if a frozen field would change.
+
+    The petition's row is held while the signatures are counted: a signature's insert
+    waits for it (through its foreign key), so none lands between the check and the save.
+    """
+    if _lock_petition(petition.id) is None:
+        raise PetitionError("This petition no longer exists.")
     try:
         petition.edit(fields, has_signatures=has_signatures(petition))
     except PetitionError:

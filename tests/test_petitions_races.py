@@ -7,6 +7,7 @@ would have lost its change.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -71,6 +72,52 @@ def stale(petition_id: int, email: str) -> None:
         .values(created_at=long_ago, confirmation_sent_at=long_ago)
     )
     db.session.commit()
+
+
+# --- editing while the first person signs --------------------------------------------------
+
+
+def test_an_edit_waits_for_a_signature_being_saved_and_then_keeps_the_ask(app):
+    """The first signature is being saved when the organiser changes the ask: the edit
+    waits for it, sees it, and refuses to change what that person signed."""
+    if db_dialect(app) == "sqlite":
+        pytest.skip("SQLite has no row locks; PostgreSQL is where two requests overlap")
+    petition_id = open_petition(app)
+    flushed, let_commit = threading.Event(), threading.Event()
+
+    def first_signature_saved_slowly() -> None:
+        with app.app_context():
+            address = "rui@example.org"
+            db.session.add(
+                Signature(
+                    petition_id=petition_id,
+                    name="Rui Costa",
+                    email=address,
+                    email_key=address,
+                    city="Porto",
+                    city_slug="porto",
+                )
+            )
+            db.session.flush()
+            flushed.set()
+            let_commit.wait(timeout=1)  # the edit, if it waits, is waiting now
+            db.session.commit()
+
+    signer = threading.Thread(target=first_signature_saved_slowly)
+    signer.start()
+    assert flushed.wait(timeout=10)
+    try:
+        with app.app_context():
+            petition = db.session.get(Petition, petition_id)
+            with pytest.raises(services.PetitionError, match="People have signed"):
+                services.edit_petition(petition, ask="Abolish every minimum rate in the city.")
+    finally:
+        let_commit.set()
+        signer.join(timeout=10)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        assert not petition.ask.startswith("Abolish")
+        assert services.has_signatures(petition)
 
 
 # --- confirming and withdrawing at once ---------------------------------------------------
