@@ -445,7 +445,8 @@ def member_follow_key(member_id: int) -> str:
 class Follower(db.Model):
     """A supporter: a member, or a guest whose email is confirmed.
 
-    A guest's follow is keyed by their address; a member's by their id (see
+    A guest's follow is keyed by their inbox (``core.mail.inbox_key``: one key however
+    the address is spelt, as signatures are); a member's by their id (see
     ``member_follow_key``), and their mail goes to the account's current address.
     """
 

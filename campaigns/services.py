@@ -622,7 +622,7 @@ def still_following(campaign_id: int, readers: list[Reader]) -> set[Reader]:
             or_(Follower.email_key.in_(keys), Follower.member_id.in_(member_ids)),
         )
 
-    return readers_found(readers, _email_key, confirmed_followers)
+    return readers_found(readers, mail.inbox_key, confirmed_followers)
 
 
 def follower_count(campaign: Campaign) -> int:
@@ -636,16 +636,12 @@ def follower_count(campaign: Campaign) -> int:
     )
 
 
-def _email_key(email: str) -> str:
-    return email.strip().lower()
-
-
 def _own_follows(campaign: Campaign, member: Member) -> list[Follower]:
     """The member's follows of this campaign: by their id, and, once they have proved they
     own their address, a guest follow made with it."""
     keys = [member_follow_key(member.id)]
     if member.is_confirmed:
-        keys.append(_email_key(member.email))
+        keys.append(mail.inbox_key(member.email))
     return list(
         db.session.scalars(
             select(Follower)
@@ -664,7 +660,7 @@ def is_following(campaign: Campaign, member: Member | None) -> bool:
 def _follower(campaign: Campaign, email: str) -> Follower | None:
     return db.session.scalar(
         select(Follower).where(
-            Follower.campaign_id == campaign.id, Follower.email_key == _email_key(email)
+            Follower.campaign_id == campaign.id, Follower.email_key == mail.inbox_key(email)
         )
     )
 
@@ -734,9 +730,8 @@ def follow_as_guest(campaign: Campaign, *, name: str, email: str, address: str) 
 
     ``address`` is where the request came from, for the rate limits (FollowRefused).
     """
-    email_key = _email_key(email)
     _check_follow_limits(email, address)
-    if _followed_by_member_with_address(campaign, email_key):
+    if _followed_by_member_with_address(campaign, email):
         return False
     existing = _follower(campaign, email)
     if existing is not None and existing.confirmed_at is not None:
@@ -746,7 +741,7 @@ def follow_as_guest(campaign: Campaign, *, name: str, email: str, address: str) 
             campaign_id=campaign.id,
             name=name,
             email=email.strip(),
-            email_key=email_key,
+            email_key=mail.inbox_key(email),
             confirmation_sent_at=utcnow(),
         )
         db.session.add(existing)
@@ -766,7 +761,7 @@ def follow_as_guest(campaign: Campaign, *, name: str, email: str, address: str) 
     return True
 
 
-def _followed_by_member_with_address(campaign: Campaign, email_key: str) -> bool:
+def _followed_by_member_with_address(campaign: Campaign, email: str) -> bool:
     """Whether a member who proved they own this address already follows the campaign."""
     return (
         db.session.scalar(
@@ -775,7 +770,7 @@ def _followed_by_member_with_address(campaign: Campaign, email_key: str) -> bool
             .where(
                 Follower.campaign_id == campaign.id,
                 Follower.confirmed_at.is_not(None),
-                Member.email == email_key,
+                Member.email == normalise_account_email(email),
                 Member.email_confirmed_at.is_not(None),
             )
             .limit(1)
@@ -947,7 +942,7 @@ def _member_follows(member: Member) -> Select:
     their address, the guest follows made with it (as ``_own_follows``, for all campaigns)."""
     keys = [member_follow_key(member.id)]
     if member.is_confirmed:
-        keys.append(_email_key(member.email))
+        keys.append(mail.inbox_key(member.email))
     return select(Follower).where(
         or_(Follower.member_id == member.id, Follower.email_key.in_(keys))
     )

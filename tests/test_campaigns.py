@@ -1610,6 +1610,25 @@ def test_a_pending_follow_gets_its_confirmation_again_at_most_every_ten_minutes(
     assert len(outbox.to("rui@example.org")) == 2
 
 
+def test_one_inbox_follows_once_however_its_address_is_spelt(app, outbox, run_jobs):
+    """Gmail ignores dots and +tags: the three spellings are one inbox, so one follower,
+    asked to confirm once, at the address first given."""
+    campaign_id = launch(app)
+    spellings = ["ana.silva@gmail.com", "AnaSilva@gmail.com", "ana.silva+news@googlemail.com"]
+    for email in spellings:
+        assert follow_request(app, campaign_id, email, name="Ana").status_code == 302
+    run_jobs()
+    assert [m["To"] for m in outbox.messages()] == ["ana.silva@gmail.com"]
+    submit(app.test_client(), confirm_link(outbox, "ana.silva@gmail.com"), {})
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Follower)) == 1
+    assert followers_shown(public_page(app, campaign_id).text) == "1 person follows this campaign."
+    # Once confirmed, another spelling asks nothing more of the same inbox.
+    assert follow_request(app, campaign_id, "anasilva+x@gmail.com").status_code == 302
+    run_jobs()
+    assert len(outbox.messages()) == 1
+
+
 @pytest.mark.parametrize("limit", ["per email", "per address"])
 def test_too_many_guest_follows_are_refused_with_429_and_no_mail(
     app, outbox, run_jobs, monkeypatch, limit
@@ -2843,6 +2862,55 @@ def test_the_migration_gives_campaigns_stranded_without_an_owner_one(app, tmp_pa
             "Its last organiser left Groundswell.",
         )
         assert [o.is_owner for o in alone.organisers] == [False]
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_the_migration_keeps_one_guest_follow_per_inbox(app):
+    """Follows saved under the old keys: each campaign keeps one per inbox, the confirmed
+    one first, and other inboxes and members' follows are left as they were."""
+    first, second = launch(app), launch(app)
+    with app.app_context():
+        downgrade(revision="0017_meetup_time_set")
+        now = utcnow()
+        rows = [
+            (first, None, "ana.silva@gmail.com", None),
+            (first, None, "AnaSilva@gmail.com", now),
+            (first, None, "ana.silva+x@googlemail.com", None),
+            (second, None, "ana.silva@gmail.com", None),
+            (first, None, "rui@example.org", None),
+            (first, member_by_email(OWNER).id, OWNER, now),
+        ]
+        for campaign_id, member_id, address, confirmed in rows:
+            key = f"member:{member_id}" if member_id else address.strip().lower()
+            db.session.execute(
+                text(
+                    "INSERT INTO campaign_followers"
+                    " (campaign_id, member_id, name, email, email_key, created_at, confirmed_at)"
+                    " VALUES (:c, :m, 'A', :e, :k, :now, :confirmed)"
+                ),
+                {"c": campaign_id, "m": member_id, "e": address, "k": key, "now": now,
+                 "confirmed": confirmed},
+            )  # fmt: skip
+        db.session.commit()
+        db.session.remove()
+
+        upgrade()
+        kept = db.session.execute(
+            select(Follower.campaign_id, Follower.email, Follower.email_key).order_by(
+                Follower.campaign_id, Follower.email_key
+            )
+        ).all()
+        member_key = f"member:{member_by_email(OWNER).id}"
+        assert [tuple(row) for row in kept] == sorted(
+            [
+                (first, "AnaSilva@gmail.com", "anasilva@gmail.com"),
+                (first, OWNER, member_key),
+                (first, "rui@example.org", "rui@example.org"),
+                (second, "ana.silva@gmail.com", "anasilva@gmail.com"),
+            ],
+            key=lambda row: (row[0], row[2]),
+        )
         db.session.remove()
         db.engine.dispose()
 

@@ -1552,7 +1552,12 @@ def test_the_sweep_waits_longer_after_each_deferral(app, smtp_sink, run_jobs, mo
     smtp_sink.defer = {"s0@example.org"}
     post_update(app, petition_id)
     run_jobs()
-    start, swept_at = utcnow(), []
+    start, swept_at, tried_at = utcnow(), [], {}
+
+    def attempts() -> tuple[str, int]:
+        with app.app_context():
+            delivery = db.session.scalar(select(Delivery))
+            return delivery.state, delivery.attempts
 
     def five_minutes_later(minute: int) -> None:
         now = start + timedelta(minutes=minute)
@@ -1562,22 +1567,22 @@ def test_the_sweep_waits_longer_after_each_deferral(app, smtp_sink, run_jobs, mo
             if services.requeue_stalled():  # the sweep runs every five minutes
                 swept_at.append(minute)
         run_jobs()
-
-    def attempts() -> tuple[str, int]:
-        with app.app_context():
-            delivery = db.session.scalar(select(Delivery))
-            return delivery.state, delivery.attempts
+        tried_at.setdefault(attempts()[1], minute)
 
     for minute in range(5, 400, 5):
         five_minutes_later(minute)
-    # RQ's four retries (the last one 30 minutes on), then the sweep 160 minutes later.
-    assert (attempts(), swept_at) == ((DeliveryState.PENDING, 6), [190])
+    # RQ's four retries, the last 30 minutes on. RQ schedules by the real clock, which
+    # stays near ``start`` here, so that retry comes due at minute 30, or at the next step
+    # if the tries before it took over a second. The sweep waits 160 minutes after it.
+    last_retry = tried_at[5]
+    assert [tried_at[n] for n in (2, 3, 4)] == [5, 10, 15] and last_retry in (30, 35)
+    assert (attempts(), swept_at) == ((DeliveryState.PENDING, 6), [last_retry + 160])
     assert smtp_sink.received == []
 
     smtp_sink.defer = set()
     for minute in range(400, 24 * 60, 5):
         five_minutes_later(minute)
-    assert swept_at == [190, 510]  # 320 minutes after the sixth try
+    assert swept_at == [last_retry + 160, last_retry + 160 + 320]  # 320 after the sixth try
     assert attempts() == (DeliveryState.SENT, 7)
     assert [m["To"] for m in smtp_sink.received] == ["s0@example.org"]
 
