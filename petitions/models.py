@@ -219,11 +219,15 @@ class Signature(db.Model):
 
     def withdraw(self) -> bool:
         """pending or confirmed → withdrawn; the name and comment are dropped. False if it
-        was withdrawn already, or is gone."""
+        was withdrawn already, or is gone.
+
+        The address stays, to be found if the same person signs again, and the place, for
+        the tally to subtract, until the purge deletes the row."""
         return self._change_state(
             (SignatureState.PENDING, SignatureState.CONFIRMED),
             state=SignatureState.WITHDRAWN,
             withdrawn_at=utcnow(),
+            name="",
             comment=None,
             show_name=False,
             wants_updates=False,

@@ -171,18 +171,18 @@ def _has_expired(petition: Petition) -> bool:
 
 
 def purge_stale_signatures() -> int:
-    """Delete pending signatures nobody confirmed within the allowed days.
+    """Delete pending signatures nobody confirmed within the allowed days, and withdrawn
+    ones as many days after their withdrawal, once the tally has taken them off.
 
-    The days run from the last confirmation email, whose link works for as long.
+    A pending signature's days run from the last confirmation email, whose link works for
+    as long.
     """
     cutoff = utcnow() - timedelta(days=PENDING_SIGNATURE_DAYS)
     last_asked = func.coalesce(Signature.confirmation_sent_at, Signature.created_at)
+    unconfirmed = and_(Signature.state == SignatureState.PENDING, last_asked < cutoff)
+    withdrawn = and_(Signature.state == SignatureState.WITHDRAWN, Signature.withdrawn_at < cutoff)
     result = db.session.execute(
-        delete(Signature).where(
-            Signature.state == SignatureState.PENDING,
-            Signature.counted.is_(False),
-            last_asked < cutoff,
-        )
+        delete(Signature).where(Signature.counted.is_(False), or_(unconfirmed, withdrawn))
     )
     db.session.commit()
     return result.rowcount

@@ -253,7 +253,11 @@ def withdraw(token: str):
         flash("Your signature is withdrawn and no longer counts.", "info")
         return redirect(url_for("petitions.show", petition_id=petition_id))
     return form_page(
-        "petitions/withdraw.html", form, signature=signature, petition=signature.petition
+        "petitions/withdraw.html",
+        form,
+        signature=signature,
+        petition=signature.petition,
+        days=PENDING_SIGNATURE_DAYS,
     )
 
 

@@ -475,12 +475,39 @@ def test_signer_withdraws_through_the_emailed_link(app, client, outbox, run_jobs
     assert client.get(withdraw).status_code == 200
     run_jobs()
     assert count_of(app, petition_id) == 1  # a GET withdraws nothing either
+    assert "your name and comment are removed at once" in client.get(withdraw).text
     submit(client, withdraw, {})
     run_jobs()
     assert count_of(app, petition_id) == 0
     with app.app_context():
         signature = db.session.scalar(select(Signature))
-        assert signature.state == SignatureState.WITHDRAWN and signature.comment is None
+        assert signature.state == SignatureState.WITHDRAWN
+        assert (signature.name, signature.comment, signature.show_name) == ("", None, False)
+
+
+def test_a_withdrawn_signature_is_deleted_seven_days_after_it_is_taken_off_the_count(app, run_jobs):
+    """Only its address and place were kept, for the tally and for signing again."""
+    petition_id = make_petition(app)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        for email in ["old@example.org", "recent@example.org", "untallied@example.org"]:
+            services.withdraw_signature(add_signature(petition, email=email))
+        run_jobs()  # the tally takes the first two off the count
+        db.session.execute(
+            update(Signature)
+            .where(Signature.email == "untallied@example.org")
+            .values(counted=True)  # as if the tally had not run yet
+        )
+        week_ago = utcnow() - timedelta(days=7, minutes=1)
+        db.session.execute(
+            update(Signature)
+            .where(Signature.email != "recent@example.org")
+            .values(withdrawn_at=week_ago)
+        )
+        db.session.commit()
+        assert jobs.purge_stale_signatures() == 1
+        remaining = db.session.scalars(select(Signature.email)).all()
+        assert sorted(remaining) == ["recent@example.org", "untallied@example.org"]
 
 
 def test_signing_link_tokens_cannot_be_forged(client):
