@@ -134,7 +134,7 @@ def represent_petition(petition: Petition) -> dict[str, Any]:
         "browser_url": link("petitions.show", petition_id=petition.id)["href"],
         "total_signatures": petition.signature_count,
         "goal": petition.goal,
-        "status": petition.state,
+        "status": petition.status,
         "locality": petition.city,
         "end_date": iso(petition.ended_at or petition.closes_at),
         "_links": {

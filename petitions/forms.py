@@ -67,7 +67,9 @@ class PetitionForm(Form):
     closes_on = DateField(
         "Closing date",
         default=_default_closing_day,
-        description=f"At most {MAX_OPEN_DAYS - 1} days from today.",
+        description=(
+            f"The last day to sign, to midnight UTC; at most {MAX_OPEN_DAYS - 1} days from today."
+        ),
         validators=[InputRequired("Please enter a date as YYYY-MM-DD.")],
     )
 
@@ -75,8 +77,8 @@ class PetitionForm(Form):
         today = datetime.now(UTC).date()
         if field.data is None:
             return
-        if field.data <= today:
-            raise ValidationError("The closing date must be in the future.")
+        if field.data < today:
+            raise ValidationError("The closing date cannot be in the past.")
         if field.data > today + timedelta(days=MAX_OPEN_DAYS - 1):
             raise ValidationError("A petition can stay open for at most a year.")
 

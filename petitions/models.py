@@ -13,7 +13,19 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import TypedDict
 
-from sqlalchemy import Boolean, ForeignKey, Index, String, Text, UniqueConstraint, update
+from sqlalchemy import (
+    Boolean,
+    ColumnElement,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    and_,
+    case,
+    update,
+)
+from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -83,6 +95,20 @@ class Petition(Timestamped, db.Model):
     @property
     def takes_signatures(self) -> bool:
         return self.state == PetitionState.OPEN and self.closes_at > utcnow()
+
+    @hybrid_property
+    def status(self) -> str:
+        """The state as the public sees it: an open petition past its closing time is
+        closed, in the minutes before the sweep records it."""
+        if self.state == PetitionState.OPEN and self.closes_at <= utcnow():
+            return PetitionState.CLOSED
+        return self.state
+
+    @status.inplace.expression
+    @classmethod
+    def _status_in_sql(cls) -> ColumnElement[str]:
+        expired = and_(cls.state == PetitionState.OPEN, cls.closes_at <= utcnow())
+        return case((expired, PetitionState.CLOSED.value), else_=cls.state)
 
     @property
     def is_public(self) -> bool:

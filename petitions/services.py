@@ -811,7 +811,7 @@ def find_petitions(
     recent = _recent_counts()
     query = select(Petition).outerjoin(recent, recent.c.petition_id == Petition.id)
     public = [PetitionState.OPEN, PetitionState.CLOSED, PetitionState.WON]
-    query = query.where(Petition.state == state if state in public else Petition.state.in_(public))
+    query = query.where(Petition.status == state if state in public else Petition.state.in_(public))
     if city:
         query = query.where(Petition.city_slug == city_slug(city))
     if topic:
@@ -844,7 +844,7 @@ def trending_near(city: str | None, limit: int = 6) -> list[Petition]:
     query = (
         select(Petition)
         .outerjoin(recent, recent.c.petition_id == Petition.id)
-        .where(Petition.state == PetitionState.OPEN)
+        .where(Petition.status == PetitionState.OPEN)
     )
     order = [
         func.coalesce(recent.c.recent, 0).desc(),
@@ -1146,7 +1146,7 @@ def summarise_petitions(
             title=p.title,
             endpoint="petitions.show",
             values={"petition_id": p.id},
-            detail=f"{p.signature_count:,} of {p.goal:,} signatures · {p.state}",
+            detail=f"{p.signature_count:,} of {p.goal:,} signatures · {p.status}",
             when=p.opened_at,
         )
         for p in found

@@ -92,7 +92,7 @@ def index():
 
 def _petition_fields(form: PetitionForm) -> dict:
     fields = {name: form[name].data for name in PETITION_FIELDS if name in form}
-    fields["closes_at"] = datetime.combine(form.closes_on.data, time(23, 59), tzinfo=UTC)
+    fields["closes_at"] = datetime.combine(form.closes_on.data, time.max, tzinfo=UTC)
     return fields
 
 

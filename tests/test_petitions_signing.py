@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from flask import Flask
@@ -18,6 +18,7 @@ from members import services as member_services
 from notifications import jobs as notification_jobs
 from notifications.models import Notification
 from petitions import jobs, services
+from petitions import models as petition_models
 from petitions.models import (
     CityCount,
     HourlyCount,
@@ -275,7 +276,7 @@ def test_launching_needs_a_login(client):
         ({"topic": "crypto"}, "topic", "Not a valid choice"),
         ({"goal": "lots"}, "goal", "Not a valid integer value."),
         ({"goal": "3"}, "goal", "between 10 and 10,000,000"),
-        ({"closes_on": "2000-01-01"}, "closes_on", "must be in the future"),
+        ({"closes_on": "2000-01-01"}, "closes_on", "cannot be in the past"),
         ({"closes_on": "later"}, "closes_on", "Not a valid date value."),
         ({"closes_on": "+400days"}, "closes_on", "at most a year"),
     ],
@@ -300,6 +301,92 @@ def test_launch_form_rejects_bad_input(app, client, auth, change, field, message
     assert message in response.text.split(f'id="{field}-error"', 1)[1].split("</p>", 1)[0]
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(Petition)) == 0
+
+
+# --- the closing day ------------------------------------------------------------------
+
+
+def test_a_petition_takes_signatures_to_the_end_of_its_closing_day(app, client, auth, monkeypatch):
+    """The date chosen is the last day to sign, up to its final second (UTC)."""
+    auth.member()
+    closing_day = utcnow().date() + timedelta(days=10)
+    data = {
+        "title": "Minimum pay per delivery",
+        "ask": "Set a minimum payment per delivery that covers waiting time.",
+        "decision_maker_name": "Berlin Senate",
+        "decision_maker_role": "State government",
+        "city": "Berlin",
+        "topic": "delivery",
+        "goal": "500",
+        "closes_on": closing_day.isoformat(),
+    }
+    assert submit(client, "/petitions/new", data).status_code == 302
+    with app.app_context():
+        petition = db.session.scalar(select(Petition))
+        services.publish(petition)
+        last_second = datetime.combine(closing_day, time(23, 59, 59), tzinfo=UTC)
+        petition_id = petition.id
+        monkeypatch.setattr(petition_models, "utcnow", lambda: last_second)
+        assert petition.takes_signatures
+        monkeypatch.setattr(petition_models, "utcnow", lambda: last_second + timedelta(seconds=1))
+        assert not petition.takes_signatures
+    monkeypatch.undo()
+    assert "closes at the end of" in client.get(f"/petitions/{petition_id}").text
+
+
+def test_an_open_petition_is_edited_on_its_last_day_without_moving_the_date(app, client, auth):
+    auth.member()
+    petition_id = make_petition(app, organiser_email="ana@example.org")
+    today = utcnow().date()
+    with app.app_context():
+        db.session.execute(
+            update(Petition).values(closes_at=datetime.combine(today, time.max, tzinfo=UTC))
+        )
+        db.session.commit()
+    page = client.get(f"/petitions/{petition_id}/edit")
+    assert f'value="{today.isoformat()}"' in page.text
+    response = client.post(
+        f"/petitions/{petition_id}/edit",
+        data={
+            "csrf_token": csrf_token(page.text),
+            "title": "Cap holiday lets in Alfama, typo fixed",
+            "ask": "Limit short-term rental licences so most homes are lived in all year.",
+            "decision_maker_name": "Lisbon City Council",
+            "decision_maker_role": "Municipal government",
+            "city": "Lisbon",
+            "topic": "short-term-rentals",
+            "goal": "100",
+            "closes_on": today.isoformat(),
+        },
+    )
+    assert response.status_code == 302
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        assert petition.title.endswith("typo fixed") and petition.closes_at.date() == today
+
+
+def test_a_petition_past_its_closing_time_shows_as_closed_before_the_sweep(app, client):
+    """The sweep records the close within five minutes; until then every public view
+    already says closed, and the open listing leaves it out."""
+    petition_id = make_petition(app, title="Cap holiday lets in Alfama")
+    open_one = make_petition(app, title="Fair pay for Lisbon couriers")
+    with app.app_context():
+        db.session.execute(
+            update(Petition)
+            .where(Petition.id == petition_id)
+            .values(closes_at=utcnow() - timedelta(minutes=1))
+        )
+        db.session.commit()
+    page = client.get(f"/petitions/{petition_id}").text
+    assert "This petition is closed and no longer takes signatures." in page
+    assert ">Closed</span>" in page and "closes at the end of" not in page
+    listed = client.get("/petitions").text
+    assert f'href="/petitions/{open_one}"' in listed
+    assert f'href="/petitions/{petition_id}"' not in listed
+    assert f'href="/petitions/{petition_id}"' in client.get("/petitions?state=closed").text
+    assert client.get(f"/api/v1/petitions/{petition_id}").get_json()["status"] == "closed"
+    with app.app_context():
+        assert db.session.get(Petition, petition_id).state == PetitionState.OPEN
 
 
 def test_ask_and_decision_maker_freeze_after_the_first_signature(app, client, auth):
