@@ -355,9 +355,27 @@ def _enrol(chapter: Chapter, member: Member, role: Role) -> bool:
         return False
     chapter.memberships.append(Membership(member_id=member.id, role=role))
     db.session.flush()
+    _close_invitation(chapter, member)
     _ensure_organiser(chapter)
     _activate_if_ready(chapter)
     return True
+
+
+def _close_invitation(chapter: Chapter, member: Member) -> None:
+    """Joining answers an open invitation to the chapter, by whichever button: left open,
+    it would be offered again once the member left, with the role the file gave."""
+    key = invitation_key(member)
+    if key is None:
+        return
+    db.session.execute(
+        update(ChapterInvitation)
+        .where(
+            ChapterInvitation.chapter_id == chapter.id,
+            ChapterInvitation.email_key == key,
+            ChapterInvitation.state == InvitationState.PENDING,
+        )
+        .values(state=InvitationState.ACCEPTED, answered_at=utcnow())
+    )
 
 
 def join(chapter: Chapter, member: Member) -> bool:
