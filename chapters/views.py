@@ -619,6 +619,7 @@ def _proposal_page(proposal: Proposal, form: VoteForm | None = None, status: int
             reason=vote.reason if vote else None,
         )
     chapter = proposal.chapter
+    is_member = chapter.membership_of(_viewer()) is not None
     return (
         render_template(
             "chapters/proposal.html",
@@ -626,9 +627,11 @@ def _proposal_page(proposal: Proposal, form: VoteForm | None = None, status: int
             chapter=chapter,
             form=form,
             vote=vote,
-            may_vote=proposal.is_open and chapter.membership_of(_viewer()) is not None,
+            may_vote=proposal.is_open and is_member,
             tally=services.tally(proposal),
-            votes=services.votes_on(proposal),
+            # Who voted what, and why, stays among members, as who is going to a meetup
+            # does: a courier's vote should not reach the platform they work for.
+            votes=services.votes_on(proposal) if is_member else None,
             needed=chapter.votes_needed(services.member_count(chapter)),
             choices=CHOICE_LABELS,
             outcomes=OUTCOME_LABELS,

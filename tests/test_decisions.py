@@ -535,19 +535,31 @@ def test_a_vote_on_a_closed_proposal_is_refused_with_a_message(app, run_jobs):
     assert "Voting on this proposal has closed." in text_of(refused)
 
 
-def test_a_closed_proposal_still_shows_its_votes_and_reasons(app, run_jobs):
-    """The closed page shows the outcome, the quorum, the count and every vote with its reason."""
+def test_a_closed_proposal_still_shows_its_votes_and_reasons_to_members(app, run_jobs):
+    """The closed page shows everyone the outcome, the quorum and the count, and the
+    chapter's members every vote with its reason."""
     proposal_id, members, voters = closed_with_three_votes(app, run_jobs)
-    for viewer in (voters[members[1]], app.test_client()):
+    with app.app_context():
+        make_member("rui@example.org", "Rui Outsider")
+    outsiders = (app.test_client(), log_in(app, "rui@example.org"))
+    for viewer in (voters[members[1]], *outsiders):
         page = viewer.get(f"/proposals/{proposal_id}")
         shown = text_of(page)
         assert "Outcome: Passed" in shown
         assert "with 3 votes of 3 needed (3 members)" in shown
         assert shown_tally(page) == {"agree": 2, "abstain": 0, "disagree": 1, "block": 0}
-        assert "Olga Organiser: Agree. “We asked for this last year”" in shown
-        assert "Member 1: Agree" in shown
-        assert "Member 2: Disagree. “Too close to the tram stop”" in shown
         assert "Cast my vote" not in shown
+        names_and_reasons = [
+            "Olga Organiser: Agree. “We asked for this last year”",
+            "Member 1: Agree",
+            "Member 2: Disagree. “Too close to the tram stop”",
+        ]
+        if viewer in outsiders:
+            assert not any(line in shown for line in names_and_reasons)
+            assert "Too close" not in page.text
+            assert "Only members of" in shown
+        else:
+            assert all(line in shown for line in names_and_reasons)
 
 
 def test_a_vote_after_the_closing_time_is_refused_before_the_job_runs(app):
