@@ -97,9 +97,9 @@ class Chapter(Timestamped, db.Model):
         self.state, self.activated_at = ChapterState.ACTIVE, utcnow()
         return True
 
-    def votes_needed(self, member_count: int) -> int:
-        """The quorum: a share of the members, and never fewer than the minimum."""
-        return max(self.quorum_minimum, math.ceil(member_count * self.quorum_percent / 100))
+    def quorum_rules(self) -> dict[str, int]:
+        """The quorum settings, as a proposal opened now keeps them."""
+        return {"quorum_percent": self.quorum_percent, "quorum_minimum": self.quorum_minimum}
 
 
 class Membership(db.Model):
@@ -299,6 +299,10 @@ class Proposal(Timestamped, db.Model):
     closed_at: Mapped[datetime | None]
     members_at_close: Mapped[int | None]
     votes_needed: Mapped[int | None]
+    # The chapter's quorum settings when the vote opened: an organiser changing them
+    # meanwhile cannot change the outcome of a vote under way.
+    quorum_percent: Mapped[int]
+    quorum_minimum: Mapped[int]
 
     chapter: Mapped[Chapter] = relationship()
     author: Mapped[Member | None] = relationship()
@@ -307,11 +311,15 @@ class Proposal(Timestamped, db.Model):
     def is_open(self) -> bool:
         return self.state == ProposalState.OPEN
 
+    def quorum_for(self, member_count: int) -> int:
+        """The votes needed: a share of the members, and never fewer than the minimum."""
+        return max(self.quorum_minimum, math.ceil(member_count * self.quorum_percent / 100))
+
     def close(self, tally: dict[str, int], member_count: int) -> Outcome:
-        """Record the outcome, with the quorum as it stood at closing."""
+        """Record the outcome, with the members as they stood at closing."""
         if not self.is_open:
             raise ChapterError("This proposal is already closed.")
-        needed = self.chapter.votes_needed(member_count)
+        needed = self.quorum_for(member_count)
         outcome = decide(tally, needed)
         self.state, self.outcome, self.closed_at = ProposalState.CLOSED, outcome, utcnow()
         self.members_at_close, self.votes_needed = member_count, needed

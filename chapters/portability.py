@@ -407,6 +407,7 @@ def _import_proposal(
         closed_at=_moment(decision, "closes_date") if closed else None,
         votes_needed=_bounded(decision.get("votes_needed"), 0, 10**6, None),
         members_at_close=_bounded(decision.get("members_at_close"), 0, 10**6, None),
+        **chapter.quorum_rules(),
     )
     db.session.add(proposal)
     db.session.flush()

@@ -1226,6 +1226,7 @@ def open_proposal(
         title=title,
         details=details,
         closes_at=closes_at,
+        **chapter.quorum_rules(),
     )
     db.session.add(proposal)
     db.session.flush()

@@ -632,7 +632,7 @@ def _proposal_page(proposal: Proposal, form: VoteForm | None = None, status: int
             # Who voted what, and why, stays among members, as who is going to a meetup
             # does: a courier's vote should not reach the platform they work for.
             votes=services.votes_on(proposal) if is_member else None,
-            needed=chapter.votes_needed(services.member_count(chapter)),
+            needed=proposal.quorum_for(services.member_count(chapter)),
             choices=CHOICE_LABELS,
             outcomes=OUTCOME_LABELS,
         ),

@@ -312,7 +312,7 @@ def test_the_closing_job_leaves_a_proposal_open_until_its_time(app, outbox, run_
 def test_votes_needed_is_the_larger_of_the_share_and_the_minimum(members, percent, minimum, needed):
     """The quorum is max(minimum, ceil(members * percent / 100))."""
     chapter = Chapter(quorum_percent=percent, quorum_minimum=minimum)
-    assert chapter.votes_needed(members) == needed
+    assert Proposal(**chapter.quorum_rules()).quorum_for(members) == needed
 
 
 def test_a_twenty_member_chapter_needs_four_votes_at_twenty_percent(app, outbox, run_jobs):
@@ -366,6 +366,39 @@ def test_quorum_settings_saved_by_an_organiser_decide_the_outcome(app, outbox, r
     assert proposal_row(app, half).outcome == Outcome.PASSED
     assert proposal_row(app, fewer).outcome == Outcome.NO_QUORUM
     assert proposal_row(app, fewer).votes_needed == 5
+
+
+def test_a_vote_keeps_the_quorum_it_opened_with(app, run_jobs):
+    """An organiser raises the quorum while a vote is open: that vote is decided by the
+    rules it opened with, and the next one by the new rules."""
+    chapter_id, members = chapter_with(app, 4)  # at least 3 votes
+    under_way = open_proposal(app, chapter_id)
+    cast(app, under_way, *((email, Choice.AGREE) for email in members[:3]))
+    response = post(
+        log_in(app, ORGANISER),
+        f"/chapters/{SLUG}/settings",
+        {
+            "description": "Hosts, drivers and couriers in Lisbon who want fair, local rules.",
+            "time_zone": "Europe/Lisbon",
+            "quorum_percent": "100",
+            "quorum_minimum": "4",
+        },
+    )
+    assert response.status_code == 302, response.status_code
+    page = app.test_client().get(f"/proposals/{under_way}")
+    assert "It needs 3 votes to reach quorum." in text_of(page)
+    later = open_proposal(app, chapter_id)
+    cast(app, later, *((email, Choice.AGREE) for email in members[:3]))
+    close_through_job(app, run_jobs, under_way)
+    close_through_job(app, run_jobs, later)
+    assert (proposal_row(app, under_way).outcome, proposal_row(app, under_way).votes_needed) == (
+        Outcome.PASSED,
+        3,
+    )
+    assert (proposal_row(app, later).outcome, proposal_row(app, later).votes_needed) == (
+        Outcome.NO_QUORUM,
+        4,
+    )
 
 
 def test_a_low_quorum_minimum_lets_a_single_vote_decide(app, run_jobs):
