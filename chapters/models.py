@@ -145,6 +145,8 @@ class Meetup(Timestamped, db.Model):
     state: Mapped[str] = mapped_column(String(10), default=MeetupState.SCHEDULED)
     cancelled_at: Mapped[datetime | None]
     time_set_at: Mapped[datetime | None]  # when it last moved; empty for one never moved
+    # Counts changes that calendars show (iCalendar's SEQUENCE); answers leave it alone.
+    revision: Mapped[int] = mapped_column(default=0, server_default="0")
     # Bumped by every RSVP change: the UPDATE serialises changes to one meetup's list.
     rsvp_version: Mapped[int] = mapped_column(default=0)
 
@@ -206,6 +208,12 @@ class Meetup(Timestamped, db.Model):
         if self.has_ended:
             raise ChapterError("This meetup is over; it can no longer be cancelled.")
         self.state, self.cancelled_at = MeetupState.CANCELLED, utcnow()
+        self.revision += 1
+
+    @property
+    def calendar_fields(self) -> tuple:
+        """What a calendar shows of it: a change to any is a new revision."""
+        return (self.title, self.description, self.starts_at, self.ends_at, self.place)
 
 
 class RsvpStatus(StrEnum):

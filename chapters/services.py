@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, available_timezones
 
 from flask import current_app
@@ -41,7 +42,7 @@ from chapters.models import (
     RsvpStatus,
     Vote,
 )
-from core.db import Page, first_copy, paginate, utcnow
+from core.db import Page, dialect_insert, first_copy, paginate, utcnow
 from core.extensions import db
 from core.hooks import WorkSummary, linked_work, work_organised_by
 from core.places import city_slug
@@ -653,7 +654,10 @@ def edit_meetup(meetup: Meetup, details: MeetupDetails) -> bool:
         db.session.rollback()
         raise ChapterError("A meetup can only be moved to a time in the future.", field="starts")
     before = (meetup.starts_at, meetup.ends_at, meetup.place)
+    shown_before = meetup.calendar_fields
     _apply(meetup, details)
+    if meetup.calendar_fields != shown_before:
+        meetup.revision += 1
     moved = (meetup.starts_at, meetup.ends_at) != before[:2]
     changed = moved or meetup.place != before[2]
     if changed:  # the change and the news of it are committed together
@@ -1076,7 +1080,8 @@ def send_due_reminders() -> int:
 
 def _event_for(meetup: Meetup, waitlisted: bool = False) -> Event:
     event = Event()
-    event.add("uid", f"meetup-{meetup.id}@{current_app.config['SERVER_NAME'] or 'groundswell'}")
+    # Unique to this site, so two sites' feeds in one calendar never merge their events.
+    event.add("uid", f"meetup-{meetup.id}@{urlsplit(current_app.config['BASE_URL']).hostname}")
     event.add("dtstamp", meetup.updated_at or utcnow())
     event.add("dtstart", meetup.starts_at)
     event.add("dtend", meetup.ends_at)
@@ -1086,7 +1091,7 @@ def _event_for(meetup: Meetup, waitlisted: bool = False) -> Event:
     if meetup.place:
         event.add("location", vText(meetup.place))
     event.add("status", _event_status(meetup, waitlisted))
-    event.add("sequence", int(meetup.updated_at.timestamp()) if meetup.updated_at else 0)
+    event.add("sequence", meetup.revision)
     return event
 
 
@@ -1153,12 +1158,17 @@ def member_calendar(member: Member) -> bytes:
 
 
 def calendar_secret(member: Member) -> str:
-    """The secret of the member's personal feed, made on first use."""
+    """The secret of the member's personal feed, made on first use (once, however many
+    first visits arrive together)."""
     key = db.session.get(CalendarKey, member.id)
     if key is None:
-        key = CalendarKey(member_id=member.id, secret=secrets.token_urlsafe(32))
-        db.session.add(key)
+        db.session.execute(
+            dialect_insert(CalendarKey)
+            .values(member_id=member.id, secret=secrets.token_urlsafe(32))
+            .on_conflict_do_nothing(index_elements=["member_id"])
+        )
         db.session.commit()
+        key = db.session.get(CalendarKey, member.id)
     return key.secret
 
 

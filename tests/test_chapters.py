@@ -25,6 +25,7 @@ from campaigns.models import CampaignError
 from chapters import jobs as chapter_jobs
 from chapters import services
 from chapters.models import (
+    CalendarKey,
     Chapter,
     ChapterError,
     ChapterInvitation,
@@ -2003,6 +2004,38 @@ def test_a_meetup_downloads_as_an_icalendar_event(app, client):
     assert client.get("/meetups/999999.ics").status_code == 404
 
 
+def test_a_calendar_sees_a_new_revision_for_a_change_it_shows_and_not_for_answers(app, client):
+    """SEQUENCE rises when the title or time changes and when the meetup is cancelled; an
+    RSVP or a capacity change leaves it be. The UID names this site by its address."""
+    with app.app_context():
+        chapter, members = chapter_of("Ana", "Ben")
+        meetup = make_meetup(chapter, members["Olga"], capacity=10)
+        meetup_id = meetup.id
+
+    def shown() -> tuple[int, str]:
+        [event] = events_in(client.get(f"/meetups/{meetup_id}.ics"))
+        return int(event["sequence"]), str(event["uid"])
+
+    assert shown() == (0, f"meetup-{meetup_id}@localhost")
+    with app.app_context():
+        meetup = db.session.get(Meetup, meetup_id)
+        services.respond(meetup, member_by_email(email("Ana")), True)
+        services.respond(meetup, member_by_email(email("Ben")), False)
+        services.edit_meetup(meetup, details_of(meetup, capacity=20))
+    assert shown()[0] == 0
+    with app.app_context():
+        meetup = db.session.get(Meetup, meetup_id)
+        services.edit_meetup(meetup, details_of(meetup, title="Planning night, moved upstairs"))
+        later = meetup.starts_at + timedelta(hours=1)
+        services.edit_meetup(
+            meetup, details_of(meetup, starts_at=later, ends_at=later + timedelta(hours=2))
+        )
+    assert shown()[0] == 2
+    with app.app_context():
+        services.cancel_meetup(db.session.get(Meetup, meetup_id))
+    assert shown()[0] == 3
+
+
 def test_the_chapter_feed_lists_the_chapters_meetups(app, client):
     """The chapter's calendar has its meetups and no other chapter's."""
     with app.app_context():
@@ -2028,6 +2061,23 @@ def feed_path(client) -> str:
     link = re.search(r'id="feed" value="([^"]+)"', page.text).group(1)
     assert re.fullmatch(r"http://localhost/calendar/[\w-]+\.ics", link), link
     return link.removeprefix("http://localhost")
+
+
+def test_two_first_visits_to_the_calendar_page_at_once_share_one_feed(app):
+    """The other visit saves the feed's secret between this one's look and its insert:
+    this one shows that secret instead of failing."""
+    with app.app_context():
+        make_member(email("Olga"), "Olga")
+
+    def first_visit_elsewhere() -> None:
+        with app.app_context():
+            services.calendar_secret(member_by_email(email("Olga")))
+
+    with app.app_context():
+        olga = member_by_email(email("Olga"))
+        with once_a_statement_runs("FROM calendar_keys", "after", first_visit_elsewhere):
+            secret = services.calendar_secret(olga)
+        assert db.session.scalars(select(CalendarKey.secret)).all() == [secret]
 
 
 def test_a_members_private_feed_lists_their_meetups_until_reset(app):
