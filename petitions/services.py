@@ -725,13 +725,14 @@ def reconcile(petition_id: int) -> int:
     drift = real - petition.signature_count
     petition.signature_count = real
     db.session.execute(delete(CityCount).where(CityCount.petition_id == petition_id))
-    cities = db.session.execute(
-        select(Signature.city_slug, func.min(Signature.city), func.count())
+    spellings = db.session.execute(
+        select(Signature.city_slug, Signature.city, func.count())
         .where(mine)
-        .group_by(Signature.city_slug)
+        .group_by(Signature.city_slug, Signature.city)
     ).all()
     db.session.add_all(
-        CityCount(petition_id=petition_id, city_slug=s, city=c, count=n) for s, c, n in cities
+        CityCount(petition_id=petition_id, city_slug=slug, city=label, count=count)
+        for slug, (label, count) in _city_labels(spellings).items()
     )
     db.session.execute(delete(HourlyCount).where(HourlyCount.petition_id == petition_id))
     hours = Counter(
@@ -868,6 +869,18 @@ def recent_signers(petition: Petition, limit: int = 10) -> list[Signature]:
     """The latest confirmed signers who chose to be shown, with their comments."""
     query = _named_signers(petition).order_by(Signature.confirmed_at.desc()).limit(limit)
     return list(db.session.scalars(query))
+
+
+def _city_labels(spellings: list[tuple[str, str, int]]) -> dict[str, tuple[str, int]]:
+    """Each place's most used spelling (the first in sort order on a tie) and its count:
+    the label is the signers' common choice, not whatever the first one typed."""
+    places: dict[str, Counter[str]] = {}
+    for slug, city, count in spellings:
+        places.setdefault(slug, Counter())[city] += count
+    return {
+        slug: (min(counts, key=lambda city: (-counts[city], city)), counts.total())
+        for slug, counts in places.items()
+    }
 
 
 def city_breakdown(petition: Petition, limit: int = 10) -> list[CityCount]:

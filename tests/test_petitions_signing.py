@@ -1125,6 +1125,26 @@ def test_reconcile_repairs_drift(app):
         assert db.session.get(Petition, petition_id).signature_count == 3
 
 
+def test_the_nightly_reconcile_labels_each_place_by_its_most_used_spelling(app):
+    """The first signer from a place names it until the reconcile; then the spelling most
+    signers used does, the same on every database."""
+    petition_id = make_petition(app)
+    with app.app_context():
+        petition = db.session.get(Petition, petition_id)
+        add_signature(petition, "First Signer", city="LISBON!!!")
+        for n, city in enumerate(["Lisbon", "Lisbon", "lisbon", "Porto", "porto"]):
+            add_signature(petition, f"Signer {n}", city=city)
+        services.tally(petition_id)
+
+        def labels() -> list[tuple[str, int]]:
+            return [(c.city, c.count) for c in services.city_breakdown(petition)]
+
+        assert labels() == [("LISBON!!!", 4), ("Porto", 2)]
+        jobs.reconcile_counts()
+        db.session.expire_all()
+        assert labels() == [("Lisbon", 4), ("Porto", 2)]  # a tie goes to the first in order
+
+
 def city_and_hour_counts(petition_id: int) -> tuple[dict[str, int], dict]:
     """The petition's per-city and hourly counts, leaving out empty ones."""
     db.session.expire_all()
