@@ -45,6 +45,7 @@ from core.tokens import make_token, read_token_issued
 from core.topics import topic_label
 from core.urls import external_url
 from members.models import Member, invitation_key, normalise_account_email
+from members.services import hold_account
 from members.signals import account_deleting, data_export
 from notifications.services import Reader, Recipient, address_confirmed, notify, readers_found
 
@@ -78,7 +79,17 @@ class InvitationRefused(CampaignError):
 
 
 def create_campaign(owner: Member, *, decision_maker: dict[str, str], **fields: Any) -> Campaign:
-    """Save a new, unpublished campaign with its founder as owner and first decision-maker."""
+    """Save a new, unpublished campaign with its founder as owner and first decision-maker;
+    the same form sent again within REPOST_WINDOW gives the campaign it made the first time."""
+    hold_account(owner)
+    owned = select(CampaignOrganiser.campaign_id).where(
+        CampaignOrganiser.member_id == owner.id, CampaignOrganiser.is_owner.is_(True)
+    )
+    same = (getattr(Campaign, name) == value for name, value in fields.items())
+    copy = first_copy(Campaign, Campaign.id.in_(owned), Campaign.published_at.is_(None), *same)
+    if copy is not None:
+        db.session.commit()  # let the hold go
+        return copy
     campaign = Campaign(city_slug=city_slug(fields["city"]), status=Status.ACTIVE, **fields)
     campaign.organisers.append(CampaignOrganiser(member_id=owner.id, is_owner=True))
     campaign.decision_makers.append(DecisionMaker(stance=Stance.UNKNOWN, **decision_maker))

@@ -51,6 +51,12 @@ def find_by_email(email: str) -> Member | None:
     return db.session.scalar(select(Member).where(Member.email == normalise_account_email(email)))
 
 
+def hold_account(member: Member) -> None:
+    """Hold the member's row until commit: two copies of one form they sent at once are
+    then saved one after the other, and the second can find the first."""
+    db.session.execute(select(Member.id).where(Member.id == member.id).with_for_update())
+
+
 def register(*, display_name: str, email: str, password: str, city: str) -> Member | None:
     """Create an unconfirmed account and send its confirmation link.
 

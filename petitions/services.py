@@ -38,6 +38,7 @@ from core.queue import default_retry, enqueue
 from core.tokens import make_token, read_token
 from core.urls import external_url
 from members.models import Member
+from members.services import hold_account
 from members.signals import account_deleting, data_export, email_confirmed
 from notifications.services import Reader, Recipient, address_confirmed, notify, readers_found
 from petitions.models import (
@@ -66,7 +67,19 @@ PER_PAGE = 20
 
 
 def create_petition(organiser: Member, **fields: Any) -> Petition:
-    """Save a new petition as a draft owned by ``organiser``."""
+    """Save a new petition as a draft owned by ``organiser``; the same form sent again
+    within REPOST_WINDOW gives the draft it made the first time."""
+    hold_account(organiser)
+    same = (getattr(Petition, name) == value for name, value in fields.items())
+    copy = first_copy(
+        Petition,
+        Petition.organiser_id == organiser.id,
+        Petition.state == PetitionState.DRAFT,
+        *same,
+    )
+    if copy is not None:
+        db.session.commit()  # let the hold go
+        return copy
     petition = Petition(organiser_id=organiser.id, state=PetitionState.DRAFT, **fields)
     petition.city_slug = city_slug(petition.city)
     db.session.add(petition)

@@ -980,6 +980,20 @@ def test_a_member_launches_a_campaign_as_an_unpublished_draft(app, client, auth)
     assert public_page(app, campaign_id).status_code == 404
 
 
+def test_the_launch_form_sent_twice_makes_one_campaign(app, client, auth):
+    """A double click, or a resend after a slow answer, leads to the first campaign; the
+    form sent again with a change is a campaign of its own."""
+    auth.member()
+    first = submit(client, "/campaigns/new", new_campaign_form())
+    again = submit(client, "/campaigns/new", new_campaign_form())
+    assert first.status_code == again.status_code == 302
+    assert first.headers["Location"] == again.headers["Location"]
+    changed = submit(client, "/campaigns/new", new_campaign_form(title="Minimum pay in Hamburg"))
+    assert changed.headers["Location"] != first.headers["Location"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Campaign)) == 2
+
+
 @pytest.mark.parametrize(
     ("change", "field", "message"),
     [

@@ -261,6 +261,27 @@ def test_member_launches_a_draft_and_publishes_it(app, client, auth):
     assert app.test_client().get(f"/petitions/{petition_id}").status_code == 200
 
 
+def test_the_launch_form_sent_twice_makes_one_draft(app, client, auth):
+    auth.member()
+    data = {
+        "title": "Minimum pay per delivery",
+        "ask": "Set a minimum payment per delivery that covers waiting time.",
+        "decision_maker_name": "Berlin Senate",
+        "decision_maker_role": "State government",
+        "city": "Berlin",
+        "topic": "delivery",
+        "goal": "500",
+        "closes_on": (utcnow().date() + timedelta(days=90)).isoformat(),
+    }
+    first, again = (submit(client, "/petitions/new", data) for _ in range(2))
+    assert first.status_code == again.status_code == 302
+    assert first.headers["Location"] == again.headers["Location"]
+    changed = submit(client, "/petitions/new", {**data, "goal": "600"})
+    assert changed.headers["Location"] != first.headers["Location"]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Petition)) == 2
+
+
 def test_launching_needs_a_login(client):
     assert client.get("/petitions/new").status_code == 302
 
