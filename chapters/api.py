@@ -141,8 +141,8 @@ def represent_event(meetup: Meetup, counts: dict | None = None) -> dict[str, Any
             "osdi:group": link("chapters.api_group", chapter_id=meetup.chapter_id),
         },
     }
-    if meetup.online_link:
-        body["online_link"] = meetup.online_link
+    if meetup.online_link and meetup.chapter.membership_of(api_member()) is not None:
+        body["online_link"] = meetup.online_link  # for the chapter's members only
     return body
 
 

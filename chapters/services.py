@@ -1078,7 +1078,7 @@ def send_due_reminders() -> int:
 # --- calendars ---------------------------------------------------------------------------
 
 
-def _event_for(meetup: Meetup, waitlisted: bool = False) -> Event:
+def _event_for(meetup: Meetup, waitlisted: bool, with_link: bool) -> Event:
     event = Event()
     # Unique to this site, so two sites' feeds in one calendar never merge their events.
     event.add("uid", f"meetup-{meetup.id}@{urlsplit(current_app.config['BASE_URL']).hostname}")
@@ -1088,8 +1088,8 @@ def _event_for(meetup: Meetup, waitlisted: bool = False) -> Event:
     event.add("summary", meetup.title)
     event.add("description", meetup.description)
     event.add("url", external_url("chapters.meetup", meetup_id=meetup.id))
-    if meetup.place:
-        event.add("location", vText(meetup.place))
+    if place := meetup.place if with_link else meetup.public_place:
+        event.add("location", vText(place))
     event.add("status", _event_status(meetup, waitlisted))
     event.add("sequence", meetup.revision)
     return event
@@ -1103,17 +1103,22 @@ def _event_status(meetup: Meetup, waitlisted: bool) -> str:
 
 
 def calendar_for(
-    meetups: list[Meetup], name: str, waitlisted: Collection[int] = frozenset()
+    meetups: list[Meetup],
+    name: str,
+    waitlisted: Collection[int] = frozenset(),
+    *,
+    with_links: bool = False,
 ) -> bytes:
     """An iCalendar file of ``meetups`` that calendar applications import or subscribe to;
-    those whose ids are in ``waitlisted`` are tentative."""
+    those whose ids are in ``waitlisted`` are tentative. Online links go only into files
+    made for the chapter's members (``with_links``)."""
     calendar = Calendar()
     calendar.add("prodid", "-//Groundswell//Meetups//EN")
     calendar.add("version", "2.0")
     calendar.add("calscale", "GREGORIAN")
     calendar.add("x-wr-calname", name)
     for meetup in meetups:
-        calendar.add_component(_event_for(meetup, meetup.id in waitlisted))
+        calendar.add_component(_event_for(meetup, meetup.id in waitlisted, with_links))
     return calendar.to_ical()
 
 
@@ -1154,7 +1159,9 @@ def member_calendar(member: Member) -> bytes:
     """The member's personal feed: their meetups, tentative while they wait for a place."""
     rows = db.session.execute(_member_meetups(member)).all()
     waiting = {meetup.id for meetup, status in rows if status == RsvpStatus.WAITLISTED}
-    return calendar_for([meetup for meetup, _ in rows], "My Groundswell meetups", waiting)
+    meetups = [meetup for meetup, _ in rows]
+    # Meetups they answered are their chapters' own (a chapter left drops its answers).
+    return calendar_for(meetups, "My Groundswell meetups", waiting, with_links=True)
 
 
 def calendar_secret(member: Member) -> str:

@@ -543,7 +543,9 @@ def _ics(body: bytes, filename: str) -> Response:
 @bp.get("/meetups/<id:meetup_id>.ics")
 def meetup_ics(meetup_id: int):
     meetup = _meetup_or_404(meetup_id)
-    return _ics(services.calendar_for([meetup], meetup.title), f"meetup-{meetup.id}.ics")
+    is_member = meetup.chapter.membership_of(_viewer()) is not None
+    body = services.calendar_for([meetup], meetup.title, with_links=is_member)
+    return _ics(body, f"meetup-{meetup.id}.ics")
 
 
 @bp.get("/chapters/<slug>/calendar.ics")

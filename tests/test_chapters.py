@@ -42,11 +42,12 @@ from chapters.models import (
     RsvpStatus,
     Vote,
 )
+from core.api import TOKEN_HEADER
 from core.db import utcnow
 from core.extensions import db
 from core.queue import enqueue
 from members.models import Member
-from members.services import change_password, delete_account
+from members.services import change_password, create_api_token, delete_account
 from members.signals import account_deleting
 from notifications import services as notification_services
 from notifications.models import Category, Delivery, DeliveryState, Frequency, Notification
@@ -2034,6 +2035,40 @@ def test_a_calendar_sees_a_new_revision_for_a_change_it_shows_and_not_for_answer
     with app.app_context():
         services.cancel_meetup(db.session.get(Meetup, meetup_id))
     assert shown()[0] == 3
+
+
+def test_an_online_meetups_link_is_for_the_chapters_members_only(app, client):
+    """Strangers see that it is online, on its page, in the public calendars and in the
+    API; members see the link there and in their own feed."""
+    link = "https://meet.example.org/planning"
+    with app.app_context():
+        chapter, members = chapter_of("Ana")
+        meetup = make_meetup(chapter, members["Olga"], online_link=link)
+        meetup_id = meetup.id
+        services.respond(meetup, members["Ana"], True)
+        rui = make_member(email("Rui"), "Rui Outsider")
+        ana_token = create_api_token(members["Ana"], "script")
+        rui_token = create_api_token(rui, "script")
+        ana_feed = f"/calendar/{services.calendar_secret(members['Ana'])}.ics"
+
+    def location(response) -> str:
+        return str(events_in(response)[0]["location"])
+
+    stranger, outsider, ana = client, log_in(app, "Rui"), log_in(app, "Ana")
+    for viewer in (stranger, outsider):
+        page = viewer.get(f"/meetups/{meetup_id}").text
+        assert link not in page and "The link is shown to members of" in page
+        assert location(viewer.get(f"/meetups/{meetup_id}.ics")).endswith(", online")
+    assert link not in client.get(f"/chapters/{SLUG}/calendar.ics").text
+    assert link in ana.get(f"/meetups/{meetup_id}").text
+    assert location(ana.get(f"/meetups/{meetup_id}.ics")).endswith(link)
+    assert location(client.get(ana_feed)).endswith(link)
+
+    def api_link(token: str | None) -> str | None:
+        headers = {TOKEN_HEADER: token} if token else {}
+        return client.get(f"/api/v1/events/{meetup_id}", headers=headers).json.get("online_link")
+
+    assert (api_link(None), api_link(rui_token), api_link(ana_token)) == (None, None, link)
 
 
 def test_the_chapter_feed_lists_the_chapters_meetups(app, client):
