@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
+from flask_migrate import downgrade, upgrade
 from icalendar import Calendar
 from sqlalchemy import func, select, update
 
@@ -3134,6 +3135,33 @@ def test_joining_by_the_ordinary_button_closes_the_invitation_for_good(app):
     answer_invitation(vera, invitation)
     with app.app_context():
         assert roles_in_porto() == {email("Ines"): Role.ORGANISER}
+
+
+def test_the_migration_closes_invitations_left_open_by_an_ordinary_join(app):
+    with app.app_context():
+        people("Ines", "Vera", "Ana")
+    slug = import_inviting(
+        app,
+        person_entry("person-1", email("Vera"), "Vera", role="organiser"),
+        person_entry("person-2", email("Ana"), "Ana", role="organiser"),
+    )
+    assert post_with_token(log_in(app, "Vera"), f"/chapters/{slug}/join").status_code == 302
+    with app.app_context():
+        db.session.execute(  # as an ordinary join left it before
+            update(ChapterInvitation).values(state=InvitationState.PENDING, answered_at=None)
+        )
+        db.session.commit()
+        db.session.remove()
+        downgrade(revision="0020_meetup_revision")
+        upgrade()
+        rows = db.session.execute(select(ChapterInvitation.email, ChapterInvitation.state))
+        states = {address: state for address, state in rows}
+        assert states == {
+            email("Vera"): InvitationState.ACCEPTED,
+            email("Ana"): InvitationState.PENDING,
+        }
+        db.session.remove()
+        db.engine.dispose()
 
 
 def test_accepting_invitations_joins_as_any_join_does_and_activates_the_chapter(
