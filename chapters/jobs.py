@@ -120,7 +120,7 @@ def new_meetup_message(payload: dict, delivery: Delivery) -> dict | None:
     return _current_meetup_news(payload, delivery)
 
 
-@message("meetup_changed", category=Category.MEETUPS)
+@message("meetup_changed", category=Category.MEETUPS, timely=True)
 def changed_meetup_message(payload: dict, delivery: Delivery) -> dict | None:
     return _current_meetup_news(payload, delivery)
 
@@ -135,7 +135,7 @@ def _current_meetup_news(payload: dict, delivery: Delivery) -> dict | None:
     return context
 
 
-@message("meetup_cancelled", category=Category.MEETUPS)
+@message("meetup_cancelled", category=Category.MEETUPS, timely=True)
 def cancelled_meetup_message(payload: dict, delivery: Delivery) -> dict | None:
     context = _meetup_context(payload)
     if context is None or not _still_in_chapter(context["chapter"].id, delivery):
@@ -143,7 +143,7 @@ def cancelled_meetup_message(payload: dict, delivery: Delivery) -> dict | None:
     return context
 
 
-@message("meetup_reminder", category=Category.MEETUPS)
+@message("meetup_reminder", category=Category.MEETUPS, timely=True)
 def reminder_message(payload: dict, delivery: Delivery) -> dict | None:
     """Only for someone still going to a meetup that still happens at the time reminded of."""
     context = _meetup_context(payload)

@@ -104,6 +104,7 @@ class MessageKind:
     notice: bool  # also shown in members' notification centre
     bulk: bool  # carries one-click unsubscribe headers and the preferences footer
     still_in_audience: AudienceCheck | None = None
+    timely: bool = False  # goes at once to those who take its category as a digest
 
 
 KINDS: dict[str, MessageKind] = {}
@@ -120,6 +121,7 @@ def message(
     notice: bool = True,
     bulk: bool | None = None,
     still_in_audience: AudienceCheck | None = None,
+    timely: bool = False,
 ) -> Callable[[ContextBuilder], ContextBuilder]:
     """Declare a message. The builder runs in a worker, once per recipient, and returns the
     template context, or None when the message no longer applies (e.g. already confirmed).
@@ -133,6 +135,10 @@ def message(
     unsubscribed from. One without a category or ``transactional`` is a personal notice
     (an invitation, say): emailed whatever the preferences and shown in the notification
     centre, with nothing to unsubscribe from, unless declared ``bulk`` (the digest).
+
+    A ``timely`` message is news that tomorrow's digest would bring too late (a meetup
+    the reader is going to is cancelled tonight): it goes at once to readers who take its
+    category as a daily digest. Those who turned the category off still get nothing.
     """
 
     def register(build: ContextBuilder) -> ContextBuilder:
@@ -144,6 +150,7 @@ def message(
             notice and not transactional,
             bulk=category is not None if bulk is None else bulk,
             still_in_audience=still_in_audience,
+            timely=timely,
         )
         return build
 
@@ -609,9 +616,11 @@ class _Choices:
             self.frequencies.get((subscriber, spec.category), Frequency.IMMEDIATELY)
             for subscriber in subscribers_of(delivery.member_id, delivery.email)
         )
-        return {Frequency.OFF: DeliveryState.SKIPPED, Frequency.DAILY: DeliveryState.DIGEST}.get(
-            frequency
-        )
+        if frequency == Frequency.OFF:
+            return DeliveryState.SKIPPED
+        if frequency == Frequency.DAILY and not spec.timely:
+            return DeliveryState.DIGEST
+        return None
 
 
 def _left_audience(deliveries: list[Delivery]) -> set[int]:
