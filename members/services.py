@@ -254,11 +254,11 @@ def reset_password(token: str, password: str) -> Member | None:
     if member is None:
         return None
     _set_new_password(member, password)
-    # Following the emailed link proves the member reads this address.
-    newly_confirmed = member.confirm_email(member.email)
+    # Following the emailed link proves the member reads this address, confirmed or not
+    # before: an address that once refused mail, say, takes it again.
+    member.confirm_email(member.email)
     db.session.commit()
-    if newly_confirmed:
-        email_confirmed.send(_app(), member=member)
+    email_confirmed.send(_app(), member=member)
     return member
 
 

@@ -1074,8 +1074,33 @@ def _without_addresses(value: Any, addresses: set[str]) -> Any:
 
 @email_confirmed.connect
 def _member_confirmed_address(sender, member: Member, **extra) -> None:
+    _adopt_guest_mail(member)
     _readdress_waiting_mail(member)
     address_confirmed(member.email)
+
+
+def _adopt_guest_mail(member: Member) -> None:
+    """Mail sent or waiting for the address the member just proved theirs, from before they
+    had an account with it, becomes the account's: their choices then stop what still
+    waits, and it goes with the account if they delete it, whatever address they move to.
+    News they have as a member already stays with that copy alone."""
+    address = member.email.lower()
+    as_member = aliased(Delivery)
+    db.session.execute(
+        update(Delivery)
+        .where(
+            Delivery.member_id.is_(None),
+            Delivery.email == address,
+            ~select(as_member.id)
+            .where(
+                as_member.notification_id == Delivery.notification_id,
+                as_member.member_id == member.id,
+            )
+            .exists(),
+        )
+        .values(member_id=member.id)
+        .execution_options(synchronize_session=False)
+    )
 
 
 _WAITING = (DeliveryState.PENDING, DeliveryState.DIGEST)
@@ -1300,8 +1325,8 @@ def _turned_off(delivery: Delivery) -> bool:
 
 @message("daily_digest", notice=False, bulk=True)
 def _digest_context(payload: dict[str, Any], delivery: Delivery) -> dict[str, Any] | None:
-    """The digest's items; news that expired or stopped applying while the digest waited
-    to go is left out."""
+    """The digest's items; news that expired, stopped applying, or whose category the
+    reader turned off while the digest waited to go is left out."""
     held = db.session.scalars(
         select(Delivery)
         .join(Notification, Delivery.notification_id == Notification.id)
@@ -1312,7 +1337,7 @@ def _digest_context(payload: dict[str, Any], delivery: Delivery) -> dict[str, An
     items = [
         item.notification
         for item in held
-        if not item.notification.has_expired(now) and _still_applies(item)
+        if not item.notification.has_expired(now) and _still_applies(item) and not _turned_off(item)
     ]
     return {"items": items} if items else None
 

@@ -609,6 +609,23 @@ def digest_texts(outbox) -> list[str]:
     return [m.get_body(("plain",)).get_content() for m in outbox.to("ana@example.org")]
 
 
+@pytest.mark.parametrize("category", ["petitions", services.ALL_CATEGORIES])
+def test_a_digest_waiting_to_go_leaves_out_news_turned_off_meanwhile(
+    app, client, auth, outbox, run_jobs, category
+):
+    """The day's digest is queued behind other mail; Ana turns petition news (or all
+    mail) off with a one-click link before it goes: it does not go."""
+    petition_id = member_on_daily_digests(app, client, auth, outbox, run_jobs)
+    post_update(app, petition_id, title="Morning update")
+    run_jobs()
+    with app.app_context():
+        assert services.send_daily_digests() == 1
+        ana = db.session.scalar(select(Delivery.member_id).where(Delivery.member_id.is_not(None)))
+        services.unsubscribe(f"member:{ana}", category)
+    run_jobs()
+    assert digest_texts(outbox) == []
+
+
 def test_what_is_held_after_the_days_digest_went_waits_for_the_next_digest(
     app, client, auth, outbox, run_jobs
 ):
@@ -1041,6 +1058,45 @@ def guest_signs_for_updates(app, client, outbox, run_jobs, petition_id: int) -> 
     submit(client, url, form, f"{url}/sign")
     run_jobs()
     submit(client, signature_confirm_link(outbox, "ana@example.org"), {})
+
+
+def test_news_held_for_a_guest_follows_the_choices_of_the_member_they_become(
+    app, client, auth, outbox, run_jobs
+):
+    """Ana takes petition news daily as a guest, registers with the same address and turns
+    all news off on her own page: what was held for her as a guest is not sent."""
+    petition_id = petition_with_signers(app, 0)
+    guest_signs_for_updates(app, client, outbox, run_jobs, petition_id)
+    with app.app_context():
+        services.set_preferences("email:ana@example.org", {Category.PETITIONS: Frequency.DAILY})
+    post_update(app, petition_id, title="Held for a guest")
+    run_jobs()
+    auth.member()  # registers and confirms ana@example.org
+    prefs = {"petitions": "off", "campaigns": "off", "meetups": "off", "decisions": "off"}
+    assert submit(client, "/notifications/preferences", prefs).status_code == 302
+    outbox.clear()
+    with app.app_context():
+        assert services.send_daily_digests() == 0
+    run_jobs()
+    assert outbox.to("ana@example.org") == []
+
+
+def test_a_reset_link_followed_takes_a_refused_address_back_for_bulk_mail(
+    app, client, auth, outbox, run_jobs
+):
+    """Ana's server refused one message for good; following a reset link proves she reads
+    the address again, so her news is sent to it again."""
+    auth.member()
+    with app.app_context():
+        services.mark_failing("ana@example.org", "550 mailbox unavailable")
+    auth.logout()
+    submit(client, "/reset", {"email": "ana@example.org"})
+    run_jobs()
+    link = next(u for u in links_in(outbox.last_to("ana@example.org")) if "/reset/" in u)
+    new_password = {"password": "another horse battery", "confirm": "another horse battery"}
+    assert submit(client, path_of(link), new_password).status_code == 302
+    with app.app_context():
+        assert not services.is_failing("ana@example.org")
 
 
 class CheckedChoices(HTMLParser):
