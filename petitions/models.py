@@ -22,10 +22,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
-    case,
+    or_,
     update,
 )
-from sqlalchemy.ext.hybrid import hybrid_property
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -96,7 +95,7 @@ class Petition(Timestamped, db.Model):
     def takes_signatures(self) -> bool:
         return self.state == PetitionState.OPEN and self.closes_at > utcnow()
 
-    @hybrid_property
+    @property
     def status(self) -> str:
         """The state as the public sees it: an open petition past its closing time is
         closed, in the minutes before the sweep records it."""
@@ -104,11 +103,16 @@ class Petition(Timestamped, db.Model):
             return PetitionState.CLOSED
         return self.state
 
-    @status.inplace.expression
     @classmethod
-    def _status_in_sql(cls) -> ColumnElement[str]:
-        expired = and_(cls.state == PetitionState.OPEN, cls.closes_at <= utcnow())
-        return case((expired, PetitionState.CLOSED.value), else_=cls.state)
+    def has_status(cls, status: str) -> ColumnElement[bool]:
+        """The SQL condition for ``status``, written so an index on the state serves it."""
+        now = utcnow()
+        if status == PetitionState.OPEN:
+            return and_(cls.state == PetitionState.OPEN, cls.closes_at > now)
+        if status == PetitionState.CLOSED:
+            expired = and_(cls.state == PetitionState.OPEN, cls.closes_at <= now)
+            return or_(cls.state == PetitionState.CLOSED, expired)
+        return cls.state == status
 
     @property
     def is_public(self) -> bool:

@@ -825,7 +825,9 @@ def find_petitions(
     recent = _recent_counts()
     query = select(Petition).outerjoin(recent, recent.c.petition_id == Petition.id)
     public = [PetitionState.OPEN, PetitionState.CLOSED, PetitionState.WON]
-    query = query.where(Petition.status == state if state in public else Petition.state.in_(public))
+    query = query.where(
+        Petition.has_status(state) if state in public else Petition.state.in_(public)
+    )
     if city:
         query = query.where(Petition.city_slug == city_slug(city))
     if topic:
@@ -858,7 +860,7 @@ def trending_near(city: str | None, limit: int = 6) -> list[Petition]:
     query = (
         select(Petition)
         .outerjoin(recent, recent.c.petition_id == Petition.id)
-        .where(Petition.status == PetitionState.OPEN)
+        .where(Petition.has_status(PetitionState.OPEN))
     )
     order = [
         func.coalesce(recent.c.recent, 0).desc(),
