@@ -1229,7 +1229,8 @@ def open_proposal(
     if not chapter.is_active:
         raise ChapterError("Proposals open once the chapter is active.")
     now = utcnow()
-    if closes_at < now + SHORTEST_VOTE:
+    # The form gives whole minutes: an hour from now, to the minute, is an hour.
+    if closes_at < (now + SHORTEST_VOTE).replace(second=0, microsecond=0):
         raise ChapterError("Give members at least an hour to vote.", field="closes")
     if closes_at > now + LONGEST_VOTE:
         raise ChapterError("A vote can last at most 90 days.", field="closes")

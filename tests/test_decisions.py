@@ -894,6 +894,21 @@ def test_the_service_refuses_a_vote_shorter_than_an_hour(app):
         )
 
 
+def test_a_vote_closing_an_hour_from_now_to_the_minute_opens(app):
+    """The form has no seconds: the minute an hour from now is long enough."""
+    chapter_id, _ = chapter_with(app, 3)
+    with app.app_context():
+        an_hour_on = (utcnow() + timedelta(hours=1)).replace(second=0, microsecond=0)
+        proposal = services.open_proposal(
+            db.session.get(Chapter, chapter_id),
+            member_by_email(ORGANISER),
+            title=TITLE,
+            details=DETAILS,
+            closes_at=an_hour_on,
+        )
+        assert proposal.closes_at == an_hour_on
+
+
 @pytest.mark.parametrize(
     ("choice", "message"),
     [
