@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from flask import Flask
-from sqlalchemy import func, insert, select, update
+from flask_migrate import downgrade, upgrade
+from sqlalchemy import func, insert, select, text, update
 
 from chapters import jobs as chapter_jobs
 from chapters import services
@@ -674,6 +675,42 @@ def test_a_vote_that_meets_the_members_other_vote_is_checked_again_before_it_is_
     with app.app_context():
         votes = db.session.execute(select(Vote.member_id, Vote.choice, Vote.reason)).all()
         assert votes == [(ana_id, Choice.AGREE, None)]
+
+
+def test_migrating_down_and_up_keeps_every_vote_and_answer(app, run_jobs):
+    """On SQLite a migration may copy a table; the rows pointing at it stay."""
+    chapter_id, members = chapter_with(app, 4)
+    proposal_id = open_proposal(app, chapter_id)
+    cast(app, proposal_id, *((email, Choice.AGREE) for email in members))
+    with app.app_context():
+        chapter = db.session.get(Chapter, chapter_id)
+        starts = utcnow() + timedelta(days=3)
+        details = services.MeetupDetails(
+            title="Planning night",
+            description="We plan the next month.",
+            starts_at=starts,
+            ends_at=starts + timedelta(hours=2),
+            venue="Café Lua",
+            address=None,
+            online_link=None,
+            capacity=None,
+        )
+        meetup = services.schedule_meetup(chapter, member_by_email(ORGANISER), details)
+        for email in members[1:]:
+            services.respond(meetup, member_by_email(email), True)
+
+        def rows() -> tuple[int, int]:
+            votes = db.session.scalar(select(func.count()).select_from(Vote))
+            answers = db.session.execute(text("SELECT COUNT(*) FROM meetup_rsvps")).scalar()
+            db.session.remove()
+            return votes, answers
+
+        assert rows() == (4, 3)
+        downgrade(revision="0016_campaign_owner_hand_over")
+        assert rows() == (4, 3)
+        upgrade()
+        assert rows() == (4, 3)
+        db.engine.dispose()
 
 
 # --- who may do what ---------------------------------------------------------------------
