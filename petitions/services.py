@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from sqlalchemy import Select, and_, delete, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import joinedload
-from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.orm.exc import ObjectDeletedError, StaleDataError
 
 from core import mail, pagecache, ratelimit
 from core.db import (
@@ -281,14 +281,13 @@ def _sign_as_guest(petition: Petition, details: SignerDetails, email_key: str) -
     existing = _signature_by_key(petition.id, email_key)
     if existing is None:  # purged between the two statements: sign afresh
         return _sign_as_guest(petition, details, email_key)
-    if (
-        existing.state == SignatureState.WITHDRAWN
-        and _settle_withdrawal(existing)
-        and existing.renew(_editable(details))
-    ):
-        existing.confirmation_sent_at = utcnow()
-        _queue_confirmation(petition, existing.id, _signer(existing))
-        return SignOutcome.CHECK_EMAIL
+    if existing.state == SignatureState.WITHDRAWN:
+        if _renew_withdrawn(existing, details):
+            existing.confirmation_sent_at = utcnow()
+            _queue_confirmation(petition, existing.id, _signer(existing))
+            return SignOutcome.CHECK_EMAIL
+        # Renewed by a request at the same time, or purged: start from the row as saved now.
+        return _sign_as_guest(petition, details, email_key)
     if existing.state == SignatureState.PENDING and not existing.retake_details(
         _editable(details)  # the confirmation page shows them
     ):
@@ -424,6 +423,14 @@ def _confirm_for_member(
         raise _ChangedMeanwhile
     db.session.commit()
     return signature
+
+
+def _renew_withdrawn(signature: Signature, details: SignerDetails) -> bool:
+    """Sign a withdrawn signature again; False if it changed or went meanwhile."""
+    try:
+        return _settle_withdrawal(signature) and signature.renew(_editable(details))
+    except ObjectDeletedError:  # the purge deleted it after it was read
+        return False
 
 
 def _settle_withdrawal(signature: Signature) -> bool:

@@ -300,6 +300,40 @@ def test_signing_over_a_stale_signature_purged_midway_signs_afresh(app, outbox, 
     assert len(outbox.to("rui@example.org")) == 1
 
 
+def test_signing_again_over_a_withdrawal_purged_midway_signs_afresh(app, outbox, run_jobs):
+    """Rui withdrew a week ago; the hourly purge deletes that row just after his new
+    signature read it: he signs afresh and is asked to confirm."""
+    if db_dialect(app) == "sqlite":
+        pytest.skip("on SQLite a guest's first statement, an INSERT, takes the write lock")
+    petition_id = open_petition(app)
+    with app.app_context():
+        services.sign(db.session.get(Petition, petition_id), rui(), address="10.0.0.1")
+        services.withdraw_signature(signature_of(petition_id))
+    run_jobs()
+    outbox.clear()
+    with app.app_context():
+        week_ago = utcnow() - timedelta(days=8)
+        db.session.execute(update(Signature).values(withdrawn_at=week_ago))
+        db.session.commit()
+
+    def purge_once_read(conn, cursor, statement, *args):
+        if not purged and statement.startswith("SELECT signatures.id"):
+            purged.append(True)
+            elsewhere(app, lambda: jobs.purge_stale_signatures())
+
+    purged: list[bool] = []
+    with app.app_context():
+        event.listen(db.engine, "after_cursor_execute", purge_once_read)
+        try:
+            outcome = services.sign(db.session.get(Petition, petition_id), rui(), "10.0.0.2")
+        finally:
+            event.remove(db.engine, "after_cursor_execute", purge_once_read)
+        assert purged and outcome == services.SignOutcome.CHECK_EMAIL
+        assert signature_of(petition_id).state == SignatureState.PENDING
+    run_jobs()
+    assert len(outbox.to("rui@example.org")) == 1
+
+
 def test_withdrawing_a_stale_signature_purged_midway_says_it_no_longer_counts(app, client):
     petition_id = open_petition(app)
     with app.app_context():
