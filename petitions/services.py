@@ -1111,7 +1111,7 @@ def export_member_petitions(sender, member: Member, **extra) -> dict[str, Any]:
     signed = db.session.scalars(_member_signatures(member)).all()
     return {
         "petitions_started": [
-            {"id": p.id, "title": p.title, "state": p.state, "signatures": p.signature_count}
+            {"id": p.id, "title": p.title, "state": p.status, "signatures": p.signature_count}
             for p in started
         ],
         "signatures": [

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 
 import pytest
 from flask import Flask
+from flask_migrate import downgrade, upgrade
 from rq.registry import ScheduledJobRegistry
 from sqlalchemy import event, func, select, update
 
@@ -353,6 +354,32 @@ def test_a_petition_takes_signatures_to_the_end_of_its_closing_day(app, client, 
         assert not petition.takes_signatures
     monkeypatch.undo()
     assert "closes at the end of" in client.get(f"/petitions/{petition_id}").text
+
+
+def test_the_migration_moves_old_closing_times_to_the_end_of_the_day(app):
+    """Petitions saved to close at 23:59:00 close at the end of that day; others keep
+    their time."""
+    old_style = make_petition(app, title="Saved to close at 23:59")
+    other = make_petition(app, title="Saved to close at noon")
+    day = utcnow().date() + timedelta(days=5)
+    with app.app_context():
+        for petition_id, at in ((old_style, time(23, 59)), (other, time(12, 0))):
+            closes_at = datetime.combine(day, at, tzinfo=UTC)
+            db.session.execute(
+                update(Petition).where(Petition.id == petition_id).values(closes_at=closes_at)
+            )
+        db.session.commit()
+        db.session.remove()
+        downgrade(revision="0021_close_joined_invitations")
+        upgrade()
+        assert db.session.get(Petition, old_style).closes_at == datetime.combine(
+            day, time.max, tzinfo=UTC
+        )
+        assert db.session.get(Petition, other).closes_at == datetime.combine(
+            day, time(12, 0), tzinfo=UTC
+        )
+        db.session.remove()
+        db.engine.dispose()
 
 
 def test_an_open_petition_is_edited_on_its_last_day_without_moving_the_date(app, client, auth):
