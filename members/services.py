@@ -10,7 +10,7 @@ from typing import Any
 
 from flask import current_app
 from markupsafe import Markup
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from core import mail, ratelimit
@@ -53,8 +53,17 @@ def find_by_email(email: str) -> Member | None:
 
 def hold_account(member: Member) -> None:
     """Hold the member's row until commit: two copies of one form they sent at once are
-    then saved one after the other, and the second can find the first."""
-    db.session.execute(select(Member.id).where(Member.id == member.id).with_for_update())
+    then saved one after the other, and the second can find the first.
+
+    The UPDATE changes nothing but takes the row lock (PostgreSQL) or the write lock
+    (SQLite, which ignores FOR UPDATE) until commit.
+    """
+    db.session.execute(
+        update(Member)
+        .where(Member.id == member.id)
+        .values(id=Member.id)
+        .execution_options(synchronize_session=False)
+    )
 
 
 def register(*, display_name: str, email: str, password: str, city: str) -> Member | None:

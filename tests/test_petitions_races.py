@@ -8,6 +8,7 @@ would have lost its change.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -72,6 +73,52 @@ def stale(petition_id: int, email: str) -> None:
         .values(created_at=long_ago, confirmation_sent_at=long_ago)
     )
     db.session.commit()
+
+
+# --- the launch form sent twice at once ----------------------------------------------------
+
+
+def test_the_launch_form_sent_twice_at_once_makes_one_draft(app, monkeypatch):
+    """The second copy arrives while the first is still looking for an earlier one: it
+    waits for the first to be saved, finds it, and makes no second draft."""
+    with app.app_context():
+        make_member("org@example.org", "Olga")
+    fields = {
+        "title": "Fair pay for couriers",
+        "ask": "Set a minimum rate per delivery for every platform in the city.",
+        "decision_maker_name": "Carla Mendes",
+        "decision_maker_role": "Mayor",
+        "city": "Lisbon",
+        "topic": "delivery",
+        "goal": 100,
+        "closes_at": utcnow() + timedelta(days=30),
+    }
+    looked, made = threading.Event(), []
+    first_copy = services.first_copy
+
+    def slow_first_look(*args, **kwargs):
+        found = first_copy(*args, **kwargs)
+        if not looked.is_set():
+            looked.set()
+            time.sleep(0.5)  # the other copy arrives now
+        return found
+
+    monkeypatch.setattr(services, "first_copy", slow_first_look)
+
+    def send_form() -> None:
+        with app.app_context():
+            organiser = member_by_email("org@example.org")
+            made.append(services.create_petition(organiser, **fields).id)
+
+    copies = [threading.Thread(target=send_form) for _ in range(2)]
+    copies[0].start()
+    assert looked.wait(timeout=10)
+    copies[1].start()
+    for copy in copies:
+        copy.join(timeout=20)
+    assert len(made) == 2 and made[0] == made[1]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(Petition)) == 1
 
 
 # --- editing while the first person signs --------------------------------------------------
