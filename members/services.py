@@ -61,7 +61,7 @@ def hold_account(member: Member) -> None:
     db.session.execute(
         update(Member)
         .where(Member.id == member.id)
-        .values(id=Member.id)
+        .values(updated_at=Member.updated_at)  # as it was: the account is not changed
         .execution_options(synchronize_session=False)
     )
 
