@@ -59,6 +59,21 @@ def make_petition(app: Flask, organiser_email: str = "org@example.org", **change
         return factories.make_petition(organiser, **fields).id
 
 
+def launch_form(**changes) -> dict:
+    """The launch form for a Berlin delivery petition closing in 90 days."""
+    return {
+        "title": "Minimum pay per delivery",
+        "ask": "Set a minimum payment per delivery that covers waiting time.",
+        "decision_maker_name": "Berlin Senate",
+        "decision_maker_role": "State government",
+        "city": "Berlin",
+        "topic": "delivery",
+        "goal": "500",
+        "closes_on": (utcnow().date() + timedelta(days=90)).isoformat(),
+        **changes,
+    }
+
+
 def sign_form(**changes) -> dict:
     return {
         "name": "Rui Costa",
@@ -232,21 +247,8 @@ def test_closing_a_petition_hidden_while_the_request_ran_says_why(app, client, a
 
 def test_member_launches_a_draft_and_publishes_it(app, client, auth):
     auth.member()
-    today = utcnow().date()
-    response = submit(
-        client,
-        "/petitions/new",
-        {
-            "title": "Minimum pay per delivery",
-            "ask": "Set a **minimum** payment per delivery that covers waiting time.",
-            "decision_maker_name": "Berlin Senate",
-            "decision_maker_role": "State government",
-            "city": "Berlin",
-            "topic": "delivery",
-            "goal": "500",
-            "closes_on": (today + timedelta(days=90)).isoformat(),
-        },
-    )
+    ask = "Set a **minimum** payment per delivery that covers waiting time."
+    response = submit(client, "/petitions/new", launch_form(ask=ask))
     assert response.status_code == 302
     with app.app_context():
         petition = db.session.scalar(select(Petition))
@@ -264,16 +266,7 @@ def test_member_launches_a_draft_and_publishes_it(app, client, auth):
 
 def test_the_launch_form_sent_twice_makes_one_draft(app, client, auth):
     auth.member()
-    data = {
-        "title": "Minimum pay per delivery",
-        "ask": "Set a minimum payment per delivery that covers waiting time.",
-        "decision_maker_name": "Berlin Senate",
-        "decision_maker_role": "State government",
-        "city": "Berlin",
-        "topic": "delivery",
-        "goal": "500",
-        "closes_on": (utcnow().date() + timedelta(days=90)).isoformat(),
-    }
+    data = launch_form()
     first, again = (submit(client, "/petitions/new", data) for _ in range(2))
     assert first.status_code == again.status_code == 302
     assert first.headers["Location"] == again.headers["Location"]
@@ -307,18 +300,7 @@ def test_launch_form_rejects_bad_input(app, client, auth, change, field, message
     auth.member()
     if change.get("closes_on") == "+400days":
         change = {"closes_on": (utcnow().date() + timedelta(days=400)).isoformat()}
-    data = {
-        "title": "Minimum pay per delivery",
-        "ask": "Set a minimum payment per delivery that covers waiting time.",
-        "decision_maker_name": "Berlin Senate",
-        "decision_maker_role": "State government",
-        "city": "Berlin",
-        "topic": "delivery",
-        "goal": "500",
-        "closes_on": (utcnow().date() + timedelta(days=90)).isoformat(),
-        **change,
-    }
-    response = submit(client, "/petitions/new", data)
+    response = submit(client, "/petitions/new", launch_form(**change))
     assert response.status_code == 422
     assert message in response.text.split(f'id="{field}-error"', 1)[1].split("</p>", 1)[0]
     with app.app_context():
@@ -332,16 +314,7 @@ def test_a_petition_takes_signatures_to_the_end_of_its_closing_day(app, client, 
     """The date chosen is the last day to sign, up to its final second (UTC)."""
     auth.member()
     closing_day = utcnow().date() + timedelta(days=10)
-    data = {
-        "title": "Minimum pay per delivery",
-        "ask": "Set a minimum payment per delivery that covers waiting time.",
-        "decision_maker_name": "Berlin Senate",
-        "decision_maker_role": "State government",
-        "city": "Berlin",
-        "topic": "delivery",
-        "goal": "500",
-        "closes_on": closing_day.isoformat(),
-    }
+    data = launch_form(closes_on=closing_day.isoformat())
     assert submit(client, "/petitions/new", data).status_code == 302
     with app.app_context():
         petition = db.session.scalar(select(Petition))
