@@ -1144,6 +1144,17 @@ def anonymise_member_signatures(sender, member: Member, **extra) -> None:
             signature.anonymise()
 
 
+@account_deleting.connect
+def delete_member_drafts(sender, member: Member, **extra) -> None:
+    """Drafts nobody saw go with their author; petitions already public stay, as their
+    signers' record, and close on their date."""
+    db.session.execute(
+        delete(Petition).where(
+            Petition.organiser_id == member.id, Petition.state == PetitionState.DRAFT
+        )
+    )
+
+
 @email_confirmed.connect
 def follow_members_new_address(sender, member: Member, **extra) -> None:
     """A member's signatures move with their confirmed address, so updates and receipts go

@@ -830,6 +830,7 @@ def test_data_export_then_deletion_keeps_signatures_counted_but_anonymous(
             show_name=True,
         )
         own_id = make_petition(ana, title="Ana's own petition", city="Porto").id
+        draft_id = make_petition(ana, title="Ana's unfinished draft", publish=False).id
         ana_id = ana.id
     run_jobs()
     with app.app_context():
@@ -839,7 +840,8 @@ def test_data_export_then_deletion_keeps_signatures_counted_but_anonymous(
     assert export.status_code == 200
     data = json.loads(export.text)
     assert data["petitions_started"] == [
-        {"id": own_id, "title": "Ana's own petition", "state": "open", "signatures": 0}
+        {"id": own_id, "title": "Ana's own petition", "state": "open", "signatures": 0},
+        {"id": draft_id, "title": "Ana's unfinished draft", "state": "draft", "signatures": 0},
     ]
     signed = {s["petition_id"]: s for s in data["signatures"]}
     assert set(signed) == {petition_id, other_id}
@@ -877,6 +879,7 @@ def test_data_export_then_deletion_keeps_signatures_counted_but_anonymous(
         assert not any("ana" in s.email.lower() for s in rows)
         own = db.session.get(Petition, own_id)
         assert own.organiser_id is None and own.state == "open"
+        assert db.session.get(Petition, draft_id) is None
 
     page = client.get(f"/petitions/{petition_id}").text
     assert "Ana Lima" not in page and "Couriers need this." not in page
