@@ -190,19 +190,16 @@ class Meetup(Timestamped, db.Model):
     @property
     def place(self) -> str:
         """Where it happens, in one line, with the online link: for the chapter's members."""
-        parts = [p for p in (self.venue, self.address) if p]
-        if self.online_link:
-            parts.append(self.online_link)
-        return ", ".join(parts)
+        return self._place_with(self.online_link)
 
     @property
     def public_place(self) -> str:
         """Where it happens, for anyone: an online meetup's link is for members only, so
         that strangers cannot drop into the call."""
-        parts = [p for p in (self.venue, self.address) if p]
-        if self.online_link:
-            parts.append("online")
-        return ", ".join(parts)
+        return self._place_with("online" if self.online_link else None)
+
+    def _place_with(self, online: str | None) -> str:
+        return ", ".join(part for part in (self.venue, self.address, online) if part)
 
     def set_times(self, starts_at: datetime, ends_at: datetime) -> None:
         if ends_at <= starts_at:
